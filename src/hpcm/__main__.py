@@ -1,0 +1,5 @@
+import sys
+
+from hpcm.cli.main import main
+
+sys.exit(main())
