@@ -1,0 +1,110 @@
+"""``HPCMConfig``: every architectural choice of an HPCM model, JSON round-trippable.
+
+The defaults describe the official HPCM-Base (spec hpcm.md §2, §3.2, §4.7, §4.8). Weights files store
+``config.to_dict()`` so a model can be rebuilt exactly with ``HPCMConfig.from_dict``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from hpcm.models.components import CellSpec, ContextNetSpec, PriorSpec
+
+
+def _default_cells() -> tuple[CellSpec, CellSpec, CellSpec]:
+    return (CellSpec(window=4, heads=32), CellSpec(window=8, heads=32), CellSpec(window=8, heads=32))
+
+
+def _default_context_nets() -> tuple[ContextNetSpec, ContextNetSpec]:
+    return (ContextNetSpec(), ContextNetSpec())
+
+
+@dataclass
+class HPCMConfig:
+    """Architecture of an HPCM model.
+
+    M, N: latent y / hyper-latent z channels (M a multiple of 8).
+    g_channels / g_depths: the three PConvRB stages of g_a (g_s mirrors them).
+    h_a_depths: PConvRB blocks of h_a at M channels and at N channels; h_s_depths: at N and at 2M.
+    cells: per-scale (s1, s2, s3) context cells; context_nets: the s1->s2 and s2->s3 nets;
+    prior_s12 / prior_s3: spatial priors. GGM beta and bounds, scale table (min, max, levels).
+    memory: reserved for a multi-reference memory bank (not used by the base model).
+    """
+
+    M: int = 320
+    N: int = 256
+    g_channels: tuple[int, int, int] = (96, 192, 384)
+    g_depths: tuple[int, int, int] = (2, 2, 4)
+    h_a_depths: tuple[int, int] = (1, 3)
+    h_s_depths: tuple[int, int] = (3, 1)
+    mlp_ratio: int = 4
+    partial_ratio: int = 4
+    cells: tuple[CellSpec, CellSpec, CellSpec] = field(default_factory=_default_cells)
+    context_nets: tuple[ContextNetSpec, ContextNetSpec] = field(default_factory=_default_context_nets)
+    prior_s12: PriorSpec = field(default_factory=lambda: PriorSpec(depths=(2, 1)))
+    prior_s3: PriorSpec = field(default_factory=lambda: PriorSpec(depths=(3, 2)))
+    ggm_beta: float = 1.5
+    scale_bound: float = 0.12
+    likelihood_bound: float = 1e-9
+    scale_table: tuple[float, float, int] = (0.12, 64.0, 60)
+    memory: dict | None = None
+
+    def __post_init__(self) -> None:
+        self.g_channels = tuple(int(c) for c in self.g_channels)
+        self.g_depths = tuple(int(d) for d in self.g_depths)
+        self.h_a_depths = tuple(int(d) for d in self.h_a_depths)
+        self.h_s_depths = tuple(int(d) for d in self.h_s_depths)
+        self.scale_table = (float(self.scale_table[0]), float(self.scale_table[1]), int(self.scale_table[2]))
+        self.cells = tuple(_as_spec(CellSpec, c) for c in self.cells)
+        self.context_nets = tuple(_as_spec(ContextNetSpec, c) for c in self.context_nets)
+        self.prior_s12 = _as_spec(PriorSpec, self.prior_s12)
+        self.prior_s3 = _as_spec(PriorSpec, self.prior_s3)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` on inconsistent settings."""
+        if self.M % 8:
+            raise ValueError(f"M must be a multiple of 8 (8 channel groups), got {self.M}")
+        if len(self.g_channels) != 3 or len(self.g_depths) != 3:
+            raise ValueError("g_channels and g_depths need 3 entries")
+        if len(self.cells) != 3 or len(self.context_nets) != 2:
+            raise ValueError("need 3 cell specs (s1, s2, s3) and 2 context net specs")
+        for c in (*self.g_channels, self.M, self.N, 2 * self.M):
+            if c % self.partial_ratio:
+                raise ValueError(f"channel count {c} not divisible by partial_ratio {self.partial_ratio}")
+        for cell in self.cells:
+            if cell.kind == "cross" and (2 * self.M) % cell.heads:
+                raise ValueError(f"2M = {2 * self.M} not divisible by {cell.heads} heads")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (tuples become lists)."""
+        return _jsonable(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HPCMConfig:
+        """Inverse of ``to_dict``; unknown keys raise ``ValueError``."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown HPCMConfig fields: {sorted(unknown)}")
+        return cls(**data)
+
+
+def _as_spec(cls: type, value: Any) -> Any:
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        kw = dict(value)
+        if "depths" in kw:
+            kw["depths"] = tuple(int(d) for d in kw["depths"])
+        return cls(**kw)
+    raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    return obj
