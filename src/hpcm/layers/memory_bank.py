@@ -1,0 +1,583 @@
+"""Multi-reference memory bank for HPCM's progressive context model (spec multiref.md §7).
+
+A per-image bank of compact references written by earlier coding steps, retrieved by cosine similarity
+and fused into the current context through a gated residual whose last projection starts at zero, so that
+a freshly built bank leaves HPCM unchanged (output == input, bitwise).
+
+Pieces
+------
+``FullContextMemoryBank`` (one scale):
+  - write ``x`` (B, C, h, w) -> key (B, Ck) = mean_hw(GroupNorm(conv1x1_{C->Ck}(x)))
+                                value (B, Cv, R, R) = adaptive_avg_pool_R(GELU(conv1x1_{C->Cv}(dwconv3x3(x))))
+    with Ck = Cv = max(2, C // compress_ratio) and R = value_resolution. Entries go into a FIFO buffer of
+    ``max_refs`` entries (oldest evicted first).
+  - read ``cur`` (B, C, h, w): query (B, Ck) = mean_hw(GroupNorm(conv1x1(cur))); score_n = cos(query, key_n)
+    per sample; order = stable sort of (-score) (ties: lowest buffer index, i.e. the oldest entry, wins);
+    ``topk`` mode keeps the first k of that order, ``soft`` mode keeps all entries; weights =
+    softmax(score / tau) over the kept entries; reading = sum_n w_n value_n (B, Cv, R, R).
+  - decode + upsample: the reading goes through the value decoder (conv1x1 Cv->Cv, GELU) at R x R and is
+    then brought to (h, w) by **integer nearest-neighbour replication**: output cell (i, j) copies stored cell
+    (floor(i*R/h), floor(j*R/w)). It is an index gather computed with integer arithmetic from the shapes only
+    (no interpolation weights, no align_corners), so encoder and decoder get identical tensors. Being
+    pointwise-compatible, decoding at R x R before upsampling equals decoding after it.
+  - fuse: hidden = GELU(conv1x1_{C+Cv->Cv}([cur, read])); delta = conv1x1_{Cv->C}(hidden) (weight and bias
+    zero at init); gate = sigmoid(conv1x1_{Cv->C}(hidden)). The output is
+    ``gate*fusion + (1-gate)*cur`` with ``fusion = cur + delta``, evaluated as ``cur + gate*delta`` so that a
+    zero delta returns ``cur`` exactly. An empty bank also returns ``cur`` unchanged.
+  - tau = clamp(exp(log_tau), tau_min, tau_max), learnable (init 0.1, range [0.02, 1]).
+
+``HierarchicalMemoryManager`` (one bank per enabled scale s1/s2/s3) and the step protocol::
+
+    mem.reset(B)                                   # every forward / compress / decompress, before step 1
+    for step in schedule:                          # static schedule, identical in all three modes
+        if step starts a new scale:                # after the last step of the previous scale
+            mem.transfer(scale)                    # s1 -> s2 -> s3 entry transfer
+        ... psi = prior(...); C = cell(psi, C) ...
+        C = mem.read_and_fuse(scale, C)            # reads entries written at EARLIER steps only
+        mem.write(scale, psi)                      # the step's context psi, before fusion; commit point
+        ... code the step's symbols with split(psi) ...
+
+``mem.step(scale, C, psi)`` does the last two lines in that order. The fixed commit point is "right after the
+read of the same step", so a read never sees its own step's entry, and the order is the same in forward,
+compress and decompress. What is stored (psi, or C) must be computable by the decoder: psi and C are built
+from z-hat and the y-hat decoded before the step, never from y. The recommended write at step 1 (which has
+no network) is the initial hyper context C = [sigma1 | mu1], so that s1 holds two entries.
+
+Transfer (``enable_hierarchical_transfer``): ``transfer(to_scale)`` **moves** every entry held by the banks of
+coarser scales (s1 before s2, each oldest first) into the target bank by pushing them one at a time through
+the target's FIFO: when they do not fit, the oldest ones are evicted (the most recent ``max_refs`` survive).
+Keys are globally pooled and values are stored at R x R, so entries move unchanged (no resampling). The
+coarser banks are left empty. With transfer disabled the call only drops coarser entries (they can never be
+read again), so each scale starts with an empty bank.
+
+Per-image state: every tensor keeps the batch dimension and every operation (GroupNorm, pooling,
+similarity, sort, softmax, weighted sum) is per sample, so an image alone and inside a batch give the same
+result. No BatchNorm, no dropout, no noise. Similarity is an elementwise product and sum in float32 (no
+matmul, hence no TF32).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SCALES: tuple[str, str, str] = ("s1", "s2", "s3")
+MODES: tuple[str, str] = ("topk", "soft")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# configuration
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemoryBankConfig:
+    """Hyper-parameters of the hierarchical memory bank (JSON round-trippable via ``to_dict``/``from_dict``).
+
+    max_refs_s*: FIFO capacity per scale; topk_refs_s*: references kept per read in ``topk`` mode;
+    value_resolution: side R of the stored R x R values; compress_ratio: C -> C // ratio key/value width;
+    temperature: initial softmax temperature (learnable if ``learnable_temperature``, clamped to
+    ``temperature_range``); mode: "topk" or "soft"; enabled_scales: which scales get a bank;
+    enable_hierarchical_transfer: move entries s1 -> s2 -> s3 at scale changes.
+    """
+
+    max_refs_s1: int = 2
+    max_refs_s2: int = 3
+    max_refs_s3: int = 4
+    topk_refs_s1: int = 1
+    topk_refs_s2: int = 2
+    topk_refs_s3: int = 2
+    value_resolution: int = 8
+    compress_ratio: int = 4
+    temperature: float = 0.1
+    temperature_range: tuple[float, float] = (0.02, 1.0)
+    learnable_temperature: bool = True
+    mode: str = "topk"
+    enabled_scales: tuple[str, ...] = SCALES
+    enable_hierarchical_transfer: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "enabled_scales", tuple(str(s) for s in self.enabled_scales))
+        tr = self.temperature_range
+        object.__setattr__(self, "temperature_range", (float(tr[0]), float(tr[1])))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` on inconsistent settings."""
+        for s in SCALES:
+            if self.max_refs(s) < 1:
+                raise ValueError(f"max_refs_{s} must be >= 1, got {self.max_refs(s)}")
+            if self.topk_refs(s) < 1:
+                raise ValueError(f"topk_refs_{s} must be >= 1, got {self.topk_refs(s)}")
+        if self.value_resolution < 1:
+            raise ValueError(f"value_resolution must be >= 1, got {self.value_resolution}")
+        if self.compress_ratio < 1:
+            raise ValueError(f"compress_ratio must be >= 1, got {self.compress_ratio}")
+        lo, hi = self.temperature_range
+        if not 0 < lo <= self.temperature <= hi:
+            raise ValueError(f"temperature {self.temperature} outside range {self.temperature_range}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        bad = [s for s in self.enabled_scales if s not in SCALES]
+        if bad or len(set(self.enabled_scales)) != len(self.enabled_scales):
+            raise ValueError(f"enabled_scales must be distinct names from {SCALES}: {self.enabled_scales}")
+
+    def max_refs(self, scale: str) -> int:
+        """Capacity of the bank of ``scale``."""
+        return int(getattr(self, f"max_refs_{scale}"))
+
+    def topk_refs(self, scale: str) -> int:
+        """Number of references kept per read at ``scale`` in top-k mode."""
+        return int(getattr(self, f"topk_refs_{scale}"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (tuples become lists)."""
+        d = asdict(self)
+        d["enabled_scales"] = list(self.enabled_scales)
+        d["temperature_range"] = list(self.temperature_range)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MemoryBankConfig:
+        """Inverse of ``to_dict``; unknown keys raise ``ValueError``."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown MemoryBankConfig fields: {sorted(unknown)}")
+        kw = dict(data)
+        if "enabled_scales" in kw:
+            kw["enabled_scales"] = tuple(kw["enabled_scales"])
+        if "temperature_range" in kw:
+            kw["temperature_range"] = tuple(kw["temperature_range"])
+        return cls(**kw)
+
+
+MULTIREF_DEFAULT = MemoryBankConfig()
+MULTIREF_LIGHT = replace(
+    MULTIREF_DEFAULT, max_refs_s1=1, max_refs_s2=2, max_refs_s3=3, topk_refs_s1=1, compress_ratio=8,
+    value_resolution=4,
+)
+MULTIREF_ACCURATE = replace(
+    MULTIREF_DEFAULT, max_refs_s1=3, max_refs_s2=4, max_refs_s3=6, topk_refs_s1=2, topk_refs_s2=3,
+    topk_refs_s3=3, compress_ratio=2, value_resolution=16,
+)
+MEMORY_PRESETS: dict[str, MemoryBankConfig] = {
+    "default": MULTIREF_DEFAULT,
+    "light": MULTIREF_LIGHT,
+    "accurate": MULTIREF_ACCURATE,
+}
+
+
+def compressed_width(channels: int, compress_ratio: int) -> int:
+    """Key/value width ``channels // compress_ratio``, at least 2 (and at most ``channels``).
+
+    A ratio that does not divide ``channels`` rounds down; tiny widths are raised to 2 so that the key's
+    GroupNorm has at least two channels per group (see ``_key_groups``).
+    """
+    return min(channels, max(2, channels // compress_ratio)) if channels >= 2 else channels
+
+
+def _key_groups(width: int, max_groups: int = 8) -> int:
+    """Largest group count <= ``max_groups`` dividing ``width`` with >= 2 channels per group (else 1).
+
+    GroupNorm followed by global average pooling cancels each group's mean: with one channel per group the
+    pooled key would be the constant GroupNorm bias and carry no information, hence the >= 2 rule.
+    """
+    for g in range(min(max_groups, width // 2), 0, -1):
+        if width % g == 0:
+            return g
+    return 1
+
+
+def nearest_index(out_size: int, in_size: int, device: torch.device | None = None) -> torch.Tensor:
+    """Source index per output position for integer nearest replication: ``floor(i * in_size / out_size)``."""
+    return torch.div(torch.arange(out_size, device=device) * in_size, out_size, rounding_mode="floor")
+
+
+def upsample_nearest_exact(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, C, R, S) -> (B, C, h, w): out[..., i, j] = x[..., floor(i*R/h), floor(j*S/w)] (shape-only)."""
+    h, w = size
+    r, s = x.shape[-2:]
+    if (r, s) == (h, w):
+        return x
+    x = x.index_select(-2, nearest_index(h, r, x.device))
+    return x.index_select(-1, nearest_index(w, s, x.device))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# single-scale bank
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MemoryEntry:
+    """One stored reference: key (B, Ck), value (B, Cv, R, R), global write id, scale it was written at."""
+
+    key: torch.Tensor
+    value: torch.Tensor
+    entry_id: int
+    origin: str = ""
+
+
+@dataclass
+class ReadRecord:
+    """One read: buffer positions (B, k) (oldest = 0), their entry ids (B, k) and weights (B, k)."""
+
+    scale: str
+    indices: torch.Tensor
+    entry_ids: torch.Tensor
+    weights: torch.Tensor
+
+
+class _PooledEncoder(nn.Module):
+    """conv1x1 (no bias) -> GroupNorm -> global mean: (B, C, h, w) -> (B, Ck)."""
+
+    def __init__(self, channels: int, width: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(channels, width, kernel_size=1, bias=False)
+        self.norm = nn.GroupNorm(_key_groups(width), width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x)).mean(dim=(-2, -1))
+
+
+class FullContextMemoryBank(nn.Module):
+    """One scale's bank: FIFO of (key, value) references, cosine top-k/soft retrieval, gated residual fusion.
+
+    channels: C of the context (2M in HPCM). See the module docstring for the exact computation.
+    ``forward(cur)`` is ``read_and_fuse(cur)``: (B, C, h, w) -> (B, C, h, w).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        max_refs: int = 4,
+        topk: int = 2,
+        value_resolution: int = 8,
+        compress_ratio: int = 4,
+        mode: str = "topk",
+        temperature: float = 0.1,
+        temperature_range: tuple[float, float] = (0.02, 1.0),
+        learnable_temperature: bool = True,
+        name: str = "",
+    ) -> None:
+        super().__init__()
+        if max_refs < 1 or topk < 1 or value_resolution < 1:
+            raise ValueError("max_refs, topk and value_resolution must be >= 1")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.channels = channels
+        self.max_refs = max_refs
+        self.topk = topk
+        self.value_resolution = value_resolution
+        self.mode = mode
+        self.name = name
+        self.key_dim = compressed_width(channels, compress_ratio)
+        self.value_dim = self.key_dim
+        self.temperature_range = (float(temperature_range[0]), float(temperature_range[1]))
+        log_tau = torch.tensor(math.log(temperature), dtype=torch.float32)
+        if learnable_temperature:
+            self.log_temperature = nn.Parameter(log_tau)
+        else:
+            self.register_buffer("log_temperature", log_tau)
+
+        cv = self.value_dim
+        self.key_encoder = _PooledEncoder(channels, self.key_dim)
+        self.query_encoder = _PooledEncoder(channels, self.key_dim)
+        self.value_encoder = nn.Sequential(
+            nn.Conv2d(channels, channels, kernel_size=3, padding=1, groups=channels),
+            nn.Conv2d(channels, cv, kernel_size=1),
+            nn.GELU(),
+        )
+        self.value_decoder = nn.Sequential(nn.Conv2d(cv, cv, kernel_size=1), nn.GELU())
+        self.fusion_in = nn.Sequential(nn.Conv2d(channels + cv, cv, kernel_size=1), nn.GELU())
+        self.fusion_out = nn.Conv2d(cv, channels, kernel_size=1)
+        self.gate = nn.Conv2d(cv, channels, kernel_size=1)
+        nn.init.zeros_(self.fusion_out.weight)
+        nn.init.zeros_(self.fusion_out.bias)
+
+        self._entries: list[MemoryEntry] = []
+        self._next_id = 0
+        self.read_log: list[ReadRecord] = []
+
+    # ---- state -------------------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Drop every entry and the read log (start of a new image batch)."""
+        self._entries = []
+        self._next_id = 0
+        self.read_log = []
+
+    @property
+    def entries(self) -> list[MemoryEntry]:
+        """Stored entries, oldest first (a copy of the list; the entries themselves are shared)."""
+        return list(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        """Clamped softmax temperature tau (0-dim tensor)."""
+        lo, hi = self.temperature_range
+        return self.log_temperature.exp().clamp(lo, hi)
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the stored keys and values."""
+        return sum(e.key.numel() * e.key.element_size() + e.value.numel() * e.value.element_size()
+                   for e in self._entries)
+
+    # ---- write -------------------------------------------------------------------------------------------
+
+    def encode(self, x: torch.Tensor, entry_id: int | None = None, origin: str = "") -> MemoryEntry:
+        """Build an entry from x (B, C, h, w): key (B, Ck), value (B, Cv, R, R)."""
+        if x.dim() != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"expected (B, {self.channels}, h, w), got {tuple(x.shape)}")
+        key = self.key_encoder(x)
+        r = self.value_resolution
+        value = F.adaptive_avg_pool2d(self.value_encoder(x), (r, r))
+        if entry_id is None:
+            entry_id = self._next_id
+        return MemoryEntry(key=key, value=value, entry_id=entry_id, origin=origin or self.name)
+
+    def push(self, entry: MemoryEntry) -> MemoryEntry | None:
+        """Append an entry; if the bank is full the oldest entry is evicted and returned."""
+        if self._entries and entry.key.shape[0] != self._entries[0].key.shape[0]:
+            raise ValueError("entry batch size differs from the stored entries")
+        if entry.key.shape[-1] != self.key_dim or entry.value.shape[1:] != (
+            self.value_dim, self.value_resolution, self.value_resolution
+        ):
+            raise ValueError("entry key/value shapes do not match this bank")
+        self._entries.append(entry)
+        self._next_id = max(self._next_id, entry.entry_id + 1)
+        if len(self._entries) > self.max_refs:
+            return self._entries.pop(0)
+        return None
+
+    def write(self, x: torch.Tensor, entry_id: int | None = None) -> MemoryEntry:
+        """Encode x (B, C, h, w) and push it (FIFO). Returns the new entry."""
+        entry = self.encode(x, entry_id)
+        self.push(entry)
+        return entry
+
+    def take_entries(self) -> list[MemoryEntry]:
+        """Remove and return all entries, oldest first (used by hierarchical transfer)."""
+        out, self._entries = self._entries, []
+        return out
+
+    # ---- read --------------------------------------------------------------------------------------------
+
+    def select(self, scores: torch.Tensor) -> torch.Tensor:
+        """Deterministic ranking: scores (B, N) -> positions (B, k), best first, ties to the lowest index.
+
+        ``topk`` mode keeps k = min(topk, N); ``soft`` mode keeps all N.
+        """
+        order = torch.sort(-scores, dim=1, stable=True).indices
+        k = scores.shape[1] if self.mode == "soft" else min(self.topk, scores.shape[1])
+        return order[:, :k]
+
+    def retrieve(self, cur: torch.Tensor) -> tuple[torch.Tensor, ReadRecord] | None:
+        """Weighted reading (B, Cv, R, R) and its record for query cur (B, C, h, w); None if empty."""
+        if not self._entries:
+            return None
+        b = cur.shape[0]
+        if self._entries[0].key.shape[0] != b:
+            raise ValueError(f"batch size {b} differs from the stored {self._entries[0].key.shape[0]}")
+        keys = torch.stack([e.key for e in self._entries], dim=1).float()  # (B, N, Ck)
+        values = torch.stack([e.value for e in self._entries], dim=1)  # (B, N, Cv, R, R)
+        ids = torch.tensor([e.entry_id for e in self._entries], device=cur.device)
+        query = self.query_encoder(cur).float()  # (B, Ck)
+        eps = 1e-8
+        qn = query / query.norm(dim=-1, keepdim=True).clamp_min(eps)
+        kn = keys / keys.norm(dim=-1, keepdim=True).clamp_min(eps)
+        scores = (qn.unsqueeze(1) * kn).sum(dim=-1)  # (B, N) cosine similarity
+        idx = self.select(scores.detach())  # (B, k)
+        weights = torch.softmax(scores.gather(1, idx) / self.temperature, dim=1)  # (B, k)
+        picked = values[torch.arange(b, device=cur.device).unsqueeze(1), idx]  # (B, k, Cv, R, R)
+        reading = (weights.to(picked.dtype)[:, :, None, None, None] * picked).sum(dim=1)
+        record = ReadRecord(self.name, idx, ids[idx], weights.detach())
+        return reading, record
+
+    def fuse(self, cur: torch.Tensor, reading: torch.Tensor) -> torch.Tensor:
+        """Gated residual: cur (B, C, h, w), reading (B, Cv, R, R) -> cur + gate * delta (B, C, h, w)."""
+        decoded = upsample_nearest_exact(self.value_decoder(reading), cur.shape[-2:])
+        hidden = self.fusion_in(torch.cat([cur, decoded], dim=1))
+        delta = self.fusion_out(hidden)
+        gate = torch.sigmoid(self.gate(hidden))
+        return cur + gate * delta
+
+    def read_and_fuse(self, cur: torch.Tensor) -> torch.Tensor:
+        """Retrieve from the entries stored so far, fuse into cur (B, C, h, w); empty bank -> cur itself."""
+        got = self.retrieve(cur)
+        if got is None:
+            return cur
+        reading, record = got
+        self.read_log.append(record)
+        return self.fuse(cur, reading)
+
+    def forward(self, cur: torch.Tensor) -> torch.Tensor:
+        return self.read_and_fuse(cur)
+
+    def extra_repr(self) -> str:
+        return (f"channels={self.channels}, key_dim={self.key_dim}, max_refs={self.max_refs}, "
+                f"topk={self.topk}, R={self.value_resolution}, mode={self.mode!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# hierarchical manager
+# ---------------------------------------------------------------------------------------------------------
+
+
+class HierarchicalMemoryManager(nn.Module):
+    """One ``FullContextMemoryBank`` per enabled scale plus the per-image state and s1 -> s2 -> s3 transfer.
+
+    channels: C of the context (2M). ``config``: a ``MemoryBankConfig`` (or its dict). Banks live in
+    ``self.banks[scale]`` (state-dict keys ``banks.s3.key_encoder.proj.weight`` etc.). Calls for a scale
+    without a bank are no-ops (``read_and_fuse`` returns its input object), so a step loop can call them
+    at every step. See the module docstring for the step protocol.
+    """
+
+    def __init__(self, channels: int, config: MemoryBankConfig | dict[str, Any] | None = None) -> None:
+        super().__init__()
+        if config is None:
+            config = MULTIREF_DEFAULT
+        elif isinstance(config, dict):
+            config = MemoryBankConfig.from_dict(config)
+        self.config = config
+        self.channels = channels
+        self.banks = nn.ModuleDict({
+            s: FullContextMemoryBank(
+                channels,
+                max_refs=config.max_refs(s),
+                topk=config.topk_refs(s),
+                value_resolution=config.value_resolution,
+                compress_ratio=config.compress_ratio,
+                mode=config.mode,
+                temperature=config.temperature,
+                temperature_range=config.temperature_range,
+                learnable_temperature=config.learnable_temperature,
+                name=s,
+            )
+            for s in SCALES if s in config.enabled_scales
+        })
+        self._batch_size: int | None = None
+        self._next_id = 0
+        self.read_log: list[ReadRecord] = []
+
+    # ---- mode --------------------------------------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        """Retrieval mode of every bank ("topk" or "soft"); settable, e.g. soft-all at inference."""
+        return self.config.mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {value!r}")
+        self.config = replace(self.config, mode=value)
+        for bank in self.banks.values():
+            bank.mode = value
+
+    # ---- state -------------------------------------------------------------------------------------------
+
+    def reset(self, batch_size: int) -> None:
+        """Start a new batch of images: empty every bank and the logs. Call before step 1 of every pass."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self._batch_size = batch_size
+        self._next_id = 0
+        self.read_log = []
+        for bank in self.banks.values():
+            bank.reset()
+
+    def _check(self, x: torch.Tensor) -> None:
+        if self._batch_size is None:
+            raise RuntimeError("HierarchicalMemoryManager.reset(batch_size) must be called before use")
+        if x.shape[0] != self._batch_size:
+            raise ValueError(f"batch size {x.shape[0]} differs from reset({self._batch_size})")
+
+    def has_bank(self, scale: str) -> bool:
+        """Whether ``scale`` has a bank."""
+        if scale not in SCALES:
+            raise ValueError(f"unknown scale {scale!r}")
+        return scale in self.banks
+
+    @property
+    def last_indices(self) -> list[torch.Tensor]:
+        """Buffer positions (B, k) retrieved by each read since ``reset``, in call order."""
+        return [r.indices for r in self.read_log]
+
+    @property
+    def last_entry_ids(self) -> list[torch.Tensor]:
+        """Global write ids (B, k) retrieved by each read since ``reset`` (write order, from 0)."""
+        return [r.entry_ids for r in self.read_log]
+
+    @property
+    def num_writes(self) -> int:
+        """Writes committed since ``reset`` (ids handed out so far)."""
+        return self._next_id
+
+    def num_entries(self) -> dict[str, int]:
+        """Entries currently held per scale."""
+        return {s: len(b) for s, b in self.banks.items()}
+
+    def memory_bytes(self) -> int:
+        """Bytes held by all stored keys and values."""
+        return sum(b.memory_bytes() for b in self.banks.values())
+
+    def num_parameters(self, per_scale: bool = False) -> int | dict[str, int]:
+        """Parameter count of all banks, or a dict per scale."""
+        counts = {s: sum(p.numel() for p in b.parameters()) for s, b in self.banks.items()}
+        return counts if per_scale else sum(counts.values())
+
+    # ---- step API ----------------------------------------------------------------------------------------
+
+    def transfer(self, to_scale: str) -> None:
+        """Scale change to ``to_scale``: move coarser banks' entries into its bank (see module docstring)."""
+        if to_scale not in SCALES:
+            raise ValueError(f"unknown scale {to_scale!r}")
+        if self._batch_size is None:
+            raise RuntimeError("HierarchicalMemoryManager.reset(batch_size) must be called before use")
+        coarser = [s for s in SCALES[: SCALES.index(to_scale)] if s in self.banks]
+        moved = [e for s in coarser for e in self.banks[s].take_entries()]
+        if to_scale in self.banks and self.config.enable_hierarchical_transfer:
+            target = self.banks[to_scale]
+            for entry in moved:
+                target.push(entry)
+
+    def read_and_fuse(self, scale: str, context: torch.Tensor) -> torch.Tensor:
+        """Fuse references written at earlier steps into context (B, C, h, w) at ``scale``."""
+        if not self.has_bank(scale):
+            return context
+        self._check(context)
+        bank = self.banks[scale]
+        n_before = len(bank.read_log)
+        out = bank.read_and_fuse(context)
+        self.read_log.extend(bank.read_log[n_before:])
+        return out
+
+    def write(self, scale: str, x: torch.Tensor) -> None:
+        """Commit x (B, C, h, w) (decodable: psi or C of this step, never y) to the bank of ``scale``."""
+        if not self.has_bank(scale):
+            return
+        self._check(x)
+        self.banks[scale].write(x, entry_id=self._next_id)
+        self._next_id += 1
+
+    def step(self, scale: str, context: torch.Tensor, store: torch.Tensor | None = None) -> torch.Tensor:
+        """One step: ``read_and_fuse(scale, context)``, then ``write(scale, store)`` (default: ``context``).
+
+        Returns the fused context (B, C, h, w).
+        """
+        out = self.read_and_fuse(scale, context)
+        self.write(scale, context if store is None else store)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, config={self.config}"
