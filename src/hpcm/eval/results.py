@@ -1,0 +1,129 @@
+"""Result records and CompressAI-schema documents shared by ``hpcm eval`` and ``hpcm bench-codec``.
+
+A *record* is one image at one RD point, shaped like CompressAI's ``--per-image`` files::
+
+    {"source": "kodim01", "name": ..., "description": ..., "quality": q, "results": {"bpp": .., ...}}
+
+:func:`aggregate` averages records per point into the ``{"name", "description", "results": {key: [..]}}``
+document (one list entry per point, in the order given) and keeps the records under ``per_image``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from hpcm.eval.metrics import ms_ssim_db
+from hpcm.eval.schema import validate_results
+
+RESULT_KEYS = ("bpp", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-db-rgb", "encoding_time", "decoding_time")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def list_images(dataset_dir: str | os.PathLike[str], limit: int | None = None) -> list[Path]:
+    """Image files under ``dataset_dir`` (recursive, like CompressAI's eval_model), sorted by path."""
+    root = Path(dataset_dir)
+    if root.is_file():
+        files = [root]
+    elif root.is_dir():
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    else:
+        raise FileNotFoundError(f"no such data set: {root}")
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
+    return files[:limit] if limit is not None else files
+
+
+def _mean(values: Iterable[float]) -> float:
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def aggregate(
+    name: str,
+    description: str,
+    points: Sequence[tuple[Any, Sequence[dict[str, Any]]]],
+    *,
+    meta: dict[str, Any] | None = None,
+    keys: Sequence[str] = RESULT_KEYS,
+) -> dict[str, Any]:
+    """CompressAI-schema document from ``points = [(quality, records), ...]`` (per-image means, in order)."""
+    results: dict[str, list[float]] = {k: [] for k in keys}
+    per_image: list[dict[str, Any]] = []
+    for _quality, records in points:
+        if not records:
+            raise ValueError("a point without images")
+        for key in keys:
+            results[key].append(_mean(r["results"].get(key) for r in records))
+        per_image.extend(records)
+    doc: dict[str, Any] = {
+        "name": name,
+        "description": description,
+        "quality": [q for q, _ in points],
+        "results": results,
+    }
+    if meta:
+        doc["meta"] = meta
+    doc["per_image"] = per_image
+    validate_results(doc)
+    return doc
+
+
+def save_results(doc: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``doc`` as indented JSON atomically (temporary file then rename)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return out
+
+
+def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate a CompressAI-schema results file."""
+    with open(path) as fh:
+        doc = json.load(fh)
+    validate_results(doc)
+    return doc
+
+
+def rd_points(doc: dict[str, Any], metric: str) -> tuple[list[float], list[float]]:
+    """(bpp, distortion) lists of a results document; ``metric`` is ``psnr`` or ``ms-ssim`` (in dB).
+
+    MS-SSIM comes from ``ms-ssim-db-rgb`` when present, else from ``ms-ssim-rgb`` converted to dB
+    (as ``compressai.utils.plot`` does). Raises ``KeyError`` when the file lacks the metric.
+    """
+    res = doc["results"]
+    if metric == "psnr":
+        dist = [float(v) for v in res["psnr-rgb"]]
+    elif metric == "ms-ssim":
+        if "ms-ssim-db-rgb" in res:
+            dist = [float(v) for v in res["ms-ssim-db-rgb"]]
+        else:
+            dist = [ms_ssim_db(float(v)) for v in res["ms-ssim-rgb"]]
+    else:
+        raise ValueError(f"metric must be 'psnr' or 'ms-ssim', got {metric!r}")
+    return [float(v) for v in res["bpp"]], dist
+
+
+def progress(
+    iterable: Iterable[Any], *, total: int | None = None, desc: str = "", enabled: bool | None = None
+):
+    """tqdm progress bar on stderr, quiet unless stderr is a terminal (or ``enabled`` forces it)."""
+    from tqdm import tqdm
+
+    show = sys.stderr.isatty() if enabled is None else enabled
+    return tqdm(iterable, total=total, desc=desc, disable=not show, leave=False, file=sys.stderr)
