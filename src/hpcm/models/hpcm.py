@@ -1,0 +1,453 @@
+"""HPCM: learned image compression with a hierarchical progressive context model.
+
+Faithful re-implementation of HPCM-Base/Large (spec hpcm.md §3-§8) with the official state-dict names.
+The context model is ONE step loop (:meth:`HPCM.context_pass`) shared by training, evaluation,
+encoding and decoding; a small coder strategy is the only mode-dependent piece:
+
+- :class:`LikelihoodCoder`: rounds (eval) or straight-through rounds (training) ``y - mu`` and
+  accumulates the residuals and scales for the GGM likelihood;
+- :class:`EncodeCoder`: rounds ``y - mu`` and appends the packed symbols with their integer
+  scale-table indexes to one symbol encoder;
+- :class:`DecodeCoder`: decodes the packed symbols with the same indexes; it never sees y.
+
+Because everything except ``coder.code`` is the same code, the decoded ŷ equals the encoder's
+(and the eval forward's) ŷ exactly, given the same device and software.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from hpcm.entropy.ggm import GGM
+from hpcm.layers.conv import (
+    PConvRB,
+    conv1x1,
+    conv2x2_down,
+    conv4x4_down,
+    deconv2x2_up,
+    deconv4x4_up,
+)
+from hpcm.models import schedule as S
+from hpcm.models.components import build_cell, build_context_net, build_prior
+from hpcm.models.config import HPCMConfig
+
+#: Official names of the entropy-table buffers; they are rebuilt by ``update()`` and are therefore not
+#: part of our state dict. Incoming state dicts (official checkpoints) may carry them; they are ignored.
+OFFICIAL_TABLE_KEYS = (
+    "scale_table",
+    "quantized_cdf_z",
+    "cdf_length_z",
+    "offset_z",
+    "quantized_cdf_y",
+    "cdf_length_y",
+    "offset_y",
+)
+
+
+def ste_round(x: Tensor) -> Tensor:
+    """Round in the forward pass, identity gradient."""
+    return x + (torch.round(x) - x).detach()
+
+
+# --- transforms (§3.2) ----------------------------------------------------------------------------
+
+
+def _pconv_stack(ch: int, depth: int, cfg: HPCMConfig) -> list[nn.Module]:
+    return [PConvRB(ch, partial_ratio=cfg.partial_ratio, mlp_ratio=cfg.mlp_ratio) for _ in range(depth)]
+
+
+class AnalysisTransform(nn.Module):
+    """g_a: (B, 3, H, W) -> y (B, M, H/16, W/16)."""
+
+    def __init__(self, cfg: HPCMConfig) -> None:
+        super().__init__()
+        c1, c2, c3 = cfg.g_channels
+        d1, d2, d3 = cfg.g_depths
+        self.branch = nn.Sequential(
+            conv4x4_down(3, c1), *_pconv_stack(c1, d1, cfg),
+            conv2x2_down(c1, c2), *_pconv_stack(c2, d2, cfg),
+            conv2x2_down(c2, c3), *_pconv_stack(c3, d3, cfg),
+            conv2x2_down(c3, cfg.M),
+        )  # fmt: skip
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.branch(x)
+
+
+class SynthesisTransform(nn.Module):
+    """g_s: ŷ (B, M, h, w) -> x̂ (B, 3, 16h, 16w), not clamped."""
+
+    def __init__(self, cfg: HPCMConfig) -> None:
+        super().__init__()
+        c1, c2, c3 = cfg.g_channels
+        d1, d2, d3 = cfg.g_depths
+        self.branch = nn.Sequential(
+            deconv2x2_up(cfg.M, c3), *_pconv_stack(c3, d3, cfg),
+            deconv2x2_up(c3, c2), *_pconv_stack(c2, d2, cfg),
+            deconv2x2_up(c2, c1), *_pconv_stack(c1, d1, cfg),
+            deconv4x4_up(c1, 3),
+        )  # fmt: skip
+
+    def forward(self, y: Tensor) -> Tensor:
+        return self.branch(y)
+
+
+class HyperAnalysis(nn.Module):
+    """h_a: y (B, M, h, w) -> z (B, N, h/4, w/4)."""
+
+    def __init__(self, cfg: HPCMConfig) -> None:
+        super().__init__()
+        d0, d1 = cfg.h_a_depths
+        self.branch = nn.Sequential(
+            *_pconv_stack(cfg.M, d0, cfg), conv2x2_down(cfg.M, cfg.N),
+            *_pconv_stack(cfg.N, d1, cfg), conv2x2_down(cfg.N, cfg.N),
+        )  # fmt: skip
+
+    def forward(self, y: Tensor) -> Tensor:
+        return self.branch(y)
+
+
+class HyperSynthesis(nn.Module):
+    """h_s: ẑ (B, N, h, w) -> params (B, 2M, 4h, 4w) = [scales | means]."""
+
+    def __init__(self, cfg: HPCMConfig) -> None:
+        super().__init__()
+        d0, d1 = cfg.h_s_depths
+        self.branch = nn.Sequential(
+            deconv2x2_up(cfg.N, cfg.N), *_pconv_stack(cfg.N, d0, cfg),
+            deconv2x2_up(cfg.N, 2 * cfg.M), *_pconv_stack(2 * cfg.M, d1, cfg),
+        )  # fmt: skip
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.branch(z)
+
+
+# --- coder strategies -----------------------------------------------------------------------------
+
+
+class StepCoder:
+    """Mode-dependent part of the step loop.
+
+    ``code(step, sigma, mu, mask, y)`` gets the step's raw σ and μ (B, M, h, w) on the step's grid,
+    its float mask (1, M, h, w) and the latent on that grid (None when decoding) and returns the
+    ŷ piece (zero outside the mask). ``next_scale(scatter)`` is called at each scale transition with
+    the scatter function that maps the current grid to the next one.
+    """
+
+    def code(self, step: S.Step, sigma: Tensor, mu: Tensor, mask: Tensor, y: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    def next_scale(self, scatter: Any) -> None:
+        """Move per-grid state to the next (finer) grid; nothing by default."""
+
+
+class LikelihoodCoder(StepCoder):
+    """Training / evaluation: quantise ``y - mu`` and accumulate residuals and scales (§4.5).
+
+    After the pass, ``residual`` and ``scales`` are (B, M, H, W) on the y grid: the summed masked
+    residuals Σr (not rounded) and the summed masked scales Σσ_m.
+    """
+
+    def __init__(self, training: bool) -> None:
+        self.training = training
+        self.residual: Tensor | None = None
+        self.scales: Tensor | None = None
+
+    def code(self, step: S.Step, sigma: Tensor, mu: Tensor, mask: Tensor, y: Tensor | None) -> Tensor:
+        if y is None:
+            raise ValueError("LikelihoodCoder needs the latent")
+        mu_m = mu * mask
+        r = (y - mu_m) * mask
+        q = ste_round(r) if self.training else torch.round(r)
+        sig_m = sigma * mask
+        self.residual = r if self.residual is None else self.residual + r
+        self.scales = sig_m if self.scales is None else self.scales + sig_m
+        return q + mu_m
+
+    def next_scale(self, scatter: Any) -> None:
+        if self.residual is not None:
+            self.residual = scatter(self.residual)
+            self.scales = scatter(self.scales)
+
+
+class EncodeCoder(StepCoder):
+    """Encoding: round ``y - mu`` and append the packed symbols + table indexes to ``encoder``."""
+
+    def __init__(self, encoder: Any, scale_table: Tensor) -> None:
+        from hpcm.entropy import tables
+
+        self._to_index = tables.scale_to_index
+        self.encoder = encoder
+        self.scale_table = scale_table
+
+    def code(self, step: S.Step, sigma: Tensor, mu: Tensor, mask: Tensor, y: Tensor | None) -> Tensor:
+        if y is None:
+            raise ValueError("EncodeCoder needs the latent")
+        mu_m = mu * mask
+        q = torch.round((y - mu_m) * mask)
+        symbols = S.pack_channels(q, step.chunks)
+        indexes = self._to_index(S.pack_channels(sigma * mask, step.chunks), self.scale_table)
+        self.encoder.encode(
+            symbols.to(torch.int32).cpu().numpy(), indexes.to(torch.int32).cpu().numpy()
+        )
+        return q + mu_m
+
+
+class DecodeCoder(StepCoder):
+    """Decoding: read the packed symbols with the indexes of the packed masked scales."""
+
+    def __init__(self, decoder: Any, scale_table: Tensor) -> None:
+        from hpcm.entropy import tables
+
+        self._to_index = tables.scale_to_index
+        self.decoder = decoder
+        self.scale_table = scale_table
+
+    def code(self, step: S.Step, sigma: Tensor, mu: Tensor, mask: Tensor, y: Tensor | None) -> Tensor:
+        indexes = self._to_index(S.pack_channels(sigma * mask, step.chunks), self.scale_table)
+        symbols = self.decoder.decode(indexes.to(torch.int32).cpu().numpy())
+        packed = torch.as_tensor(symbols).reshape(indexes.shape).to(device=mu.device, dtype=mu.dtype)
+        q = S.unpack_channels(packed, step.chunks) * mask
+        return q + mu * mask
+
+
+# --- the model ------------------------------------------------------------------------------------
+
+
+class HPCM(nn.Module):
+    """HPCM image codec built from an :class:`HPCMConfig` (official attribute names, §9)."""
+
+    def __init__(self, config: HPCMConfig | None = None) -> None:
+        super().__init__()
+        cfg = config if config is not None else HPCMConfig()
+        self.config = cfg
+        M, N = cfg.M, cfg.N
+        self.M, self.N = M, N
+        self.means_hyper = nn.Parameter(torch.zeros(1, N, 1, 1))
+        self.scales_hyper = nn.Parameter(torch.ones(1, N, 1, 1))
+        # entropy tables: rebuilt by update(), not part of the state dict
+        self.register_buffer("scale_table", torch.empty(0), persistent=False)
+        self._y_table: Any = None
+        self._z_table: Any = None
+        self._z_table_key: Tensor | None = None
+        self.entropy_estimation = GGM(cfg.ggm_beta, cfg.scale_bound, cfg.likelihood_bound)
+        self.g_a = AnalysisTransform(cfg)
+        self.g_s = SynthesisTransform(cfg)
+        self.h_a = HyperAnalysis(cfg)
+        self.h_s = HyperSynthesis(cfg)
+        self.y_spatial_prior_adaptor_list_s1 = nn.ModuleList([conv1x1(3 * M, 3 * M) for _ in range(1)])
+        self.y_spatial_prior_adaptor_list_s2 = nn.ModuleList([conv1x1(3 * M, 3 * M) for _ in range(3)])
+        self.y_spatial_prior_adaptor_list_s3 = nn.ModuleList([conv1x1(3 * M, 3 * M) for _ in range(6)])
+        self.y_spatial_prior_s1_s2 = build_prior(cfg.prior_s12, M)
+        self.y_spatial_prior_s3 = build_prior(cfg.prior_s3, M)
+        # created on the default (CPU) device; the official code hard-codes CUDA here (§9.3)
+        self.adaptive_params_list = nn.ParameterList(
+            [nn.Parameter(torch.ones(1, 3 * M, 1, 1)) for _ in range(10)]
+        )
+        self.attn_s1 = build_cell(cfg.cells[0], 2 * M)
+        self.attn_s2 = build_cell(cfg.cells[1], 2 * M)
+        self.attn_s3 = build_cell(cfg.cells[2], 2 * M)
+        self.context_net = nn.ModuleList([build_context_net(spec, 2 * M) for spec in cfg.context_nets])
+        # Seam for a per-image memory bank (multiref): if set, called as C = memory(step, C) after every
+        # cell update, and memory.reset() (when defined) at the start of every context pass.
+        self.memory: nn.Module | None = None
+        self.weights_info: dict[str, Any] = {}
+
+    # -- geometry --------------------------------------------------------------------------------
+
+    @property
+    def size_multiple(self) -> int:
+        """Image H and W must be multiples of this (64).
+
+        The transforms need 64 (g_a /16, h_a /4); the schedule needs y (H/16) to be a multiple of 4
+        (its periodic masks are cropped from 4x4 tiles, the s2-hyper copy then pairs equal counts),
+        which 64 also gives. Attention windows pad grids that they do not divide, so they add nothing.
+        On multiples of 256 (the official constraint) every step is identical to the official model.
+        """
+        return 64
+
+    def _check_size(self, x: Tensor) -> None:
+        m = self.size_multiple
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected (B, 3, H, W), got {tuple(x.shape)}")
+        if x.shape[-2] % m or x.shape[-1] % m:
+            raise ValueError(f"H and W must be multiples of {m} (pad first), got {tuple(x.shape[-2:])}")
+
+    # -- the step loop ---------------------------------------------------------------------------
+
+    def _cells(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+        return self.attn_s1, self.attn_s2, self.attn_s3
+
+    def _adaptor(self, step: S.Step) -> nn.Module:
+        lists = (
+            self.y_spatial_prior_adaptor_list_s1,
+            self.y_spatial_prior_adaptor_list_s2,
+            self.y_spatial_prior_adaptor_list_s3,
+        )
+        return lists[step.scale - 1][step.adaptor]
+
+    def context_pass(self, params: Tensor, coder: StepCoder, y: Tensor | None = None) -> Tensor:
+        """Run the 11 coding steps (§4.4). params (B, 2M, H, W) = h_s(ẑ); y (B, M, H, W) or None.
+
+        Returns ŷ (B, M, H, W).
+        """
+        M = self.M
+        _, _, H, W = params.shape
+        scales_all, means_all = params[:, :M], params[:, M:]
+        latents: dict[int, Tensor | None] = {1: None, 2: None, 3: y}
+        if y is not None:
+            latents[2] = S.gather_y_to_s2(y)
+            latents[1] = S.gather_s2_to_s1(latents[2])
+        if self.memory is not None and hasattr(self.memory, "reset"):
+            self.memory.reset()
+        cells = self._cells()
+        y_hat: Tensor | None = None
+        C: Tensor | None = None
+        for step in S.STEPS:
+            if step.index == 1:
+                sigma, mu = S.gather_y_to_s1(scales_all), S.gather_y_to_s1(means_all)
+                C = torch.cat((sigma, mu), dim=1)
+                y_hat = torch.zeros_like(sigma)
+            else:
+                if step.starts_scale:
+                    C, y_hat = self._transition(step.scale, C, y_hat, scales_all, means_all, coder)
+                prior = self.y_spatial_prior_s1_s2 if step.scale < 3 else self.y_spatial_prior_s3
+                psi = prior(self._adaptor(step)(torch.cat((C, y_hat), dim=1)),
+                            self.adaptive_params_list[step.param])
+                C = cells[step.scale - 1](psi, C)
+                if self.memory is not None:  # multi-reference memory bank seam
+                    C = self.memory(step, C)
+                sigma, mu = psi[:, :M], psi[:, M:]
+            h, w = S.grid_shape(step.scale, H, W)
+            mask = S.step_mask(step, M, h, w, params.device, params.dtype)
+            y_hat = y_hat + coder.code(step, sigma, mu, mask, latents[step.scale])
+        return y_hat
+
+    def _transition(
+        self, scale: int, C: Tensor, y_hat: Tensor, scales_all: Tensor, means_all: Tensor, coder: StepCoder
+    ) -> tuple[Tensor, Tensor]:
+        """Scatter C and ŷ to the grid of ``scale``, add the hyper term, apply the context net."""
+        if scale == 2:
+            scatter = S.scatter_s1_to_s2
+            hyper = torch.cat((S.s2_hyper(scales_all), S.s2_hyper(means_all)), dim=1)
+        else:
+            scatter = S.scatter_s2_to_y
+            hyper = torch.cat((S.s3_hyper(scales_all), S.s3_hyper(means_all)), dim=1)
+        coder.next_scale(scatter)
+        C = S.scatter_pair(C, scatter) + hyper
+        C = self.context_net[scale - 2](C)
+        return C, scatter(y_hat)
+
+    # -- forward ---------------------------------------------------------------------------------
+
+    def forward(self, x: Tensor, training: bool | None = None) -> dict[str, Any]:
+        """x (B, 3, H, W) in [0, 1] -> {"x_hat": (B, 3, H, W), "likelihoods": {"y", "z"}} (§8.1)."""
+        training = self.training if training is None else training
+        self._check_size(x)
+        y = self.g_a(x)
+        z = self.h_a(y)
+        z_res = z - self.means_hyper
+        if training:
+            z_hat = ste_round(z_res) + self.means_hyper
+            z_values = z_res + torch.empty_like(z_res).uniform_(-0.5, 0.5)
+        else:
+            z_values = torch.round(z_res)
+            z_hat = z_values + self.means_hyper
+        params = self.h_s(z_hat)
+        coder = LikelihoodCoder(training)
+        y_hat = self.context_pass(params, coder, y)
+        res, scales = coder.residual, coder.scales
+        y_values = res + torch.empty_like(res).uniform_(-0.5, 0.5) if training else torch.round(res)
+        ggm = self.entropy_estimation
+        likelihoods = {
+            "y": ggm.likelihood(y_values, scales),
+            "z": ggm.likelihood(z_values, self.scales_hyper),
+        }
+        return {"x_hat": self.g_s(y_hat), "likelihoods": likelihoods}
+
+    # -- entropy coding --------------------------------------------------------------------------
+
+    def update(self, force: bool = False) -> bool:
+        """Build the y and z CDF tables (§7.1). Returns True if anything was (re)built.
+
+        The z table is rebuilt automatically whenever ``scales_hyper`` changed since the last build.
+        """
+        from hpcm.entropy import tables
+
+        cfg = self.config
+        built = False
+        if force or self._y_table is None or self.scale_table.numel() == 0:
+            lo, hi, levels = cfg.scale_table
+            table = tables.get_scale_table(lo, hi, levels).to(self.means_hyper.device)
+            self.scale_table = table
+            self._y_table = tables.build_ggm_cdf_table(
+                table, beta=cfg.ggm_beta, scale_bound=cfg.scale_bound
+            )
+            built = True
+        key = self.scales_hyper.detach().flatten().to("cpu", torch.float64).clone()
+        stale = self._z_table_key is None or not torch.equal(key, self._z_table_key)
+        if force or self._z_table is None or stale:
+            z_scales = self.scales_hyper.detach().flatten().float().cpu()
+            self._z_table = tables.build_ggm_cdf_table(
+                z_scales, beta=cfg.ggm_beta, scale_bound=cfg.scale_bound
+            )
+            self._z_table_key = key
+            built = True
+        return built
+
+    def _z_indexes(self, h: int, w: int) -> Tensor:
+        return torch.arange(self.N, dtype=torch.int32).view(1, self.N, 1, 1).expand(1, self.N, h, w)
+
+    @torch.no_grad()
+    def compress(self, x: Tensor) -> dict[str, Any]:
+        """x (1, 3, H, W), H, W multiples of ``size_multiple`` -> {"strings": [y, z], "shape": (h_z, w_z)}."""
+        from hpcm.entropy.coder import SymbolEncoder
+
+        self._check_size(x)
+        if x.shape[0] != 1:
+            raise ValueError("compress codes one image at a time (batch size 1)")
+        self.update()
+        y = self.g_a(x)
+        z = self.h_a(y)
+        z_sym = torch.round(z - self.means_hyper)
+        h_z, w_z = z.shape[-2:]
+        z_enc = SymbolEncoder(self._z_table)
+        z_enc.encode(z_sym.to(torch.int32).cpu().numpy(), self._z_indexes(h_z, w_z).numpy())
+        z_bytes = z_enc.finish()
+        params = self.h_s(z_sym + self.means_hyper)
+        y_enc = SymbolEncoder(self._y_table)
+        self.context_pass(params, EncodeCoder(y_enc, self.scale_table), y)
+        return {"strings": [y_enc.finish(), z_bytes], "shape": (int(h_z), int(w_z))}
+
+    @torch.no_grad()
+    def decompress(self, strings: list[bytes], shape: tuple[int, int]) -> dict[str, Tensor]:
+        """Inverse of :meth:`compress` -> {"x_hat": (1, 3, 64 h_z, 64 w_z) clamped to [0, 1]}."""
+        return {"x_hat": self.g_s(self.decompress_latent(strings, shape)).clamp_(0, 1)}
+
+    @torch.no_grad()
+    def decompress_latent(self, strings: list[bytes], shape: tuple[int, int]) -> Tensor:
+        """Decode ŷ (1, M, 4 h_z, 4 w_z) from the two strings."""
+        from hpcm.entropy.coder import SymbolDecoder
+
+        self.update()
+        h_z, w_z = (int(s) for s in shape)
+        dev, dtype = self.means_hyper.device, self.means_hyper.dtype
+        z_idx = self._z_indexes(h_z, w_z)
+        z_sym = SymbolDecoder(self._z_table, strings[1]).decode(z_idx.numpy())
+        z_sym = torch.as_tensor(z_sym).reshape(1, self.N, h_z, w_z).to(device=dev, dtype=dtype)
+        params = self.h_s(z_sym + self.means_hyper)
+        y_dec = SymbolDecoder(self._y_table, strings[0])
+        return self.context_pass(params, DecodeCoder(y_dec, self.scale_table), None)
+
+    # -- state dict ------------------------------------------------------------------------------
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:  # type: ignore[override]
+        # official checkpoints carry (empty) entropy-table buffers; ours are rebuilt by update()
+        for key in OFFICIAL_TABLE_KEYS:
+            state_dict.pop(prefix + key, None)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
