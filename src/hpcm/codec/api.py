@@ -1,0 +1,236 @@
+"""Image <-> ``.hpcm`` bytes: pad to the model's size multiple, code, crop back.
+
+Padding: the image is padded to the next multiple of ``model.size_multiple`` by edge replication
+(``"replicate"``), split evenly between the two sides like the official test.py (which pads with
+zeros). Replication continues the border pixels, so the padded area is smooth and costs few bits,
+while zero padding puts a hard edge at the border. The crop offset travels in the file header, so
+the decoder never has to know the padding rule. ``"reflect"`` and ``"zeros"`` are available too.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from hpcm.codec import container
+from hpcm.codec.container import Header, check_image_size, read_header
+from hpcm.errors import FormatError, HPCMError, ImageError, ModelMismatchError
+
+__all__ = [
+    "CodecTimes",
+    "compress_image",
+    "decompress_image",
+    "decode",
+    "encode",
+    "model_identity",
+    "read_header",
+]
+
+_NP_PAD = {"replicate": "edge", "reflect": "reflect", "zeros": "constant"}
+
+
+@dataclass
+class CodecTimes:
+    """Wall-clock seconds of the parts of one encode or decode."""
+
+    network: float = 0.0  # model.compress / model.decompress (includes entropy coding)
+    total: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's parameters (CPU for a parameterless module)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _device_kind(device: torch.device) -> str:
+    return device.type if device.type in container.DEVICE_KINDS else "other"
+
+
+def model_identity(model: nn.Module) -> tuple[str, int, bytes]:
+    """(preset name, quality or 0, 8-byte weights fingerprint) identifying ``model`` in a file header.
+
+    Taken from ``model.weights_info`` (set by ``hpcm.models.io.load_model``) when present; otherwise
+    the fingerprint is computed from the current weights and the preset is ``model.preset`` or "custom".
+    """
+    from hpcm.models.io import weights_fingerprint
+
+    info = getattr(model, "weights_info", None) or {}
+    preset = info.get("preset") or getattr(model, "preset", None) or "custom"
+    quality = int(info.get("quality") or 0)
+    fp_hex = info.get("fingerprint") or weights_fingerprint(model)
+    return str(preset), quality, bytes.fromhex(fp_hex)[: container.FINGERPRINT_BYTES]
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ImageError(f"expected an (H, W, 3) uint8 RGB array, got {image.dtype} {image.shape}")
+    check_image_size(image.shape[0], image.shape[1], error=ImageError)
+    return image
+
+
+def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
+    """Smallest multiples of ``multiple`` that hold ``height`` x ``width``."""
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
+def pad_image(image: np.ndarray, multiple: int, mode: str = "replicate") -> tuple[np.ndarray, int, int]:
+    """Pad (H, W, 3) to multiples of ``multiple``, evenly on both sides; return (padded, top, left)."""
+    if mode not in _NP_PAD:
+        raise ValueError(f"padding must be one of {tuple(_NP_PAD)}, got {mode!r}")
+    h, w = image.shape[:2]
+    ph, pw = padded_size(h, w, multiple)
+    top, left = (ph - h) // 2, (pw - w) // 2
+    widths = ((top, ph - h - top), (left, pw - w - left), (0, 0))
+    return np.pad(image, widths, mode=_NP_PAD[mode]), top, left
+
+
+def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0)
+    return x.to(device=device, dtype=torch.float32).div_(255.0)
+
+
+def _to_uint8(x_hat: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) float in [0, 1] -> (H, W, 3) uint8 (round half to even after clamping)."""
+    x = x_hat.detach().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+    return x[0].permute(1, 2, 0).cpu().numpy()
+
+
+def image_crc(image: np.ndarray) -> int:
+    """CRC-32 of a (H, W, 3) uint8 image in C order (stored in headers of verified files)."""
+    return zlib.crc32(np.ascontiguousarray(image).tobytes())
+
+
+def _size_multiple(model: nn.Module) -> int:
+    m = int(getattr(model, "size_multiple", 256))
+    if m <= 0 or m % container.Z_STRIDE:
+        raise HPCMError(f"model.size_multiple {m} is not a positive multiple of {container.Z_STRIDE}")
+    return m
+
+
+def _decode_streams(model: nn.Module, header: Header, streams: list[bytes]) -> np.ndarray:
+    """Run ``model.decompress`` and crop; defects in the streams become ``FormatError``."""
+    try:
+        with torch.inference_mode():
+            out = model.decompress(list(streams), tuple(header.z_shape))
+    except HPCMError:
+        raise
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # corrupted streams surface as coder / shape errors
+        raise FormatError(f"cannot decode the coded streams ({type(exc).__name__}: {exc})") from None
+    x_hat = out["x_hat"]
+    if tuple(x_hat.shape) != (1, 3, header.padded_height, header.padded_width):
+        raise FormatError(f"decoded image has shape {tuple(x_hat.shape)}, header says "
+                          f"{header.padded_height}x{header.padded_width}")
+    full = _to_uint8(x_hat)
+    t, l = header.crop_top, header.crop_left
+    return np.ascontiguousarray(full[t : t + header.height, l : l + header.width])
+
+
+def encode(model: nn.Module, image: np.ndarray, *, padding: str = "replicate",
+           verify: bool = False) -> tuple[bytes, Header, CodecTimes]:
+    """Code ``image`` (H, W, 3 uint8); return (file bytes, header, times).
+
+    With ``verify`` the streams are decoded again in-process and compared with the reconstruction of
+    an eval-mode forward pass; a mismatch raises ``HPCMError``. The header then also carries the
+    CRC-32 of the decoded image, which every later decode checks (catching encoder/decoder drift).
+    """
+    image = _check_image(image)
+    t0 = time.perf_counter()
+    device = model_device(model)
+    multiple = _size_multiple(model)
+    preset, quality, fingerprint = model_identity(model)
+    padded, top, left = pad_image(image, multiple, padding)
+    x = _to_tensor(padded, device)
+    t1 = time.perf_counter()
+    with torch.inference_mode():
+        out = model.compress(x)
+    t2 = time.perf_counter()
+    strings = [bytes(s[0] if isinstance(s, list | tuple) else s) for s in out["strings"]]
+    hz, wz = (int(v) for v in out["shape"])
+    header = Header(
+        preset=preset, quality=quality, fingerprint=fingerprint,
+        height=image.shape[0], width=image.shape[1],
+        padded_height=padded.shape[0], padded_width=padded.shape[1],
+        crop_top=top, crop_left=left, padding=padding, device=_device_kind(device),
+        z_shape=(hz, wz),
+    )
+    times = CodecTimes(network=t2 - t1)
+    if verify:
+        tv = time.perf_counter()
+        decoded = _decode_streams(model, header, strings)
+        with torch.inference_mode():
+            ref = _to_uint8(model(x, training=False)["x_hat"])[top : top + image.shape[0],
+                                                               left : left + image.shape[1]]
+        diff = np.abs(decoded.astype(np.int16) - ref.astype(np.int16))
+        if diff.max(initial=0) > 1:
+            raise HPCMError(
+                f"verification failed: decoded image differs from the encoder's reconstruction "
+                f"(max |diff| {int(diff.max())}, {int((diff > 1).sum())} samples); the file was not written"
+            )
+        header.recon_crc = image_crc(decoded)
+        times.extra["verify"] = time.perf_counter() - tv
+    data = container.pack(header, strings)
+    times.total = time.perf_counter() - t0
+    return data, header, times
+
+
+def check_model(header: Header, model: nn.Module, *, allow_cross_device: bool = False) -> None:
+    """Raise ``ModelMismatchError`` unless ``model`` (on this device kind) is the one that wrote ``header``."""
+    preset, quality, fingerprint = model_identity(model)
+    if fingerprint != header.fingerprint:
+        raise ModelMismatchError(
+            f"file was written by {header.preset} q{header.quality or '-'} with weights "
+            f"{header.fingerprint_hex}, but the model given is {preset} q{quality or '-'} with weights {fingerprint.hex()}"
+        )
+    multiple = _size_multiple(model)
+    if header.padded_height % multiple or header.padded_width % multiple:
+        raise FormatError(f"padded size in header is not a multiple of the model's size multiple {multiple}")
+    kind = _device_kind(model_device(model))
+    if kind != header.device and not allow_cross_device:
+        raise ModelMismatchError(
+            f"file was encoded on {header.device} but the model runs on {kind}; learned codecs need the same "
+            f"device for bit-exact decoding (use --device {header.device})"
+        )
+
+
+def decode(
+    data: bytes, model: nn.Module, *, allow_cross_device: bool = False
+) -> tuple[np.ndarray, Header, CodecTimes]:
+    """Decode a complete ``.hpcm`` file with ``model``; return (image, header, times)."""
+    t0 = time.perf_counter()
+    header, streams = container.unpack(data)
+    check_model(header, model, allow_cross_device=allow_cross_device)
+    t1 = time.perf_counter()
+    image = _decode_streams(model, header, streams)
+    t2 = time.perf_counter()
+    if header.recon_crc is not None and image_crc(image) != header.recon_crc:
+        raise FormatError(
+            "decoded image does not match the encoder's reconstruction (checksum); the decoder's arithmetic "
+            "differs from the encoder's (different device, hardware or library version?)"
+        )
+    return image, header, CodecTimes(network=t2 - t1, total=time.perf_counter() - t0)
+
+
+def compress_image(model: nn.Module, image: np.ndarray, *, padding: str = "replicate",
+                   verify: bool = False) -> bytes:
+    """Code an (H, W, 3) uint8 RGB image into a complete ``.hpcm`` file (bytes)."""
+    return encode(model, image, padding=padding, verify=verify)[0]
+
+
+def decompress_image(data: bytes, model: nn.Module, *, allow_cross_device: bool = False) -> np.ndarray:
+    """Decode ``.hpcm`` bytes into an (H, W, 3) uint8 RGB image.
+
+    Raises ``FormatError`` for malformed/corrupted data and ``ModelMismatchError`` for a file written
+    by another model (preset, quality or weights) or on another device kind.
+    """
+    return decode(data, model, allow_cross_device=allow_cross_device)[0]

@@ -1,0 +1,76 @@
+"""Atomic file output: a file either appears complete or not at all.
+
+Data goes to a temporary file in the destination directory, is flushed and fsync'ed, and is then
+moved into place. Without ``overwrite`` the final step is a hard link (``os.link``), which fails
+if the destination already exists, so an existing file is never clobbered even in a race.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from hpcm.errors import HPCMError
+
+
+class OutputExistsError(HPCMError):
+    """The output file exists and overwriting was not requested."""
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist a rename in ``directory`` (best effort: not every platform allows opening a dir)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically; refuse to replace an existing file unless ``overwrite``.
+
+    Raises :class:`OutputExistsError` (an ``HPCMError``) when ``path`` exists and ``overwrite`` is
+    false, and ``HPCMError`` when the directory cannot be written.
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not overwrite and path.exists():
+        raise OutputExistsError(f"{path} already exists (use --force to overwrite)")
+    if not directory.is_dir():
+        raise HPCMError(f"output directory {directory} does not exist")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise HPCMError(f"cannot write to {directory}: {exc.strerror or exc}") from exc
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError as exc:
+                raise OutputExistsError(f"{path} already exists (use --force to overwrite)") from exc
+            except OSError:
+                # File systems without hard links: fall back to a checked rename.
+                if path.exists():
+                    raise OutputExistsError(f"{path} already exists (use --force to overwrite)") from None
+                os.replace(tmp, path)
+    except OSError as exc:
+        raise HPCMError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    _fsync_dir(directory)
+    return path

@@ -1,0 +1,267 @@
+"""The ``.hpcm`` container: header, entropy-coded streams, CRC-32 trailer (see docs/format.md).
+
+Everything here is pure bytes handling; it needs no model. ``pack`` builds a file from a
+:class:`Header` and the streams, ``unpack`` checks and splits one. Every defect found by ``unpack``
+raises :class:`hpcm.errors.FormatError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from hpcm.errors import FormatError
+
+MAGIC = b"HPCM"
+VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+#: Largest accepted image side and area (pixels). Larger images are refused (memory grows linearly).
+MAX_SIDE = 8192
+MAX_PIXELS = 4096 * 4096
+#: Ratio between the padded image and the hyper-latent z grid (g_a /16, h_a /4).
+Z_STRIDE = 64
+#: Padding added to a side is below this (a bound that keeps corrupted headers from allocating a lot).
+MAX_PAD = 1024
+MAX_STREAMS = 8
+MAX_PRESET_LEN = 64
+FINGERPRINT_BYTES = 8
+
+FLAG_RECON_CRC = 0x01
+KNOWN_FLAGS = FLAG_RECON_CRC
+
+PADDING_MODES = ("replicate", "reflect", "zeros")
+DEVICE_KINDS = ("cpu", "cuda", "mps", "other")
+
+_PRESET_RE = re.compile(r"^[A-Za-z0-9._+-]+$")
+_FIXED_HEAD = struct.Struct(">4sBBB")  # magic, version, flags, preset length
+_BODY = struct.Struct(">B8sIIIIHHBBIIB")  # quality .. number of streams
+_U32 = struct.Struct(">I")
+_TRAILER = 4
+
+
+@dataclass
+class Header:
+    """Decoded ``.hpcm`` header fields.
+
+    ``height``/``width``: original image size; ``padded_*``: the size given to the network;
+    ``crop_top``/``crop_left``: where the original sits in the padded image; ``z_shape``: the
+    hyper-latent grid (padded / 64); ``stream_lengths``: byte length of each stream (y, z).
+    """
+
+    preset: str
+    quality: int
+    fingerprint: bytes
+    height: int
+    width: int
+    padded_height: int
+    padded_width: int
+    crop_top: int = 0
+    crop_left: int = 0
+    padding: str = "replicate"
+    device: str = "cpu"
+    z_shape: tuple[int, int] = (0, 0)
+    stream_lengths: tuple[int, ...] = field(default_factory=tuple)
+    recon_crc: int | None = None
+    version: int = VERSION
+
+    @property
+    def flags(self) -> int:
+        return FLAG_RECON_CRC if self.recon_crc is not None else 0
+
+    @property
+    def header_size(self) -> int:
+        n = _FIXED_HEAD.size + len(self.preset.encode("ascii")) + _BODY.size
+        n += _U32.size * len(self.stream_lengths)
+        return n + (_U32.size if self.recon_crc is not None else 0)
+
+    @property
+    def file_size(self) -> int:
+        return self.header_size + sum(self.stream_lengths) + _TRAILER
+
+    @property
+    def fingerprint_hex(self) -> str:
+        return self.fingerprint.hex()
+
+    def bpp(self) -> float:
+        """Bits per original pixel of the whole file (header and checksum included)."""
+        return 8.0 * self.file_size / (self.height * self.width)
+
+    def payload_bpp(self) -> float:
+        """Bits per original pixel of the entropy-coded streams only."""
+        return 8.0 * sum(self.stream_lengths) / (self.height * self.width)
+
+    def as_dict(self) -> dict:
+        """JSON-able view, e.g. for ``hpcm info``."""
+        return {
+            "version": self.version,
+            "preset": self.preset,
+            "quality": self.quality or None,
+            "fingerprint": self.fingerprint_hex,
+            "size": [self.height, self.width],
+            "padded_size": [self.padded_height, self.padded_width],
+            "crop_offset": [self.crop_top, self.crop_left],
+            "padding": self.padding,
+            "device": self.device,
+            "z_shape": list(self.z_shape),
+            "stream_lengths": list(self.stream_lengths),
+            "recon_crc": None if self.recon_crc is None else f"{self.recon_crc:08x}",
+            "file_size": self.file_size,
+            "bpp": self.bpp(),
+            "payload_bpp": self.payload_bpp(),
+        }
+
+    def validate(self) -> None:
+        """Check the fields for internal consistency; raise ``FormatError`` otherwise."""
+        if not self.preset or len(self.preset) > MAX_PRESET_LEN or not _PRESET_RE.match(self.preset):
+            raise FormatError(f"invalid model name {self.preset!r} in header")
+        if not 0 <= self.quality <= 255:
+            raise FormatError(f"invalid quality {self.quality} in header")
+        if len(self.fingerprint) != FINGERPRINT_BYTES:
+            raise FormatError("invalid weights fingerprint in header")
+        check_image_size(self.height, self.width, error=FormatError)
+        if not (self.height <= self.padded_height and self.width <= self.padded_width):
+            raise FormatError("padded size smaller than image size in header")
+        if self.padded_height % Z_STRIDE or self.padded_width % Z_STRIDE:
+            raise FormatError(f"padded size {self.padded_height}x{self.padded_width} is not a multiple of 64")
+        if self.padded_height - self.height >= MAX_PAD or self.padded_width - self.width >= MAX_PAD:
+            raise FormatError("padding too large in header")
+        if (self.crop_top + self.height > self.padded_height
+                or self.crop_left + self.width > self.padded_width):
+            raise FormatError("crop window outside the padded image in header")
+        if tuple(self.z_shape) != (self.padded_height // Z_STRIDE, self.padded_width // Z_STRIDE):
+            raise FormatError(f"latent shape {tuple(self.z_shape)} does not match the padded size")
+        if self.padding not in PADDING_MODES:
+            raise FormatError(f"unknown padding mode {self.padding!r}")
+        if self.device not in DEVICE_KINDS:
+            raise FormatError(f"unknown device kind {self.device!r}")
+        if not 1 <= len(self.stream_lengths) <= MAX_STREAMS:
+            raise FormatError(f"invalid number of streams {len(self.stream_lengths)}")
+
+
+def check_image_size(height: int, width: int, *, error: type[Exception]) -> None:
+    """Raise ``error`` unless 1 <= side <= MAX_SIDE and height*width <= MAX_PIXELS."""
+    if height < 1 or width < 1:
+        raise error(f"image size {width}x{height} is empty")
+    if height > MAX_SIDE or width > MAX_SIDE or height * width > MAX_PIXELS:
+        raise error(
+            f"image size {width}x{height} exceeds the limit (each side <= {MAX_SIDE}, "
+            f"at most {MAX_PIXELS // 1_000_000} Mpixel)"
+        )
+
+
+def pack(header: Header, streams: list[bytes]) -> bytes:
+    """Serialize ``header`` and ``streams`` into a complete ``.hpcm`` file (CRC-32 trailer appended).
+
+    ``header.stream_lengths`` is set from ``streams``.
+    """
+    header.stream_lengths = tuple(len(s) for s in streams)
+    header.version = VERSION
+    header.validate()
+    preset = header.preset.encode("ascii")
+    parts = [
+        _FIXED_HEAD.pack(MAGIC, VERSION, header.flags, len(preset)),
+        preset,
+        _BODY.pack(
+            header.quality,
+            header.fingerprint,
+            header.height,
+            header.width,
+            header.padded_height,
+            header.padded_width,
+            header.crop_top,
+            header.crop_left,
+            PADDING_MODES.index(header.padding),
+            DEVICE_KINDS.index(header.device),
+            header.z_shape[0],
+            header.z_shape[1],
+            len(streams),
+        ),
+        *(_U32.pack(len(s)) for s in streams),
+    ]
+    if header.recon_crc is not None:
+        parts.append(_U32.pack(header.recon_crc & 0xFFFFFFFF))
+    parts.extend(streams)
+    body = b"".join(parts)
+    return body + _U32.pack(zlib.crc32(body))
+
+
+def _take(data: bytes, pos: int, n: int) -> bytes:
+    if pos + n > len(data):
+        raise FormatError(f"file is truncated (header ends after {len(data)} bytes)")
+    return data[pos : pos + n]
+
+
+def read_header(data: bytes) -> Header:
+    """Parse and validate the header of ``data`` (no model needed); checks length and checksum too."""
+    return unpack(data)[0]
+
+
+def unpack(data: bytes) -> tuple[Header, list[bytes]]:
+    """Check ``data`` and split it into its :class:`Header` and streams.
+
+    Checks, in order: magic, version, header structure, total length, CRC-32, field consistency.
+    """
+    data = bytes(data)
+    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+        raise FormatError("not an .hpcm file (bad magic bytes)")
+    magic, version, flags, preset_len = _FIXED_HEAD.unpack(_take(data, 0, _FIXED_HEAD.size))
+    if version not in SUPPORTED_VERSIONS:
+        raise FormatError(
+            f"unsupported .hpcm format version {version} (this hpcm reads version "
+            f"{', '.join(map(str, SUPPORTED_VERSIONS))})"
+        )
+    pos = _FIXED_HEAD.size
+    raw_preset = _take(data, pos, preset_len)
+    pos += preset_len
+    (quality, fingerprint, height, width, padded_h, padded_w, crop_top, crop_left, pad_mode, device,
+     hz, wz, n_streams) = _BODY.unpack(_take(data, pos, _BODY.size))  # fmt: skip
+    pos += _BODY.size
+    if not 1 <= n_streams <= MAX_STREAMS:
+        raise FormatError(f"file is corrupted (invalid number of streams {n_streams})")
+    lengths = tuple(_U32.unpack(_take(data, pos + 4 * i, 4))[0] for i in range(n_streams))
+    pos += 4 * n_streams
+    recon_crc = None
+    if flags & FLAG_RECON_CRC:
+        recon_crc = _U32.unpack(_take(data, pos, 4))[0]
+        pos += 4
+    expected = pos + sum(lengths) + _TRAILER
+    if len(data) < expected:
+        raise FormatError(f"file is truncated or corrupted (expected {expected} bytes, found {len(data)})")
+    if len(data) > expected:
+        raise FormatError(f"file is corrupted ({len(data) - expected} unexpected bytes after the data)")
+    if zlib.crc32(data[:-_TRAILER]) != _U32.unpack(data[-_TRAILER:])[0]:
+        raise FormatError("file is corrupted (checksum mismatch)")
+    if flags & ~KNOWN_FLAGS:
+        raise FormatError(f"unknown header flags 0x{flags:02x}")
+    if pad_mode >= len(PADDING_MODES) or device >= len(DEVICE_KINDS):
+        raise FormatError("file is corrupted (invalid padding or device code)")
+    try:
+        preset = raw_preset.decode("ascii")
+    except UnicodeDecodeError:
+        raise FormatError("invalid model name in header") from None
+    header = Header(
+        preset=preset,
+        quality=quality,
+        fingerprint=fingerprint,
+        height=height,
+        width=width,
+        padded_height=padded_h,
+        padded_width=padded_w,
+        crop_top=crop_top,
+        crop_left=crop_left,
+        padding=PADDING_MODES[pad_mode],
+        device=DEVICE_KINDS[device],
+        z_shape=(hz, wz),
+        stream_lengths=lengths,
+        recon_crc=recon_crc,
+        version=version,
+    )
+    header.validate()
+    streams = []
+    for n in lengths:
+        streams.append(data[pos : pos + n])
+        pos += n
+    return header, streams

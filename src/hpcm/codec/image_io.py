@@ -1,0 +1,188 @@
+"""Reading images into (H, W, 3) uint8 RGB arrays and writing them back (atomically).
+
+Input rules (also in README.md, "Supported image inputs"):
+
+- Formats: whatever Pillow opens (PNG, JPEG, WebP, BMP, TIFF, GIF, ...), plus HEIF/AVIF when
+  ``pillow-heif`` is installed. Multi-frame files: the first frame is used (with a note).
+- EXIF orientation is applied (``ImageOps.exif_transpose``), so the coded image is upright.
+- Grayscale (``1``, ``L``) is replicated to three channels; palette images are expanded;
+  CMYK / YCbCr are converted to RGB by Pillow. The ICC profile is ignored.
+- 16-bit samples (``I;16*`` grayscale, 16-bit RGB PNG) become 8 bit by keeping the high byte
+  (``v >> 8``); this is what Pillow does for 16-bit RGB PNGs, and it inverts the usual 8->16 bit
+  expansion ``v * 257`` exactly. 32-bit integer (``I``) and float (``F``) images are refused.
+- Alpha: a fully opaque alpha channel is dropped silently. Transparency is refused unless
+  ``alpha="drop"`` (keep the colour, discard the alpha) or ``alpha="white"`` (composite on white).
+- Size: 1x1 up to ``MAX_SIDE`` per side and ``MAX_PIXELS`` in total (see ``container``); larger
+  images are refused before they are decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from hpcm.codec.atomic import atomic_write_bytes
+from hpcm.codec.container import MAX_PIXELS, MAX_SIDE, check_image_size
+from hpcm.errors import ImageError
+
+ALPHA_POLICIES = ("refuse", "drop", "white")
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+_heif_checked = False
+
+
+class ImageNote(UserWarning):
+    """A lossy or surprising conversion applied while reading an image (e.g. alpha dropped)."""
+
+
+def _register_heif() -> None:
+    global _heif_checked
+    if _heif_checked:
+        return
+    _heif_checked = True
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return
+    register_heif_opener()
+
+
+def _is_sixteen_bit_tile(im: Image.Image) -> bool:
+    """True when Pillow will reduce 16-bit colour samples (e.g. a 48/64-bit PNG) while loading."""
+    for tile in getattr(im, "tile", None) or ():
+        args = tile.args if hasattr(tile, "args") else None
+        raw = args if isinstance(args, str) else (args[0] if isinstance(args, tuple) and args else "")
+        if isinstance(raw, str) and ";16" in raw:
+            return True
+    return False
+
+
+def _has_transparency(alpha: np.ndarray) -> bool:
+    return bool((alpha != 255).any())
+
+
+def _to_rgb(im: Image.Image, alpha: str, notes: list[str]) -> np.ndarray:
+    """Convert an opened (and orientation-fixed) Pillow image to (H, W, 3) uint8."""
+    mode = im.mode
+    if mode in _SIXTEEN_BIT:
+        gray = np.asarray(im).astype(np.uint16)
+        notes.append("16-bit samples reduced to 8 bit (high byte)")
+        g8 = (gray >> 8).astype(np.uint8)
+        return np.repeat(g8[:, :, None], 3, axis=2)
+    if mode in ("I", "F"):
+        raise ImageError(f"unsupported image mode {mode!r} (32-bit integer/float samples); use 8-bit RGB")
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    elif mode in ("LA", "La", "RGBa"):
+        im = im.convert("RGBA")
+    elif mode in ("1", "L"):
+        im = im.convert("RGB")
+    elif mode not in ("RGB", "RGBA"):
+        try:
+            im = im.convert("RGB")
+        except (ValueError, OSError) as exc:
+            raise ImageError(f"unsupported image mode {mode!r}: {exc}") from exc
+    arr = np.asarray(im)
+    if im.mode == "RGB":
+        return np.ascontiguousarray(arr, dtype=np.uint8)
+    rgb, a = arr[:, :, :3], arr[:, :, 3]
+    if not _has_transparency(a):
+        return np.ascontiguousarray(rgb, dtype=np.uint8)
+    if alpha == "refuse":
+        raise ImageError(
+            "image has transparency, which hpcm cannot code (RGB only); "
+            "use --alpha drop (discard it) or --alpha white (composite on white)"
+        )
+    if alpha == "drop":
+        notes.append("transparency discarded (alpha channel dropped)")
+        return np.ascontiguousarray(rgb, dtype=np.uint8)
+    notes.append("transparency composited on a white background")
+    a32 = a.astype(np.uint32)[:, :, None]
+    out = (rgb.astype(np.uint32) * a32 + 255 * (255 - a32) + 127) // 255
+    return out.astype(np.uint8)
+
+
+def read_image_with_notes(path: str | os.PathLike, *, alpha: str = "refuse") -> tuple[np.ndarray, list[str]]:
+    """Read ``path`` as (H, W, 3) uint8 RGB; also return notes on lossy conversions applied.
+
+    Raises :class:`ImageError` for unreadable files, unsupported modes, refused transparency and
+    images over the size limit.
+    """
+    if alpha not in ALPHA_POLICIES:
+        raise ValueError(f"alpha must be one of {ALPHA_POLICIES}, got {alpha!r}")
+    _register_heif()
+    path = Path(path)
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path} is a directory") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{path}: image too large (limit {MAX_SIDE} per side, {MAX_PIXELS} px)") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file Pillow can read") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    with im:
+        width, height = im.size
+        check_image_size(height, width, error=ImageError)
+        if getattr(im, "n_frames", 1) > 1:
+            notes.append(f"{im.n_frames} frames in file; only the first is coded")
+        if im.mode in ("RGB", "RGBA") and _is_sixteen_bit_tile(im):
+            notes.append("16-bit samples reduced to 8 bit (high byte)")
+        try:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            arr = _to_rgb(im, alpha, notes)
+        except ImageError:
+            raise
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise ImageError(f"{path}: cannot decode image ({exc})") from None
+    return arr, notes
+
+
+def read_image(path: str | os.PathLike, *, alpha: str = "refuse") -> np.ndarray:
+    """Read ``path`` as an (H, W, 3) uint8 RGB array (rules in the module docstring).
+
+    Lossy conversions are reported as :class:`ImageNote` warnings.
+    """
+    arr, notes = read_image_with_notes(path, alpha=alpha)
+    for note in notes:
+        warnings.warn(f"{path}: {note}", ImageNote, stacklevel=2)
+    return arr
+
+
+def encode_image(array: np.ndarray, fmt: str = "PNG") -> bytes:
+    """Encode an (H, W, 3) uint8 array to image bytes (PNG by default)."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise ImageError(f"expected an (H, W, 3) uint8 array, got {array.dtype} {array.shape}")
+    buf = io.BytesIO()
+    kwargs = {"quality": 95} if fmt == "JPEG" else {}
+    Image.fromarray(np.ascontiguousarray(array), "RGB").save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def format_for_path(path: str | os.PathLike) -> str:
+    """Pillow format name from the file extension; ``ImageError`` for unknown ones."""
+    ext = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None or fmt not in Image.SAVE:
+        raise ImageError(f"cannot write images with extension {ext or '(none)'!r}; use .png")
+    return fmt
+
+
+def write_image(path: str | os.PathLike, array: np.ndarray, overwrite: bool = False) -> Path:
+    """Write an (H, W, 3) uint8 array atomically; the format follows the extension (.png advised)."""
+    data = encode_image(array, format_for_path(path))
+    return atomic_write_bytes(path, data, overwrite=overwrite)
