@@ -1,0 +1,111 @@
+"""Rate-distortion plots (matplotlib, Agg backend) of CompressAI-schema result files.
+
+One curve per results file (solid, with markers); anchors (published / measured JSONs from a folder)
+are drawn dashed and thinner, like ``compressai.utils.plot`` draws classical codecs. MS-SSIM is plotted
+in dB (−10·log10(1 − MS-SSIM)). Files that lack the chosen metric are skipped with a note.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hpcm.eval.results import load_results, rd_points
+
+METRIC_LABELS = {"psnr": "PSNR-RGB (dB)", "ms-ssim": "MS-SSIM-RGB (dB)"}
+
+
+def load_anchors(
+    folder: str | os.PathLike[str], select: Sequence[str] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """``[(file stem, document)]`` of the valid results JSONs directly in ``folder``.
+
+    ``select`` holds shell patterns matched against the file stem (``jpeg``, ``compressai-*``, ``vtm``);
+    ``None`` keeps every file. Files that are not results documents are ignored.
+    """
+    out = []
+    for path in sorted(Path(folder).glob("*.json")):
+        if select and not any(fnmatch.fnmatch(path.stem, pat) for pat in select):
+            continue
+        try:
+            out.append((path.stem, load_results(path)))
+        except (ValueError, KeyError, json.JSONDecodeError):
+            continue
+    return out
+
+
+def plot_rd(
+    results: Sequence[dict[str, Any] | str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    metric: str = "psnr",
+    anchors: Sequence[tuple[str, dict[str, Any]]] = (),
+    title: str | None = None,
+    figsize: tuple[float, float] | None = None,
+    max_bpp: float | None = None,
+) -> tuple[Path, list[str]]:
+    """Draw RD curves to ``output``; ``metric`` is ``psnr``, ``ms-ssim`` or ``both`` (two panels).
+
+    The bpp axis ends at ``max_bpp``, by default 1.3× the largest bpp of the result files (anchors often
+    reach 3–5 bpp and would squash the curves); the distortion axis fits the points inside it.
+    Each curve keeps its colour across panels. Returns the written path and notes about skipped curves.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    docs = [r if isinstance(r, dict) else load_results(r) for r in results]
+    metrics = ["psnr", "ms-ssim"] if metric == "both" else [metric]
+    for m in metrics:
+        if m not in METRIC_LABELS:
+            raise ValueError(f"metric must be psnr, ms-ssim or both, got {metric!r}")
+    size = figsize or (7.0 * len(metrics), 5.2)
+    fig, axes = plt.subplots(1, len(metrics), figsize=size, squeeze=False)
+    notes: list[str] = []
+    if max_bpp is None and docs:
+        max_bpp = 1.3 * max(max(d["results"]["bpp"]) for d in docs)
+    strong = plt.get_cmap("tab10").colors
+    muted = plt.get_cmap("Dark2").colors + plt.get_cmap("Set1").colors
+    curves = [(doc, True, strong[i % len(strong)]) for i, doc in enumerate(docs)]
+    curves += [(doc, False, muted[i % len(muted)]) for i, (_s, doc) in enumerate(anchors)]
+    for ax, m in zip(axes[0], metrics):
+        shown: list[float] = []
+        for doc, is_result, color in curves[len(docs):] + curves[: len(docs)]:  # results drawn on top
+            try:
+                x, y = rd_points(doc, m)
+            except KeyError:
+                notes.append(f"{'' if is_result else 'anchor '}{doc['name']}: no {m}")
+                continue
+            pts = sorted(zip(x, y))
+            style = (dict(linestyle="-", linewidth=2.0, marker="o", markersize=5) if is_result
+                     else dict(linestyle="--", linewidth=1.1, marker=".", markersize=4, alpha=0.8))
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, label=doc["name"], **style)
+            shown += [p[1] for p in pts if (max_bpp is None or p[0] <= max_bpp) and math.isfinite(p[1])]
+        if max_bpp is not None:
+            ax.set_xlim(0, max_bpp)
+            if shown:
+                pad = 0.04 * (max(shown) - min(shown) or 1.0)
+                ax.set_ylim(min(shown) - pad, max(shown) + pad)
+        ax.set_xlabel("bits per pixel (bpp)")
+        ax.set_ylabel(METRIC_LABELS[m])
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.has_data():
+            handles, labels = ax.get_legend_handles_labels()
+            result_names = {d["name"] for d in docs}
+            order = sorted(range(len(labels)), key=lambda i: labels[i] not in result_names)
+            ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize="small",
+                      loc="lower right")
+        if title:
+            ax.set_title(title if len(metrics) == 1 else f"{title} — {m.upper()}")
+    fig.tight_layout()
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out, notes
