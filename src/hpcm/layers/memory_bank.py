@@ -47,8 +47,9 @@ Transfer (``enable_hierarchical_transfer``): ``transfer(to_scale)`` **moves** ev
 coarser scales (s1 before s2, each oldest first) into the target bank by pushing them one at a time through
 the target's FIFO: when they do not fit, the oldest ones are evicted (the most recent ``max_refs`` survive).
 Keys are globally pooled and values are stored at R x R, so entries move unchanged (no resampling). The
-coarser banks are left empty. With transfer disabled the call only drops coarser entries (they can never be
-read again), so each scale starts with an empty bank.
+coarser banks are left empty. If ``to_scale`` has no bank the call does nothing (coarser entries wait for the
+next scale that has one). With transfer disabled the call only drops coarser entries (they can never be read
+again), so each scale starts with an empty bank.
 
 Per-image state: every tensor keeps the batch dimension and every operation (GroupNorm, pooling,
 similarity, sort, softmax, weighted sum) is per sample, so an image alone and inside a batch give the same
@@ -544,9 +545,11 @@ class HierarchicalMemoryManager(nn.Module):
             raise ValueError(f"unknown scale {to_scale!r}")
         if self._batch_size is None:
             raise RuntimeError("HierarchicalMemoryManager.reset(batch_size) must be called before use")
+        if to_scale not in self.banks:  # no bank here: coarser entries wait for the next scale with one
+            return
         coarser = [s for s in SCALES[: SCALES.index(to_scale)] if s in self.banks]
         moved = [e for s in coarser for e in self.banks[s].take_entries()]
-        if to_scale in self.banks and self.config.enable_hierarchical_transfer:
+        if self.config.enable_hierarchical_transfer:
             target = self.banks[to_scale]
             for entry in moved:
                 target.push(entry)
