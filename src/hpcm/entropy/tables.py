@@ -127,7 +127,7 @@ def constriction_weights(freq: np.ndarray, precision: int = 16) -> np.ndarray:
     return (np.asarray(freq, dtype=np.float64) * float(1 << shift)) - 1.0
 
 
-@dataclass
+@dataclass(eq=False)
 class CdfTable:
     """Quantised CDF tables, one row per scale (y) or channel (z).
 
@@ -170,6 +170,18 @@ class CdfTable:
             self.freqs.append(freq)
             self.bits[r, : length - 1] = self.precision - np.log2(freq)
         self.max_symbol = (self.cdf_length - 2).astype(np.int32)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CdfTable):
+            return NotImplemented
+        return (
+            self.precision == other.precision
+            and np.array_equal(self.cdf_length, other.cdf_length)
+            and np.array_equal(self.offset, other.offset)
+            and np.array_equal(self.cdf, other.cdf)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
     @property
     def num_rows(self) -> int:
