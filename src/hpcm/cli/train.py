@@ -1,0 +1,161 @@
+"""``hpcm train`` (rate–distortion training; resumable; one process or torchrun DDP) and ``hpcm export``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from hpcm.errors import CheckpointError
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``train`` and ``export`` sub-commands."""
+    p = subparsers.add_parser(
+        "train",
+        help="train a model variant (rate-distortion loss); resumable; torchrun for several GPUs",
+        description=(
+            "Train any registered variant with L = lambda*255^2*MSE + bpp (or lambda*(1-MS-SSIM) + bpp). "
+            "Flags override --config FILE.toml, which overrides the defaults. RUN_DIR receives "
+            "config.toml, metrics.jsonl, checkpoint_last.safetensors and checkpoint_best.safetensors. "
+            "Several processes: torchrun --nproc_per_node=K -m hpcm train ..."
+        ),
+    )
+    # every default is None so that only flags given on the command line override the TOML file
+    a = p.add_argument
+    a("--config", metavar="FILE.toml", help="settings file ([train] table; keys = flag names with _)")
+    a("--model", help="preset name (see `hpcm models`) or package.module:factory")
+    a("--data", nargs="+", metavar="DIR", help="training image folders (recursive; JPEG/PNG)")
+    a("--val", metavar="DIR", help="validation folder (full images, padded to the model's size multiple)")
+    a("--out", metavar="RUN_DIR", help="run folder for checkpoints, metrics log and resolved config")
+    a("--steps", type=int, help="total optimizer steps (default 1000)")
+    a("--batch-size", type=int, help="images per step and process (default 8)")
+    a("--patch-size", type=int, help="square training crops, a multiple of the model's size multiple (256)")
+    q = p.add_mutually_exclusive_group()
+    q.add_argument("--quality", type=int, help="1..6: HPCM's lambda table for --metric")
+    q.add_argument("--lmbda", type=float, help="explicit rate-distortion lambda")
+    a("--metric", choices=["mse", "ms-ssim"], help="distortion term (default mse)")
+    a("--lr", type=float, help="base learning rate (default 1e-4)")
+    a("--lr-milestones", nargs="+", metavar="STEP[:LR]",
+      help="from STEP on multiply the lr by --lr-gamma, or set it to LR")
+    a("--lr-gamma", type=float, help="factor at each plain milestone (default 0.1)")
+    a("--lr-group", dest="lr_groups", action="append", metavar="PATTERN=FACTOR",
+      help="lr factor for parameters matching PATTERN (fnmatch on names/module prefixes, or re:REGEX); "
+      "first matching rule wins; repeatable")
+    a("--freeze", action="append", metavar="PATTERN", help="freeze matching parameters; repeatable")
+    a("--train-only", action="append", metavar="PATTERN", help="freeze everything else; repeatable")
+    a("--clip-max-norm", type=float, help="gradient clipping norm (default 1.0)")
+    a("--val-every", type=int, help="validate every N steps (default 1000)")
+    a("--save-every", type=int, help="write checkpoint_last every N steps (default 1000)")
+    a("--log-every", type=int, help="metrics log interval in steps (default 10)")
+    a("--max-val-images", type=int, help="use at most N validation images")
+    a("--num-workers", type=int, help="data loader processes per rank (default 2)")
+    a("--seed", type=int, help="seed of the data order, crops and training noise (default 0)")
+    a("--downscale-prob", type=float,
+      help="probability of down-scaling an image before cropping (JPEG sources; default 0)")
+    a("--downscale-min", type=float, help="smallest down-scale factor (default 0.5)")
+    a("--init-from", metavar="CKPT",
+      help="start from a checkpoint/weights of another variant (tensors matching by name and shape)")
+    a("--resume", action="store_true", default=None, help="continue RUN_DIR/checkpoint_last exactly")
+    a("--device", help="auto (default), cpu, cuda, cuda:K")
+    a("--amp", choices=["bf16"], help="bf16 autocast (GPU)")
+    a("--grad-checkpoint", action="store_true", default=None,
+      help="set use_checkpoint=True on every module that has it (RWKV blocks)")
+    a("--tensorboard", action="store_true", default=None, help="log to RUN_DIR/tensorboard (if installed)")
+    a("--ddp-find-unused", action="store_true", default=None,
+      help="DDP find_unused_parameters (variants with parameters unused in forward)")
+    a("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
+    p.set_defaults(func=run_train)
+
+    e = subparsers.add_parser(
+        "export",
+        help="write inference weights (+ JSON metadata) from a training checkpoint",
+        description="Export a training checkpoint to MODEL.safetensors + MODEL.json for "
+        "`hpcm compress --checkpoint`.",
+    )
+    e.add_argument("checkpoint", metavar="CKPT", help="checkpoint_last/best.safetensors of a run")
+    e.add_argument("-o", "--output", required=True, metavar="MODEL.safetensors")
+    e.add_argument("--force", action="store_true", help="overwrite an existing output")
+    e.set_defaults(func=run_export)
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """Defaults < ``--config`` TOML < flags given on the command line."""
+    from hpcm.train.config import TrainConfig, load_toml
+
+    cfg = TrainConfig()
+    if args.config:
+        cfg = TrainConfig.from_dict(load_toml(args.config))
+    names = set(TrainConfig.__dataclass_fields__)
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if given.get("quality") is not None:
+        cfg.lmbda = None
+    if given.get("lmbda") is not None:
+        cfg.quality = None
+    cfg.update(given)
+    return cfg
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from hpcm.train.trainer import train
+
+    cfg = config_from_args(args)
+    result = train(cfg)
+    if result.step and result.last_val:
+        v = result.last_val
+        print(
+            f"step {result.step}: val loss {v['loss']:.4f}, bpp {v['bpp']:.4f}, PSNR {v['psnr']:.2f} dB "
+            f"({v['images']} images); skipped steps {result.skipped_steps}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from hpcm.models.io import is_derived_key, save_weights
+    from hpcm.models.migrate import migrate
+    from hpcm.train.checkpoint import model_state, read_checkpoint
+    from hpcm.train.trainer import build_model
+
+    out = Path(args.output)
+    if out.suffix != ".safetensors":
+        raise CheckpointError(f"output must end in .safetensors, got {out.name}")
+    if out.exists() and not args.force:
+        raise CheckpointError(f"{out} already exists (use --force to overwrite)")
+    tensors, meta, _ = read_checkpoint(args.checkpoint)
+    model = _model_from_meta(meta, build_model)
+    report = migrate(model_state(tensors), model)
+    missing = [k for k in report.initialised if not is_derived_key(k)]
+    if missing:
+        raise CheckpointError(f"{args.checkpoint} does not fit its recorded model:\n{report}")
+    model.preset = meta.get("preset")
+    metadata = {
+        "preset": meta.get("preset"),
+        "quality": meta.get("quality"),
+        "lambda": meta.get("lmbda"),
+        "metric": meta.get("metric"),
+        "trained": True,
+        "training": {
+            "step": meta.get("step"),
+            "data": meta.get("data"),
+            "git_commit": meta.get("git_commit"),
+            "best_val_loss": meta.get("best_val_loss"),
+            "checkpoint": str(Path(args.checkpoint).resolve()),
+        },
+    }
+    save_weights(model, out, metadata, overwrite=True)
+    print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
+    return 0
+
+
+def _model_from_meta(meta: dict, build_model: Any) -> Any:
+    if meta.get("model_config"):
+        from hpcm.models.config import HPCMConfig
+        from hpcm.models.hpcm import HPCM
+
+        try:
+            return HPCM(HPCMConfig.from_dict(meta["model_config"]))
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"invalid model config in checkpoint: {exc}") from None
+    return build_model(meta["preset"])

@@ -1,0 +1,69 @@
+"""Rate–distortion loss of HPCM / CompressAI (spec hpcm.md §8.2, ecosystem.md §2.3).
+
+- ``mse``:      L = λ·255²·MSE(x̂, x) + bpp, x in [0, 1];
+- ``ms-ssim``:  L = λ·(1 − MS-SSIM(x̂, x; data_range 1)) + bpp (``pytorch_msssim``; needs sides > 160 px);
+
+with bpp = Σ_k Σ log p_k / (−ln 2 · B·H·W) over the likelihood tensors (``y`` and ``z``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pytorch_msssim import ms_ssim
+from torch import nn
+
+MSE_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483)
+MS_SSIM_LAMBDAS = (2.4, 4.58, 8.73, 16.64, 31.73, 60.5)
+METRICS = ("mse", "ms-ssim")
+MIN_MS_SSIM_SIDE = 161  # pytorch_msssim with 5 scales and an 11-px window
+
+
+def lambda_for(quality: int, metric: str = "mse") -> float:
+    """HPCM's λ for quality 1..6 of the given metric."""
+    table = {"mse": MSE_LAMBDAS, "ms-ssim": MS_SSIM_LAMBDAS}.get(metric)
+    if table is None:
+        raise ValueError(f"unknown metric {metric!r} (expected one of {METRICS})")
+    if not 1 <= quality <= len(table):
+        raise ValueError(f"quality must be 1..{len(table)}, got {quality}")
+    return table[quality - 1]
+
+
+def bits_per_pixel(likelihoods: dict[str, torch.Tensor], num_pixels: int) -> dict[str, torch.Tensor]:
+    """``{"bpp_<name>": ...}`` for each likelihood tensor, summed over the batch, per pixel."""
+    scale = -math.log(2) * num_pixels
+    return {f"bpp_{k}": torch.log(v.float()).sum() / scale for k, v in likelihoods.items()}
+
+
+class RateDistortionLoss(nn.Module):
+    """λ-weighted distortion plus bpp: ``loss``, ``bpp``, ``bpp_y``, ``bpp_z``, ``mse`` (and ``ms_ssim``)."""
+
+    def __init__(self, lmbda: float, metric: str = "mse") -> None:
+        super().__init__()
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r} (expected one of {METRICS})")
+        if not lmbda > 0:
+            raise ValueError(f"lambda must be positive, got {lmbda}")
+        self.lmbda = float(lmbda)
+        self.metric = metric
+
+    def forward(self, output: dict, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``output``: the model's forward dict; ``target``: (B, 3, H, W) in [0, 1]. All terms in float32."""
+        b, _, h, w = target.shape
+        x_hat = output["x_hat"].float()
+        target = target.float()
+        out = bits_per_pixel(output["likelihoods"], b * h * w)
+        out["bpp"] = sum(out.values())
+        out["mse"] = torch.mean((x_hat - target) ** 2)
+        if self.metric == "mse":
+            out["loss"] = self.lmbda * 255.0**2 * out["mse"] + out["bpp"]
+        else:
+            out["ms_ssim"] = ms_ssim(x_hat, target, data_range=1.0, size_average=True)
+            out["loss"] = self.lmbda * (1.0 - out["ms_ssim"]) + out["bpp"]
+        return out
+
+
+def psnr_from_mse(mse: float, peak: float = 1.0) -> float:
+    """PSNR in dB for a mean squared error on a [0, peak] scale (``inf`` at 0)."""
+    return math.inf if mse <= 0 else 10.0 * math.log10(peak * peak / mse)

@@ -1,0 +1,534 @@
+"""The training loop behind ``hpcm train``: rate–distortion optimisation of any registered variant.
+
+One process or many (``torchrun`` → DistributedDataParallel, see :mod:`hpcm.train.distributed`). The data
+stream (:mod:`hpcm.train.data`), the learning rate (:meth:`TrainConfig.lr_at`) and the model's training
+noise (the torch generator is re-seeded from ``(seed, step, rank)`` before every step) are all functions of
+the step, so ``--resume`` continues bit-exactly. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from hpcm.errors import CheckpointError
+from hpcm.models.io import is_derived_key
+from hpcm.models.migrate import MigrationReport, freeze, freeze_except, migrate, param_groups, parse_lr_rules
+from hpcm.train import distributed as D
+from hpcm.train.checkpoint import (
+    is_training_checkpoint,
+    model_state,
+    read_checkpoint,
+    restore_optimizer,
+    restore_rng,
+    save_checkpoint,
+)
+from hpcm.train.config import ConfigError, TrainConfig, dumps_toml
+from hpcm.train.data import (
+    PatchDataset,
+    StepBatchSampler,
+    ValidationImages,
+    check_images,
+    find_images,
+    mix_seed,
+    pad_to_multiple,
+)
+from hpcm.train.loss import RateDistortionLoss, bits_per_pixel, psnr_from_mse
+
+LAST = "checkpoint_last.safetensors"
+BEST = "checkpoint_best.safetensors"
+METRICS_LOG = "metrics.jsonl"
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`."""
+
+    step: int
+    interrupted: bool
+    skipped_steps: int
+    best_val_loss: float | None
+    run_dir: Path
+    last_train: dict[str, float] = field(default_factory=dict)
+    last_val: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------- model
+
+
+def build_model(name: str) -> nn.Module:
+    """A registered preset (``hpcm.create_model``) or ``package.module:factory`` (called without args)."""
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"cannot import model factory {name!r}: {exc}") from None
+        return factory()
+    from hpcm.models.registry import create_model
+
+    try:
+        return create_model(name)
+    except KeyError as exc:
+        raise ConfigError(f"unknown model {name!r}: {exc}") from None
+
+
+def model_config_dict(model: nn.Module) -> dict | None:
+    """``model.config.to_dict()`` when the model has an ``HPCMConfig``."""
+    cfg = getattr(model, "config", None)
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else None
+
+
+def load_source_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Weights to start from: a training checkpoint, a ``.safetensors`` weights file, or a torch checkpoint
+    (``.pth``/``.pth.tar``/``.pt``, ``weights_only=True``; its ``state_dict``/``model`` entry if present)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"--init-from: {path} does not exist")
+    if is_training_checkpoint(path):
+        return model_state(read_checkpoint(path)[0])
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises several error types
+            raise CheckpointError(f"cannot read {path}: {exc}") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle / zip errors of many kinds
+        raise CheckpointError(f"cannot read {path}: {exc}") from None
+    for key in ("state_dict", "model", "network"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} holds no state dict of tensors")
+    return obj
+
+
+def enable_grad_checkpointing(model: nn.Module) -> list[str]:
+    """Set ``use_checkpoint = True`` on every submodule that has that attribute; returns their names."""
+    names = []
+    for name, m in model.named_modules():
+        if isinstance(getattr(m, "use_checkpoint", None), bool):
+            m.use_checkpoint = True
+            names.append(name)
+    return names
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    images: ValidationImages,
+    criterion: RateDistortionLoss,
+    *,
+    device: torch.device,
+    amp: bool = False,
+) -> dict[str, float]:
+    """Mean loss, bpp (y, z), MSE, 8-bit PSNR (and MS-SSIM) over full images padded to ``size_multiple``.
+
+    bpp is the likelihood estimate of the padded latents divided by the *unpadded* pixel count.
+    """
+    from pytorch_msssim import ms_ssim
+
+    from hpcm.eval.metrics import psnr, to_uint8
+
+    multiple = int(getattr(model, "size_multiple", 1))
+    was_training = model.training
+    model.eval()
+    totals: dict[str, float] = {}
+    try:
+        for _, x in images:
+            x = x.to(device)
+            h, w = x.shape[-2:]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                out = model(pad_to_multiple(x, multiple), training=False)
+            x_hat = out["x_hat"].float()[..., :h, :w].clamp(0, 1)
+            terms = {k: float(v) for k, v in bits_per_pixel(out["likelihoods"], h * w).items()}
+            terms["bpp"] = sum(terms.values())
+            terms["mse"] = float(torch.mean((x_hat - x) ** 2))
+            terms["psnr"] = psnr(to_uint8(x), to_uint8(x_hat))
+            if criterion.metric == "ms-ssim":
+                terms["ms_ssim"] = float(ms_ssim(x_hat, x, data_range=1.0)) if min(h, w) > 160 else math.nan
+                terms["loss"] = criterion.lmbda * (1 - terms["ms_ssim"]) + terms["bpp"]
+            else:
+                terms["loss"] = criterion.lmbda * 255.0**2 * terms["mse"] + terms["bpp"]
+            for k, v in terms.items():
+                totals[k] = totals.get(k, 0.0) + v
+    finally:
+        model.train(was_training)
+    n = max(1, len(images))
+    return {k: v / n for k, v in totals.items()} | {"images": len(images)}
+
+
+# ------------------------------------------------------------------------------------------- utilities
+
+
+def git_commit() -> str | None:
+    """Commit of the hpcm source tree, if it is a git checkout."""
+    try:
+        res = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() or None if res.returncode == 0 else None
+
+
+class StopFlag:
+    """Set by SIGINT / SIGTERM (main thread only); a second SIGINT aborts at once."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+class MetricsLog:
+    """Append-only JSONL log (rank 0); on resume, entries after the resumed step are dropped."""
+
+    def __init__(self, path: Path, enabled: bool, resume_step: int | None) -> None:
+        self.path = path
+        self.enabled = enabled
+        if enabled and resume_step is not None and path.exists():
+            kept = [ln for ln in path.read_text().splitlines() if ln.strip() and _step_of(ln) <= resume_step]
+            path.write_text("".join(ln + "\n" for ln in kept))
+
+    def write(self, entry: dict[str, Any]) -> None:
+        if self.enabled:
+            with self.path.open("a") as fh:
+                fh.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (json.JSONDecodeError, TypeError, ValueError):
+        return 0
+
+
+def _tensorboard(run_dir: Path, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print("hpcm train: --tensorboard ignored (tensorboard is not installed)", file=sys.stderr)
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    model: nn.Module | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Run (or resume) training as configured. ``model`` overrides ``cfg.model`` (its name is still
+    recorded); ``on_step(step, metrics)`` is called after every optimizer step (tests, notebooks)."""
+    cfg.validate()
+    info = D.setup(cfg.device)
+    try:
+        return _train(cfg, info, model, on_step)
+    finally:
+        D.teardown(info)
+
+
+def _train(
+    cfg: TrainConfig,
+    info: D.DistInfo,
+    model: nn.Module | None,
+    on_step: Callable[[int, dict[str, float]], None] | None,
+) -> TrainResult:
+    run_dir = Path(cfg.out)
+    last_path = run_dir / LAST
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.resume and not last_path.exists():
+        raise CheckpointError(f"--resume: no {LAST} in {run_dir}")
+    if not cfg.resume and last_path.exists():
+        raise ConfigError(f"{run_dir} already holds a run ({LAST}); use --resume or another --out")
+
+    torch.manual_seed(cfg.seed)
+    if model is None:
+        model = build_model(cfg.model)
+    multiple = int(getattr(model, "size_multiple", 1))
+    if cfg.patch_size % multiple:
+        raise ConfigError(f"--patch-size {cfg.patch_size} is not a multiple of the model's {multiple}")
+    lmbda = cfg.resolved_lmbda
+    criterion = RateDistortionLoss(lmbda, cfg.metric)
+
+    # ---- weights: resume > init-from > fresh
+    start_step, skipped, best_val = 0, 0, None
+    ckpt = None
+    migration: MigrationReport | None = None
+    if cfg.resume:
+        tensors, meta, optim_json = read_checkpoint(last_path)
+        _check_resumable(cfg, meta)
+        rep = migrate(model_state(tensors), model)
+        if any(not is_derived_key(k) for k in rep.initialised):
+            raise CheckpointError(f"{last_path} does not fit model {cfg.model!r}:\n{rep}")
+        start_step, skipped, best_val = int(meta["step"]), int(meta["skipped_steps"]), meta["best_val_loss"]
+        ckpt = (tensors, optim_json)
+    elif cfg.init_from:
+        migration = migrate(load_source_state(cfg.init_from), model)
+        if info.is_main:
+            print(migration.summary() if len(str(migration)) > 4000 else str(migration), file=sys.stderr)
+        if not migration.copied:
+            raise CheckpointError(f"--init-from {cfg.init_from}: no tensor matches model {cfg.model!r}")
+
+    checkpointed = enable_grad_checkpointing(model) if cfg.grad_checkpoint else []
+    if cfg.grad_checkpoint and not checkpointed and info.is_main:
+        print("hpcm train: --grad-checkpoint: no module of this model has use_checkpoint", file=sys.stderr)
+    if cfg.train_only:
+        freeze_except(model, cfg.train_only)
+    if cfg.freeze:
+        freeze(model, cfg.freeze)
+
+    device = info.device
+    model.to(device).train()
+    groups = param_groups(model, cfg.lr, parse_lr_rules(cfg.lr_groups))
+    if not groups:
+        raise ConfigError("every parameter is frozen: nothing to train")
+    for g in groups:
+        g.pop("param_names")  # keep the optimizer state format independent of the torch version
+    optimizer = torch.optim.Adam(groups, lr=cfg.lr)
+    if ckpt is not None:
+        restore_optimizer(optimizer, *ckpt)
+        restore_rng(ckpt[0])
+        del ckpt
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+    net: nn.Module = model
+    if info.enabled:
+        net = DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.ddp_find_unused,
+        )
+
+    # ---- data
+    paths = find_images(cfg.data)
+    check_images(paths)
+    dataset = PatchDataset(
+        paths, cfg.patch_size, downscale_prob=cfg.downscale_prob, downscale_min=cfg.downscale_min
+    )
+    sampler = StepBatchSampler(
+        len(paths),
+        cfg.batch_size,
+        seed=cfg.seed,
+        num_steps=cfg.steps,
+        start_step=start_step,
+        rank=info.rank,
+        world_size=info.world_size,
+    )
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=_worker_init if cfg.num_workers else None,
+    )
+    val_images = ValidationImages(cfg.val, cfg.max_val_images) if cfg.val and info.is_main else None
+
+    # ---- bookkeeping
+    meta_base = {
+        "preset": cfg.model,
+        "model_config": model_config_dict(model),
+        "lmbda": lmbda,
+        "quality": cfg.quality,
+        "metric": cfg.metric,
+        "data": [str(Path(d).resolve()) for d in cfg.data],
+        "num_train_images": len(paths),
+        "world_size": info.world_size,
+        "git_commit": git_commit(),
+        "torch": torch.__version__,
+        "train_config": cfg.to_dict(),
+    }
+    if info.is_main:
+        (run_dir / "config.toml").write_text(dumps_toml(cfg.to_dict()))
+        if migration is not None:
+            (run_dir / "init_migration.json").write_text(json.dumps(migration.to_dict(), indent=1) + "\n")
+    log = MetricsLog(run_dir / METRICS_LOG, info.is_main, start_step if cfg.resume else None)
+    tb = _tensorboard(run_dir, cfg.tensorboard and info.is_main)
+    use_amp = cfg.amp == "bf16"
+    images_per_step = cfg.batch_size * info.world_size
+
+    def save(path: Path, step: int) -> None:
+        if info.is_main:
+            meta = meta_base | {"step": step, "skipped_steps": skipped, "best_val_loss": best_val}
+            save_checkpoint(path, model, optimizer, meta)
+
+    def validate(step: int) -> dict[str, float]:
+        nonlocal best_val
+        res: dict[str, float] = {}
+        if val_images is not None:
+            res = evaluate(model, val_images, criterion, device=device, amp=use_amp)
+            log.write({"split": "val", "step": step, **res})
+            if tb is not None:
+                for k, v in res.items():
+                    tb.add_scalar(f"val/{k}", v, step)
+            if best_val is None or res["loss"] < best_val:
+                best_val = res["loss"]
+                save(run_dir / BEST, step)
+        D.barrier(info)
+        return res
+
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=cfg.steps,
+        initial=start_step,
+        disable=not (cfg.progress and info.is_main and sys.stderr.isatty()),
+        dynamic_ncols=True,
+        desc="train",
+    )
+    window: dict[str, float] = {}
+    window_steps, window_t0 = 0, time.perf_counter()
+    last_train: dict[str, float] = {}
+    last_val: dict[str, float] = {}
+    step = start_step
+    interrupted = False
+    stop_tensor = torch.zeros(1, device=device)
+
+    with StopFlag() as stop:
+        it = iter(loader)
+        while step < cfg.steps:
+            try:
+                batch = next(it)
+            except RuntimeError:
+                if stop.signal is not None:  # a data worker was interrupted by the same signal
+                    interrupted = True
+                    break
+                raise
+            lr = cfg.lr_at(step)
+            for g in optimizer.param_groups:
+                g["lr"] = lr * g["lr_factor"]
+            torch.manual_seed(mix_seed(cfg.seed, 0x7EA1, step, info.rank))
+            x = batch.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = net(x, training=True)
+            terms = criterion(out, x)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_max_norm)
+            if torch.isfinite(norm):
+                optimizer.step()
+            else:
+                skipped += 1
+                optimizer.zero_grad(set_to_none=True)
+            step += 1
+            values = {k: float(v.detach()) for k, v in terms.items()}
+            if all(math.isfinite(v) for v in values.values()):
+                for k, v in values.items():
+                    window[k] = window.get(k, 0.0) + v
+                window_steps += 1
+            bar.update(1)
+            if on_step is not None:
+                on_step(step, values)
+
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                last_train = _reduce_window(window, window_steps, info, device)
+                dt = time.perf_counter() - window_t0
+                last_train |= {
+                    "lr": lr,
+                    "images_per_s": images_per_step * max(window_steps, 1) / max(dt, 1e-9),
+                    "skipped_steps": skipped,
+                }
+                log.write({"split": "train", "step": step, **last_train})
+                if tb is not None:
+                    for k, v in last_train.items():
+                        tb.add_scalar(f"train/{k}", v, step)
+                bar.set_postfix(
+                    loss=f"{last_train.get('loss', math.nan):.4g}",
+                    bpp=f"{last_train.get('bpp', math.nan):.4f}",
+                    psnr=f"{last_train.get('psnr', math.nan):.2f}",
+                    img_s=f"{last_train['images_per_s']:.1f}",
+                )
+                window, window_steps, window_t0 = {}, 0, time.perf_counter()
+            if step % cfg.val_every == 0 and step < cfg.steps:
+                last_val = validate(step)
+            if step % cfg.save_every == 0 and step < cfg.steps:
+                save(last_path, step)
+            stop_tensor.fill_(1.0 if stop.signal is not None else 0.0)
+            if D.all_reduce_sum(stop_tensor, info).item() > 0:
+                interrupted = True
+                break
+    bar.close()
+    if not interrupted:
+        last_val = validate(step) if cfg.val else {}
+    save(last_path, step)
+    if tb is not None:
+        tb.close()
+    if interrupted and info.is_main:
+        print(f"hpcm train: stopped at step {step}; saved {last_path} (use --resume)", file=sys.stderr)
+    return TrainResult(step, interrupted, skipped, best_val, run_dir, last_train, last_val)
+
+
+def _reduce_window(
+    window: dict[str, float], steps: int, info: D.DistInfo, device: torch.device
+) -> dict[str, float]:
+    keys = sorted(window)
+    t = torch.tensor([window[k] for k in keys] + [float(steps)], dtype=torch.float64, device=device)
+    D.all_reduce_sum(t, info)
+    n = float(t[-1])
+    if n == 0:
+        return {}
+    out = {k: float(v) / n for k, v in zip(keys, t[:-1].tolist())}
+    if "mse" in out:
+        out["psnr"] = psnr_from_mse(out["mse"])
+    return out
+
+
+def _check_resumable(cfg: TrainConfig, meta: dict[str, Any]) -> None:
+    saved = meta.get("train_config", {})
+    for key in ("model", "metric", "batch_size", "patch_size", "seed"):
+        if saved.get(key) != getattr(cfg, key):
+            raise CheckpointError(
+                f"--resume: {key} differs from the checkpoint ({saved.get(key)!r} vs {getattr(cfg, key)!r})"
+            )
+    if not math.isclose(float(meta.get("lmbda", math.nan)), cfg.resolved_lmbda):
+        raise CheckpointError(f"--resume: lambda differs from the checkpoint ({meta.get('lmbda')})")
