@@ -58,15 +58,28 @@ def model_identity(model: nn.Module) -> tuple[str, int, bytes]:
     """(preset name, quality or 0, 8-byte weights fingerprint) identifying ``model`` in a file header.
 
     Taken from ``model.weights_info`` (set by ``hpcm.models.io.load_model``) when present; otherwise
-    the fingerprint is computed from the current weights and the preset is ``model.preset`` or "custom".
+    the fingerprint is computed from the current weights and the preset is ``model.preset``, the
+    registered preset whose config equals ``model.config``, or "custom".
     """
     from hpcm.models.io import weights_fingerprint
 
     info = getattr(model, "weights_info", None) or {}
-    preset = info.get("preset") or getattr(model, "preset", None) or "custom"
+    preset = info.get("preset") or getattr(model, "preset", None) or _matching_preset(model) or "custom"
     quality = int(info.get("quality") or 0)
     fp_hex = info.get("fingerprint") or weights_fingerprint(model)
     return str(preset), quality, bytes.fromhex(fp_hex)[: container.FINGERPRINT_BYTES]
+
+
+def _matching_preset(model: nn.Module) -> str | None:
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    from hpcm.models.registry import get_config, list_models
+
+    for name in list_models():
+        if get_config(name) == config:
+            return name
+    return None
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -185,12 +198,13 @@ def encode(model: nn.Module, image: np.ndarray, *, padding: str = "replicate",
 
 
 def check_model(header: Header, model: nn.Module, *, allow_cross_device: bool = False) -> None:
-    """Raise ``ModelMismatchError`` unless ``model`` (on this device kind) is the one that wrote ``header``."""
+    """Raise ``ModelMismatchError`` unless ``model`` (on this device kind) wrote ``header``."""
     preset, quality, fingerprint = model_identity(model)
     if fingerprint != header.fingerprint:
         raise ModelMismatchError(
             f"file was written by {header.preset} q{header.quality or '-'} with weights "
-            f"{header.fingerprint_hex}, but the model given is {preset} q{quality or '-'} with weights {fingerprint.hex()}"
+            f"{header.fingerprint_hex}, but the model given is {preset} q{quality or '-'} "
+            f"with weights {fingerprint.hex()}"
         )
     multiple = _size_multiple(model)
     if header.padded_height % multiple or header.padded_width % multiple:

@@ -33,6 +33,16 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _target_mode(path: Path) -> int:
+    """Permission bits for the new file: the replaced file's, else 0o666 minus the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> Path:
     """Write ``data`` to ``path`` atomically; refuse to replace an existing file unless ``overwrite``.
 
@@ -51,6 +61,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool 
         raise HPCMError(f"cannot write to {directory}: {exc.strerror or exc}") from exc
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, _target_mode(path))
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
