@@ -424,3 +424,53 @@ def test_presets_build_at_small_widths(channels, preset):
     mem.write("s3", torch.randn(1, channels, 3, 3))
     out = mem.read_and_fuse("s3", torch.randn(1, channels, 3, 3))
     assert out.shape == (1, channels, 3, 3)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the model's step-loop seam
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_seam_adapter_follows_static_schedule():
+    """``memory(step, C)`` as HPCM's step loop calls it: transfer at scale starts, read, then write."""
+    from hpcm.models.schedule import STEPS
+
+    mem = HierarchicalMemoryManager(C, MULTIREF_DEFAULT)
+    _randomise_fusion(mem)
+    mem.reset()  # batch size bound on first use
+    grids = {1: (2, 3), 2: (4, 6), 3: (8, 12)}
+    seen = []
+    for step in STEPS:
+        if not step.uses_network:
+            continue
+        ctx = torch.randn(2, C, *grids[step.scale])
+        out = mem(step, ctx)
+        assert out.shape == ctx.shape
+        seen.append(mem.num_entries()[f"s{step.scale}"])
+    # s1: 1 write; s2: 1 transferred + 3 writes, capacity 3; s3: 3 transferred + 6 writes, capacity 4
+    assert seen == [1, 2, 3, 3, 4, 4, 4, 4, 4, 4]
+    assert mem.num_writes == 10 and len(mem.last_indices) == 9
+    with pytest.raises(ValueError):
+        mem.write("s3", torch.randn(3, C, 8, 12))  # batch bound to 2
+
+
+@pytest.mark.slow
+def test_inside_hpcm_tiny_identity_and_decodable():
+    """In the real model: identity at init; randomised bank changes x_hat and decodes with equal indices."""
+    from hpcm.models.registry import create_model
+
+    model = create_model("hpcm-tiny").eval()
+    x = torch.rand(1, 3, 64, 128)
+    with torch.no_grad():
+        ref = model(x)["x_hat"]
+        model.memory = HierarchicalMemoryManager(2 * model.M, replace_cfg(value_resolution=4))
+        assert torch.equal(model(x)["x_hat"], ref)
+        _randomise_fusion(model.memory)
+        fwd = model(x)["x_hat"]
+        assert not torch.equal(fwd, ref)
+        enc = model.compress(x)
+        enc_idx = [i.clone() for i in model.memory.last_indices]
+        dec = model.decompress(enc["strings"], enc["shape"])["x_hat"]
+    assert len(enc_idx) == 9
+    assert all(torch.equal(a, b) for a, b in zip(enc_idx, model.memory.last_indices, strict=True))
+    torch.testing.assert_close(dec, fwd.clamp(0, 1), atol=1e-5, rtol=0)

@@ -37,7 +37,9 @@ Pieces
         mem.write(scale, psi)                      # the step's context psi, before fusion; commit point
         ... code the step's symbols with split(psi) ...
 
-``mem.step(scale, C, psi)`` does the last two lines in that order. The fixed commit point is "right after the
+``mem.step(scale, C, psi)`` does the last two lines in that order; ``mem(step, C)`` (``forward``) is the same
+for HPCM's seam ``C = self.memory(step, C)`` (transfer when ``step.starts_scale``, then read, then write C as
+it was before fusion), and ``mem.reset()`` without a batch size binds it on first use. The fixed commit point is "right after the
 read of the same step", so a read never sees its own step's entry, and the order is the same in forward,
 compress and decompress. What is stored (psi, or C) must be computable by the decoder: psi and C are built
 from z-hat and the y-hat decoded before the step, never from y. The recommended write at step 1 (which has
@@ -466,6 +468,7 @@ class HierarchicalMemoryManager(nn.Module):
             )
             for s in SCALES if s in config.enabled_scales
         })
+        self._active = False
         self._batch_size: int | None = None
         self._next_id = 0
         self.read_log: list[ReadRecord] = []
@@ -487,19 +490,27 @@ class HierarchicalMemoryManager(nn.Module):
 
     # ---- state -------------------------------------------------------------------------------------------
 
-    def reset(self, batch_size: int) -> None:
-        """Start a new batch of images: empty every bank and the logs. Call before step 1 of every pass."""
-        if batch_size < 1:
+    def reset(self, batch_size: int | None = None) -> None:
+        """Start a new batch of images: empty every bank and the logs. Call before step 1 of every pass.
+
+        ``batch_size`` None binds it to the batch dimension of the first tensor seen after the reset.
+        """
+        if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self._active = True
         self._batch_size = batch_size
         self._next_id = 0
         self.read_log = []
         for bank in self.banks.values():
             bank.reset()
 
-    def _check(self, x: torch.Tensor) -> None:
+    def _check(self, x: torch.Tensor | None = None) -> None:
+        if not self._active:
+            raise RuntimeError("HierarchicalMemoryManager.reset() must be called before use")
+        if x is None:
+            return
         if self._batch_size is None:
-            raise RuntimeError("HierarchicalMemoryManager.reset(batch_size) must be called before use")
+            self._batch_size = x.shape[0]
         if x.shape[0] != self._batch_size:
             raise ValueError(f"batch size {x.shape[0]} differs from reset({self._batch_size})")
 
@@ -543,8 +554,7 @@ class HierarchicalMemoryManager(nn.Module):
         """Scale change to ``to_scale``: move coarser banks' entries into its bank (see module docstring)."""
         if to_scale not in SCALES:
             raise ValueError(f"unknown scale {to_scale!r}")
-        if self._batch_size is None:
-            raise RuntimeError("HierarchicalMemoryManager.reset(batch_size) must be called before use")
+        self._check()
         if to_scale not in self.banks:  # no bank here: coarser entries wait for the next scale with one
             return
         coarser = [s for s in SCALES[: SCALES.index(to_scale)] if s in self.banks]
@@ -581,6 +591,18 @@ class HierarchicalMemoryManager(nn.Module):
         out = self.read_and_fuse(scale, context)
         self.write(scale, context if store is None else store)
         return out
+
+    def forward(self, step: Any, context: torch.Tensor, store: torch.Tensor | None = None) -> torch.Tensor:
+        """Step-loop seam ``C = memory(step, C)`` (``hpcm.models.hpcm.HPCM.memory``), called after the cell.
+
+        ``step`` needs ``.scale`` (1/2/3 or "s1"/"s2"/"s3") and ``.starts_scale``; a step that starts a scale
+        first transfers, then ``step(scale, context, store)`` reads and writes (store defaults to the
+        context before fusion). Returns the fused context (B, C, h, w).
+        """
+        scale = step.scale if isinstance(step.scale, str) else f"s{int(step.scale)}"
+        if getattr(step, "starts_scale", False) and scale != "s1":
+            self.transfer(scale)
+        return self.step(scale, context, store)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, config={self.config}"
