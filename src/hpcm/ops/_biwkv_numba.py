@@ -25,14 +25,14 @@ _CB = 16  # channels per work item: one 64-byte line of float32
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def _forward_kernel(w, u0, k, v, y, den, fut):  # pragma: no cover - compiled
+def _forward_kernel(w, u0, k, v, y, den, fnum, fden, want_den):  # pragma: no cover - compiled
     B, T, C = k.shape
     nblk = (C + _CB - 1) // _CB
     for job in prange(B * nblk):
         b = job // nblk
         c0 = (job % nblk) * _CB
         n = min(_CB, C - c0)
-        m = np.full(n, -np.inf)
+        m = np.full(n, -np.inf, dtype=k.dtype)
         for t in range(T):
             for j in range(n):
                 kv = k[b, t, c0 + j]
@@ -40,32 +40,43 @@ def _forward_kernel(w, u0, k, v, y, den, fut):  # pragma: no cover - compiled
                     m[j] = kv
         ew = np.empty(n)
         eu = np.empty(n)
+        eneg = np.empty(n)  # exp(min(w, 0)): per-step factor of the scratch scale
         for j in range(n):
             ew[j] = math.exp(-w[c0 + j])
             eu[j] = math.exp(u0[c0 + j])
+            eneg[j] = math.exp(min(w[c0 + j], 0.0))
         an = np.zeros(n)
         ad = np.zeros(n)
+        sc = np.ones(n)
+        # right to left: exclusive future sums, stored scaled by exp(min(w,0) (T-1-t)) so they fit the
+        # scratch dtype (the future sums grow like exp(|w| (T-1-t)) when w < 0)
         for t in range(T - 1, -1, -1):
             for j in range(n):
                 c = c0 + j
-                fut[b, t, c] = an[j]
-                den[b, t, c] = ad[j]
+                fnum[b, t, c] = an[j] * sc[j]
+                fden[b, t, c] = ad[j] * sc[j]
                 e = math.exp(k[b, t, c] - m[j])
                 an[j] = ew[j] * (an[j] + e * v[b, t, c])
                 ad[j] = ew[j] * (ad[j] + e)
-        an[:] = 0.0
-        ad[:] = 0.0
+                sc[j] *= eneg[j]
+        for j in range(n):
+            an[j] = 0.0
+            ad[j] = 0.0
+            sc[j] = math.exp(-min(w[c0 + j], 0.0) * (T - 1))
+        # left to right: past sums, output
         for t in range(T):
             for j in range(n):
                 c = c0 + j
                 e = math.exp(k[b, t, c] - m[j])
                 vv = v[b, t, c]
                 dg = eu[j] * e
-                d = dg + ad[j] + den[b, t, c]
-                y[b, t, c] = (dg * vv + an[j] + fut[b, t, c]) / d
-                den[b, t, c] = d
+                d = dg + ad[j] + fden[b, t, c] * sc[j]
+                y[b, t, c] = (dg * vv + an[j] + fnum[b, t, c] * sc[j]) / d
+                if want_den:
+                    den[b, t, c] = d
                 an[j] = ew[j] * (an[j] + e * vv)
                 ad[j] = ew[j] * (ad[j] + e)
+                sc[j] *= eneg[j]
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -152,14 +163,19 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-def forward(w: Tensor, u0: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """k, v (B, T, C) float32/float64 CPU; w, u0 (C,) -> (y in k's dtype, D~ float64), both (B, T, C)."""
+def forward(w: Tensor, u0: Tensor, k: Tensor, v: Tensor, want_den: bool = True) -> tuple[Tensor, Tensor]:
+    """k, v (B, T, C) float32/float64 CPU; w, u0 (C,) -> (y in k's dtype, D~ float64), both (B, T, C).
+
+    D~ (the max-k-scaled denominator, needed by the backward) is only written when ``want_den``.
+    """
     _set_threads()
     y = torch.empty_like(k)
-    den = torch.empty(k.shape, dtype=torch.float64)
-    fut = torch.empty(k.shape, dtype=torch.float64)
+    den = torch.empty(k.shape if want_den else (1, 1, 1), dtype=torch.float64)
+    fnum = torch.empty_like(k)
+    fden = torch.empty_like(k)
     _forward_kernel(
-        _np(w.double()), _np(u0.double()), _np(k), _np(v), y.numpy(), den.numpy(), fut.numpy()
+        _np(w.double()), _np(u0.double()), _np(k), _np(v), y.numpy(), den.numpy(), fnum.numpy(),
+        fden.numpy(), want_den,
     )
     return y, den
 
@@ -198,7 +214,8 @@ class BiWKVFused(torch.autograd.Function):
         cd = torch.float64 if torch.float64 in (w.dtype, u.dtype, k.dtype, v.dtype) else torch.float32
         kc, vc = k.to(cd).contiguous(), v.to(cd).contiguous()
         u0 = u.double() - offset * w.double()
-        y, den = forward(w, u0, kc, vc)
+        need = any(ctx.needs_input_grad[:4])
+        y, den = forward(w, u0, kc, vc, want_den=need)
         ctx.save_for_backward(w, u, kc, vc, y, den)
         ctx.offset = offset
         ctx.dtypes = (w.dtype, u.dtype, k.dtype, v.dtype)

@@ -159,7 +159,7 @@ def _torch_dtype_for(w: Tensor, T: int, base: torch.dtype) -> torch.dtype:
 
 
 def _torch_forward(w: Tensor, u0: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """Offset-0 Bi-WKV with bonus u0. k, v (B, C, T) -> (y, D~) both (B, C, T); D~ is scaled by exp(-max k)."""
+    """Offset-0 Bi-WKV with bonus u0. k, v (B, C, T) -> (y, D~), both (B, C, T); D~ = D exp(-max k)."""
     T = k.shape[-1]
     ep, en = _anchors(w, T)
     ek = torch.exp(k - k.amax(dim=-1, keepdim=True))
@@ -207,7 +207,7 @@ class _BiWKVTorch(torch.autograd.Function):
         gu0 = (dq * (vc - y)).sum(dim=(0, 2))
         gw0 = None
         if ctx.needs_input_grad[0]:
-            # distance-weighted sums: sum_{i != t} |t-i| exp(-w|t-i|) x_i = Past(Past_excl(x), incl) + same future
+            # sum_{i != t} |t-i| exp(-w|t-i|) x_i = Past_incl(Past_excl(x)) + Future_incl(Future_excl(x))
             a = ek * vc
             wa = _past(_past(a, ep, en), ep, en, True) + _future(_future(a, ep, en), ep, en, True)
             wc_ = _past(_past(ek, ep, en), ep, en, True) + _future(_future(ek, ep, en), ep, en, True)
@@ -361,7 +361,7 @@ def biwkv(
                 return _fused(w, u, k, v, offset)
             except Exception as exc:  # compilation failure: remember it and fall back
                 _NUMBA_STATE["failed"], _NUMBA_STATE["mod"] = True, None
-                warnings.warn(f"fused Bi-WKV kernel unavailable ({exc}); using the PyTorch path", stacklevel=2)
+                warnings.warn(f"fused Bi-WKV kernel unavailable ({exc}); using PyTorch", stacklevel=2)
                 impl = "torch"
     if impl == "torch":
         return _BiWKVTorch.apply(w, u, k, v, offset)
