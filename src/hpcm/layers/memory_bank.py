@@ -39,11 +39,13 @@ Pieces
 
 ``mem.step(scale, C, psi)`` does the last two lines in that order; ``mem(step, C)`` (``forward``) is the same
 for HPCM's seam ``C = self.memory(step, C)`` (transfer when ``step.starts_scale``, then read, then write C as
-it was before fusion), and ``mem.reset()`` without a batch size binds it on first use. The fixed commit point is "right after the
-read of the same step", so a read never sees its own step's entry, and the order is the same in forward,
-compress and decompress. What is stored (psi, or C) must be computable by the decoder: psi and C are built
-from z-hat and the y-hat decoded before the step, never from y. The recommended write at step 1 (which has
-no network) is the initial hyper context C = [sigma1 | mu1], so that s1 holds two entries.
+it was before fusion), and ``mem.reset()`` without a batch size binds it on first use.
+
+The fixed commit point is "right after the read of the same step", so a read never sees its own step's
+entry, and the order is the same in forward, compress and decompress. What is stored (psi, or C) must be
+computable by the decoder: psi and C are built from z-hat and the y-hat decoded before the step, never from
+y. Optionally, step 1 (no network) can write the initial hyper context C = [sigma1 | mu1] so that s1 holds
+two entries (HPCM's current seam does not call the memory at step 1).
 
 Transfer (``enable_hierarchical_transfer``): ``transfer(to_scale)`` **moves** every entry held by the banks of
 coarser scales (s1 before s2, each oldest first) into the target bank by pushing them one at a time through
