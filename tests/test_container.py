@@ -1,0 +1,187 @@
+"""The .hpcm container (no model needed) and atomic writes."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from hpcm.codec import container
+from hpcm.codec.atomic import OutputExistsError, atomic_write_bytes
+from hpcm.codec.container import Header, pack, read_header, unpack
+from hpcm.errors import FormatError, HPCMError
+
+
+def make_header(**kw) -> Header:
+    fields = dict(
+        preset="hpcm-tiny", quality=3, fingerprint=bytes(range(8)), height=100, width=257,
+        padded_height=128, padded_width=320, crop_top=14, crop_left=31, padding="replicate",
+        device="cpu", z_shape=(2, 5),
+    )
+    fields.update(kw)
+    return Header(**fields)
+
+
+STREAMS = [b"\x01\x02\x03y-stream" * 3, b"zz"]
+
+
+def recrc(data: bytes) -> bytes:
+    body = data[:-4]
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+def test_roundtrip_fields_and_sizes():
+    h = make_header(recon_crc=0xDEADBEEF)
+    data = pack(h, STREAMS)
+    assert data[:4] == b"HPCM" and data[4] == 1
+    assert len(data) == h.file_size
+    h2, streams = unpack(data)
+    assert streams == STREAMS
+    assert h2 == h
+    assert h2.stream_lengths == (len(STREAMS[0]), 2)
+    assert read_header(data).recon_crc == 0xDEADBEEF
+    info = h2.as_dict()
+    assert info["size"] == [100, 257] and info["fingerprint"] == "0001020304050607"
+    assert info["bpp"] == pytest.approx(8 * len(data) / (100 * 257))
+    assert info["payload_bpp"] == pytest.approx(8 * sum(map(len, STREAMS)) / (100 * 257))
+
+
+def test_without_recon_crc_is_four_bytes_shorter():
+    a = pack(make_header(), STREAMS)
+    b = pack(make_header(recon_crc=1), STREAMS)
+    assert len(b) == len(a) + 4
+    assert unpack(a)[0].recon_crc is None
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "bad magic"),
+        (b"PNG\x00" + bytes(60), "bad magic"),
+        (b"HPCM\x07" + bytes(60), "unsupported .hpcm format version 7"),
+        (b"HPCM", "truncated"),
+    ],
+)
+def test_bad_starts(data, message):
+    with pytest.raises(FormatError, match=message):
+        unpack(data)
+
+
+def test_every_truncation_is_refused():
+    data = pack(make_header(), STREAMS)
+    for n in range(len(data)):
+        with pytest.raises(FormatError):
+            unpack(data[:n])
+
+
+def test_trailing_bytes_refused():
+    data = pack(make_header(), STREAMS)
+    with pytest.raises(FormatError, match="unexpected bytes"):
+        unpack(data + b"\x00")
+
+
+def test_every_single_bit_flip_is_refused():
+    data = pack(make_header(recon_crc=5), STREAMS)
+    for i in range(len(data)):
+        for bit in range(8):
+            bad = bytearray(data)
+            bad[i] ^= 1 << bit
+            with pytest.raises(FormatError):
+                unpack(bytes(bad))
+
+
+def _field_offset(data: bytes) -> int:
+    """Offset of the quality byte (first field after the preset name)."""
+    return 7 + data[6]
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(height=0), "empty"),
+        (dict(height=9000, padded_height=9024, z_shape=(141, 5), crop_top=0), "exceeds the limit"),
+        (dict(padded_height=160, z_shape=(2, 5)), "padded size 160x320"),
+        (dict(padded_height=64, z_shape=(1, 5), crop_top=0), "smaller than image"),
+        (dict(crop_top=40), "crop window"),
+        (dict(z_shape=(3, 5)), "latent shape"),
+        (dict(preset="bad name!"), "invalid model name"),
+        (dict(padded_height=1280, z_shape=(20, 5)), "padding too large"),
+    ],
+)
+def test_inconsistent_headers_refused(kw, message):
+    with pytest.raises(FormatError, match=message):
+        make_header(**kw).validate()
+
+
+def test_recomputed_crc_cannot_smuggle_bad_fields():
+    data = pack(make_header(), STREAMS)
+    q = _field_offset(data)
+    # unknown flag bit
+    bad = bytearray(data)
+    bad[5] |= 0x80
+    with pytest.raises(FormatError, match="flags"):
+        unpack(recrc(bytes(bad)))
+    # padding / device codes out of range (bytes after quality, fp, 4 sizes, 2 crops)
+    pad_at = q + 1 + 8 + 16 + 4
+    for off in (pad_at, pad_at + 1):
+        bad = bytearray(data)
+        bad[off] = 200
+        with pytest.raises(FormatError, match="padding or device"):
+            unpack(recrc(bytes(bad)))
+    # zero streams
+    n_at = pad_at + 2 + 8
+    bad = bytearray(data)
+    bad[n_at] = 0
+    with pytest.raises(FormatError):
+        unpack(recrc(bytes(bad)))
+    # width enlarged past the padded size
+    bad = bytearray(data)
+    bad[q + 1 + 8 + 4 : q + 1 + 8 + 8] = struct.pack(">I", 400)
+    with pytest.raises(FormatError):
+        unpack(recrc(bytes(bad)))
+
+
+def test_pack_validates():
+    with pytest.raises(FormatError):
+        pack(make_header(width=321), STREAMS)
+
+
+def test_check_image_size_limits():
+    container.check_image_size(1, 1, error=ValueError)
+    container.check_image_size(2160, 3840, error=ValueError)
+    with pytest.raises(ValueError):
+        container.check_image_size(container.MAX_SIDE + 1, 1, error=ValueError)
+    with pytest.raises(ValueError):
+        container.check_image_size(4097, 4097, error=ValueError)
+
+
+# -- atomic writes ---------------------------------------------------------------------------------
+
+
+def test_atomic_write_creates_and_refuses_overwrite(tmp_path: Path):
+    target = tmp_path / "out.bin"
+    atomic_write_bytes(target, b"one")
+    assert target.read_bytes() == b"one"
+    with pytest.raises(OutputExistsError, match="--force"):
+        atomic_write_bytes(target, b"two")
+    assert target.read_bytes() == b"one"
+    atomic_write_bytes(target, b"two", overwrite=True)
+    assert target.read_bytes() == b"two"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]  # no temp files left
+
+
+def test_atomic_write_permissions_follow_umask(tmp_path: Path):
+    old = os.umask(0o022)
+    try:
+        p = atomic_write_bytes(tmp_path / "a", b"x")
+    finally:
+        os.umask(old)
+    assert p.stat().st_mode & 0o777 == 0o644
+
+
+def test_atomic_write_missing_dir(tmp_path: Path):
+    with pytest.raises(HPCMError, match="does not exist"):
+        atomic_write_bytes(tmp_path / "nope" / "a", b"x")
