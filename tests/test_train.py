@@ -1,0 +1,262 @@
+"""Tests of hpcm train: data stream, loss, config, a short real run, exact resume, export, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from hpcm.cli.main import main as cli_main
+from hpcm.train.config import ConfigError, TrainConfig, dumps_toml, load_toml
+from hpcm.train.data import (
+    DataError,
+    PatchDataset,
+    StepBatchSampler,
+    ValidationImages,
+    find_images,
+    pad_to_multiple,
+)
+from hpcm.train.loss import RateDistortionLoss, lambda_for
+from hpcm.train.trainer import train
+
+TRAIN_IMAGES = ("384022.jpg", "112090.jpg", "48017.jpg")
+
+
+@pytest.fixture(scope="module")
+def data_dirs(tmp_path_factory, shared_dir) -> tuple[Path, Path]:
+    """A training folder of 3 BSDS500 images (symlinks) and a validation folder of one small Kodak crop."""
+    root = tmp_path_factory.mktemp("data")
+    train_dir, val_dir = root / "train", root / "val"
+    (train_dir / "sub").mkdir(parents=True)
+    val_dir.mkdir()
+    src = shared_dir / "data" / "train" / "bsds500" / "test"
+    for i, name in enumerate(TRAIN_IMAGES):
+        target = train_dir / ("sub" if i == 2 else "") / name
+        target.symlink_to(src / name)
+    with Image.open(shared_dir / "data" / "kodak" / "kodim01.png") as im:
+        im.convert("RGB").crop((200, 100, 300, 180)).save(val_dir / "crop.png")  # 100x80: padded to 128
+    return train_dir, val_dir
+
+
+def _cfg(data_dirs, out: Path, **kw) -> TrainConfig:
+    train_dir, val_dir = data_dirs
+    base = dict(
+        model="hpcm-tiny", data=[str(train_dir)], val=str(val_dir), out=str(out), steps=4, batch_size=1,
+        patch_size=64, quality=3, num_workers=0, log_every=1, val_every=1000, save_every=1000,
+        progress=False, device="cpu",
+    )
+    base.update(kw)
+    return TrainConfig.from_dict(base)
+
+
+# ------------------------------------------------------------------------------------------- data
+
+
+def test_find_images_recursive_and_errors(data_dirs, tmp_path):
+    files = find_images(data_dirs[0])
+    assert sorted(p.name for p in files) == sorted(TRAIN_IMAGES)
+    with pytest.raises(DataError, match="does not exist"):
+        find_images(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="no JPEG/PNG"):
+        find_images(tmp_path / "empty")
+
+
+def test_sampler_is_a_function_of_the_step():
+    full = list(StepBatchSampler(5, 3, seed=7, num_steps=6))
+    resumed = list(StepBatchSampler(5, 3, seed=7, num_steps=6, start_step=4))
+    assert resumed == full[4:]
+    # every epoch visits every image once
+    idx = [k[0] for batch in full for k in batch][:15]
+    assert sorted(idx[:5]) == sorted(idx[5:10]) == list(range(5))
+    # two ranks with batch 3 together read the samples of one process with batch 6
+    one = list(StepBatchSampler(5, 6, seed=7, num_steps=3))
+    r0 = list(StepBatchSampler(5, 3, seed=7, num_steps=3, rank=0, world_size=2))
+    r1 = list(StepBatchSampler(5, 3, seed=7, num_steps=3, rank=1, world_size=2))
+    assert [a + b for a, b in zip(r0, r1)] == one
+    assert list(StepBatchSampler(5, 3, seed=8, num_steps=2)) != full[:2]
+
+
+def test_patches_deterministic_small_images_upscaled(tmp_path):
+    small = tmp_path / "small.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(small)
+    ds = PatchDataset([small], 64, downscale_prob=1.0)
+    a, b = ds[(0, 123)], ds[(0, 123)]
+    assert a.shape == (3, 64, 64) and a.dtype == torch.float32
+    assert torch.equal(a, b) and 0.0 <= float(a.min()) and float(a.max()) <= 1.0
+    assert not torch.equal(ds[(0, 124)], a) or not torch.equal(ds[(0, 125)], a)
+
+
+def test_downscale_and_unreadable_image(tmp_path, data_dirs):
+    ds = PatchDataset(find_images(data_dirs[0]), 64, downscale_prob=1.0, downscale_min=0.3)
+    assert ds[(0, 5)].shape == (3, 64, 64)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    with pytest.raises(DataError, match="broken.jpg"):
+        PatchDataset([bad], 64)[(0, 0)]
+
+
+def test_pad_and_validation_images(data_dirs):
+    val = ValidationImages(data_dirs[1], max_images=5)
+    assert len(val) == 1
+    (_, x), = list(val)
+    assert x.shape == (1, 3, 80, 100)
+    xp = pad_to_multiple(x, 64)
+    assert xp.shape == (1, 3, 128, 128) and torch.equal(xp[..., :80, :100], x)
+
+
+# ------------------------------------------------------------------------------------- loss / config
+
+
+def test_loss_terms():
+    assert lambda_for(1) == 0.0018 and lambda_for(6, "ms-ssim") == 60.5
+    with pytest.raises(ValueError):
+        lambda_for(7)
+    x = torch.rand(2, 3, 16, 16)
+    lik = {"y": torch.full((2, 4, 1, 1), 0.5), "z": torch.full((2, 2, 1, 1), 0.25)}
+    out = RateDistortionLoss(0.01)({"x_hat": x + 0.1, "likelihoods": lik}, x)
+    npix = 2 * 16 * 16
+    assert out["bpp_y"].item() == pytest.approx(2 * 4 * 1 / npix)
+    assert out["bpp_z"].item() == pytest.approx(2 * 2 * 2 / npix)
+    assert out["mse"].item() == pytest.approx(0.01, rel=1e-4)
+    assert out["loss"].item() == pytest.approx(0.01 * 255**2 * 0.01 + out["bpp"].item(), rel=1e-4)
+
+
+def test_config_precedence_milestones_and_toml(tmp_path):
+    cfg = TrainConfig.from_dict({"model": "m", "data": "d", "out": "o", "quality": 2,
+                                 "lr_milestones": ["10", "20:5e-6", 30], "lr_gamma": 0.5})
+    cfg.validate()
+    assert cfg.resolved_lmbda == 0.0035
+    assert [cfg.lr_at(s) for s in (0, 10, 20, 30)] == pytest.approx([1e-4, 5e-5, 5e-6, 2.5e-6])
+    path = tmp_path / "c.toml"
+    path.write_text(dumps_toml(cfg.to_dict()))
+    again = TrainConfig.from_dict(load_toml(path))
+    assert again.to_dict() == cfg.to_dict()
+    with pytest.raises(ConfigError, match="exactly one"):
+        TrainConfig.from_dict({"model": "m", "data": ["d"], "out": "o"}).validate()
+    with pytest.raises(ConfigError, match="patch-size"):
+        TrainConfig.from_dict({"model": "m", "data": ["d"], "out": "o", "lmbda": 8.0,
+                               "metric": "ms-ssim", "patch_size": 128}).validate()
+    with pytest.raises(ConfigError, match="unknown"):
+        TrainConfig.from_dict({"modle": "m"})
+    # CLI flags override the TOML file
+    from hpcm.cli.main import build_parser
+    from hpcm.cli.train import config_from_args
+
+    args = build_parser().parse_args(["train", "--config", str(path), "--lmbda", "0.02", "--steps", "7"])
+    merged = config_from_args(args)
+    assert merged.steps == 7 and merged.lmbda == 0.02 and merged.quality is None and merged.model == "m"
+
+
+# ------------------------------------------------------------------------------------------- runs
+
+
+def _fixed_batch_loss(model, batch, crit) -> float:
+    model.eval()
+    with torch.no_grad():
+        return float(crit(model(batch, training=False), batch)["loss"])
+
+
+def test_short_run_lowers_loss_on_fixed_batch(data_dirs, tmp_path):
+    from hpcm.models.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model("hpcm-tiny")
+    paths = find_images(data_dirs[0])
+    batch = torch.stack([PatchDataset(paths, 64)[(i, 99)] for i in range(3)])
+    crit = RateDistortionLoss(lambda_for(3))
+    before = _fixed_batch_loss(model, batch, crit)
+    cfg = _cfg(data_dirs, tmp_path / "run", steps=8, batch_size=2, lr=1e-3, val=None)
+    res = train(cfg, model=model)
+    after = _fixed_batch_loss(model, batch, crit)
+    assert res.step == 8 and not res.interrupted
+    assert after < 0.9 * before, (before, after)
+    lines = [json.loads(s) for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in lines if e["split"] == "train"] == list(range(1, 9))
+    assert {"bpp_y", "bpp_z", "psnr", "loss", "images_per_s"} <= set(lines[-1])
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def test_resume_after_sigterm_is_bit_identical(data_dirs, tmp_path):
+    a = _cfg(data_dirs, tmp_path / "a", steps=4, val_every=2)
+    train(a)
+
+    def stop_at_2(step, _):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    b = _cfg(data_dirs, tmp_path / "b", steps=4, val_every=2)
+    res = train(b, on_step=stop_at_2)
+    assert res.interrupted and res.step == 2
+    meta = json.loads((tmp_path / "b" / "checkpoint_last.json").read_text())
+    assert meta["step"] == 2 and meta["preset"] == "hpcm-tiny" and meta["lmbda"] == 0.0067
+    with pytest.raises(ConfigError, match="--resume"):
+        train(_cfg(data_dirs, tmp_path / "b", steps=4))
+    res2 = train(_cfg(data_dirs, tmp_path / "b", steps=4, val_every=2, resume=True))
+    assert res2.step == 4 and not res2.interrupted
+    wa, wb = _weights(tmp_path / "a" / "checkpoint_last.safetensors"), _weights(
+        tmp_path / "b" / "checkpoint_last.safetensors"
+    )
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        if not k.startswith("rng/"):
+            assert torch.equal(wa[k], wb[k]), k
+    # the metrics log of the resumed run matches the uninterrupted one step for step
+    la = [json.loads(s) for s in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(s) for s in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    key = [(e["split"], e["step"], e["loss"]) for e in la]
+    assert key == [(e["split"], e["step"], e["loss"]) for e in lb]
+
+
+def test_cli_export_init_from_and_freeze(data_dirs, tmp_path, capsys):
+    train_dir, val_dir = data_dirs
+    run = tmp_path / "run"
+    rc = cli_main(["train", "--model", "hpcm-tiny", "--data", str(train_dir), "--val", str(val_dir),
+                   "--out", str(run), "--steps", "1", "--batch-size", "1", "--patch-size", "64",
+                   "--lmbda", "0.01", "--num-workers", "0", "--device", "cpu", "--no-progress"])
+    assert rc == 0 and (run / "checkpoint_best.safetensors").exists()
+    out = tmp_path / "model.safetensors"
+    assert cli_main(["export", str(run / "checkpoint_last.safetensors"), "-o", str(out)]) == 0
+    from hpcm.models.io import is_derived_key, load_model
+
+    model = load_model(str(out))
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["lambda"] == 0.01 and meta["training"]["step"] == 1 and meta["preset"] == "hpcm-tiny"
+    ck = _weights(run / "checkpoint_last.safetensors")
+    learned = {k: v for k, v in model.state_dict().items() if not is_derived_key(k)}
+    assert learned and all(torch.equal(v, ck["model/" + k]) for k, v in learned.items())
+    # init from the exported weights, training only the hyper-synthesis; everything else stays put
+    run2 = tmp_path / "run2"
+    rc = cli_main(["train", "--model", "hpcm-tiny", "--data", str(train_dir), "--out", str(run2),
+                   "--steps", "1", "--batch-size", "1", "--patch-size", "64", "--quality", "1",
+                   "--num-workers", "0", "--device", "cpu", "--init-from", str(out),
+                   "--train-only", "h_s*", "--no-progress"])
+    assert rc == 0
+    ck2 = _weights(run2 / "checkpoint_last.safetensors")
+    changed = [k for k in ck2 if k.startswith("model/") and not torch.equal(ck2[k], ck[k])]
+    assert changed and all(k.startswith("model/h_s") for k in changed), changed
+    assert json.loads((run2 / "init_migration.json").read_text())["copied"]
+
+
+def test_cli_bad_data_gives_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.png").write_bytes(b"\x89PNG broken")
+    args = ["train", "--model", "hpcm-tiny", "--out", str(tmp_path / "r"), "--steps", "1",
+            "--patch-size", "64", "--quality", "1", "--device", "cpu", "--num-workers", "0"]
+    assert cli_main([*args, "--data", str(bad)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot read image" in err[0] and "x.png" in err[0]
+    assert cli_main([*args, "--data", str(tmp_path / "missing")]) == 1
+    assert "does not exist" in capsys.readouterr().err
