@@ -6,7 +6,8 @@ Protocol (``spec/hpcm.md`` §8.4, ``spec/ecosystem.md`` §3):
   unpadded image), i.e. the whole ``.hpcm`` file *including its header* (slightly more than CompressAI's
   payload-only count); encode / decode seconds are wall clock around those two calls (``cuda.synchronize``
   is implied: both return host data);
-- ``estimate=True``: one eval-mode forward on the image zero-padded symmetrically to ``model.size_multiple``;
+- ``estimate=True``: one eval-mode forward on the image padded to ``model.size_multiple`` exactly as the
+  codec pads it (``hpcm.codec.api.pad_image``, edge replication split evenly between both sides);
   bpp = Σ −log2(likelihoods) / (H·W unpadded); the reconstruction is cropped, clamped and rounded to 8 bit.
   As in CompressAI's ``--entropy-estimation``, the forward time is split in half between
   ``encoding_time`` and ``decoding_time`` (the full time is also kept as ``forward_time``);
@@ -27,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from hpcm.eval.metrics import bpp, image_metrics, to_uint8
 from hpcm.eval.results import aggregate, list_images, progress
@@ -61,23 +61,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def pad_symmetric(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-    """Zero-pad (B,C,H,W) symmetrically to multiples of ``multiple``; returns (padded, (l, r, t, b))."""
-    h, w = x.shape[-2:]
-    ph = (multiple - h % multiple) % multiple
-    pw = (multiple - w % multiple) % multiple
-    pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
-    return F.pad(x, pads, mode="constant", value=0.0), pads
-
-
 @torch.no_grad()
 def estimate_image(model: torch.nn.Module, image: np.ndarray) -> tuple[float, np.ndarray, float]:
     """Likelihood bpp, 8-bit reconstruction and forward seconds of one (H, W, 3) uint8 image."""
+    from hpcm.codec.api import pad_image
+
     device = _model_device(model)
     h, w = image.shape[:2]
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div(255.0).to(device)
-    multiple = int(getattr(model, "size_multiple", 1))
-    xp, (left, _, top, _) = pad_symmetric(x, multiple)
+    padded, top, left = pad_image(image, int(getattr(model, "size_multiple", 1)), mode="replicate")
+    xp = torch.from_numpy(np.ascontiguousarray(padded)).permute(2, 0, 1)[None].float().div(255.0).to(device)
     _sync(device)
     t0 = time.perf_counter()
     out = model(xp, training=False)
