@@ -65,9 +65,14 @@ def _check_indexes(indexes: np.ndarray, table: CdfTable) -> np.ndarray:
 def _group(idx: np.ndarray, num_rows: int) -> tuple[np.ndarray, np.ndarray]:
     """Stable grouping of positions by row: (order (N,), starts (num_rows + 1,)).
 
-    Small index ranges are cast to a 16-bit type so that numpy's stable sort is a linear radix sort.
+    Small index ranges are cast to an 8/16-bit type so that numpy's stable sort is a linear radix sort.
     """
-    key = idx.astype(np.uint16) if num_rows <= (1 << 16) else idx
+    if num_rows <= 256:
+        key = idx.astype(np.uint8)
+    elif num_rows <= (1 << 16):
+        key = idx.astype(np.uint16)
+    else:
+        key = idx
     order = np.argsort(key, kind="stable")
     counts = np.bincount(idx, minlength=num_rows)
     starts = np.zeros(num_rows + 1, dtype=np.int64)

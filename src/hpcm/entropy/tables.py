@@ -60,8 +60,8 @@ def scale_to_index(sigma: torch.Tensor, scale_table: torch.Tensor) -> torch.Tens
         dtype = torch.float32
     boundaries = scale_table[:-1].to(device=sigma.device, dtype=dtype).contiguous()
     flat = sigma.detach().to(dtype).reshape(-1).contiguous()
-    idx = torch.searchsorted(boundaries, flat, right=False)
-    return idx.to(torch.int32).reshape(sigma.shape)
+    idx = torch.bucketize(flat, boundaries, out_int32=True, right=False)  # #{b : b < σ}
+    return idx.reshape(sigma.shape)
 
 
 @lru_cache(maxsize=16)
