@@ -1,0 +1,44 @@
+"""Two-process DistributedDataParallel training on CPU (gloo) through ``torchrun -m hpcm train``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+
+def test_ddp_two_processes_gloo(tmp_path, shared_dir):
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("384022.jpg", "112090.jpg"):
+        (data / name).symlink_to(shared_dir / "data" / "train" / "bsds500" / "test" / name)
+    run = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "hpcm", "train", "--model", "hpcm-tiny", "--data", str(data), "--out", str(run),
+        "--steps", "2", "--batch-size", "1", "--patch-size", "64", "--quality", "2",
+        "--num-workers", "0", "--device", "cpu", "--log-every", "1", "--no-progress",
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((run / "checkpoint_last.json").read_text())
+    assert meta["step"] == 2 and meta["world_size"] == 2
+    log = [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2]  # rank 0 alone writes
+    assert log[0]["images_per_s"] > 0
+    # only rank 0 wrote: no stray temporary files, one set of outputs
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoint_last.json", "checkpoint_last.safetensors", "config.toml", "metrics.jsonl",
+    ]
+    weights = load_file(str(run / "checkpoint_last.safetensors"))
+    assert all(torch.isfinite(v).all() for k, v in weights.items() if v.is_floating_point())
+    shutil.rmtree(run)
