@@ -74,19 +74,18 @@ def _density_constant(beta: Tensor) -> Tensor:
 class _GGMCdfFn(torch.autograd.Function):
     """Standard GGM CDF F(u) with the analytic derivative as backward (no gradient to β).
 
-    For u < 0 the value is computed as ½·Q(1/β, |u|^β) (accurate down to the smallest normal number);
-    for u ≥ 0 as ½ + ½·P(1/β, |u|^β), which is the official expression.
+    Only one special function is evaluated: h = ½·Q(1/β, |u|^β) gives F(u) = h for u < 0 (accurate
+    down to the smallest normal number) and F(u) = 1 − h for u ≥ 0, which equals the official
+    ½ + ½·P up to one rounding (1 ulp of 1). Q costs about as much as P, so this halves the work.
     """
 
     @staticmethod
     def forward(ctx, u: Tensor, beta: Tensor) -> Tensor:  # type: ignore[override]
         beta = beta.to(dtype=u.dtype, device=u.device)
-        alpha = 1.0 / beta
         t = u.abs().pow(beta)
-        lower_half = 0.5 * torch.special.gammaincc(alpha, t)
-        upper_half = 0.5 + 0.5 * torch.special.gammainc(alpha, t)
+        half_tail = 0.5 * torch.special.gammaincc(1.0 / beta, t)
         ctx.save_for_backward(t, beta)
-        return torch.where(u < 0, lower_half, upper_half)
+        return torch.where(u < 0, half_tail, 1.0 - half_tail)
 
     @staticmethod
     def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
