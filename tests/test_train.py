@@ -260,3 +260,45 @@ def test_cli_bad_data_gives_one_line_error(tmp_path, capsys):
     assert len(err) == 1 and "cannot read image" in err[0] and "x.png" in err[0]
     assert cli_main([*args, "--data", str(tmp_path / "missing")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_example_configs_parse():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(root.glob("*.toml"))
+    assert files
+    for f in files:
+        cfg = TrainConfig.from_dict(load_toml(f))
+        cfg.validate()
+
+
+def test_grad_checkpoint_same_gradients_and_migration_between_variants():
+    pytest.importorskip("hpcm.layers.rwkv")
+    from hpcm.models.components import CellSpec
+    from hpcm.models.migrate import migrate
+    from hpcm.models.registry import create_model
+    from hpcm.train.trainer import enable_grad_checkpointing
+
+    torch.manual_seed(0)
+    base = create_model("hpcm-tiny")
+    cells = (CellSpec(window=4, heads=8), CellSpec(window=8, heads=8), CellSpec(kind="rwkv", hidden_rate=2))
+    variant = create_model("hpcm-tiny", cells=cells)  # phase-1 style: RWKV cell at s3
+    report = migrate(base.state_dict(), variant)
+    assert report.copied and any(k.startswith("attn_s3") for k in report.dropped)
+    assert any(k.startswith("attn_s3") for k in report.initialised)
+    assert not any(k.startswith("attn_s3") for k in report.copied)
+
+    x = torch.rand(1, 3, 64, 64)
+    crit = RateDistortionLoss(0.01)
+
+    def grads() -> dict[str, torch.Tensor]:
+        variant.zero_grad()
+        torch.manual_seed(1)
+        crit(variant(x, training=True), x)["loss"].backward()
+        return {n: p.grad.clone() for n, p in variant.named_parameters() if p.grad is not None}
+
+    plain = grads()
+    assert enable_grad_checkpointing(variant)
+    ckpt = grads()
+    assert plain.keys() == ckpt.keys()
+    for k in plain:
+        torch.testing.assert_close(plain[k], ckpt[k], rtol=1e-5, atol=1e-6)
