@@ -252,8 +252,13 @@ class HPCM(nn.Module):
         self.attn_s3 = build_cell(cfg.cells[2], 2 * M)
         self.context_net = nn.ModuleList([build_context_net(spec, 2 * M) for spec in cfg.context_nets])
         # Seam for a per-image memory bank (multiref): if set, called as C = memory(step, C) after every
-        # cell update, and memory.reset() (when defined) at the start of every context pass.
+        # cell update, and memory.reset() (when defined) at the start of every context pass. Built from
+        # ``config.memory`` when given (hpcm.layers.memory_bank), else None; it may also be assigned.
         self.memory: nn.Module | None = None
+        if cfg.memory is not None:
+            from hpcm.layers.memory_bank import HierarchicalMemoryManager
+
+            self.memory = HierarchicalMemoryManager(2 * M, dict(cfg.memory))
         self.weights_info: dict[str, Any] = {}
 
     # -- geometry --------------------------------------------------------------------------------
