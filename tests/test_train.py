@@ -302,3 +302,54 @@ def test_grad_checkpoint_same_gradients_and_migration_between_variants():
     assert plain.keys() == ckpt.keys()
     for k in plain:
         torch.testing.assert_close(plain[k], ckpt[k], rtol=1e-5, atol=1e-6)
+
+
+class _PoisonableCodec(torch.nn.Module):
+    """A minimal model honouring the forward contract; ``poison`` makes its output NaN."""
+
+    size_multiple = 16
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = torch.nn.Conv2d(3, 4, 16, stride=16)
+        self.dec = torch.nn.ConvTranspose2d(4, 3, 16, stride=16)
+        self.poison = False
+
+    def forward(self, x, training=None):
+        y = self.enc(x)
+        y = y + (torch.rand_like(y) - 0.5 if (self.training if training is None else training) else 0)
+        lik = torch.sigmoid(-y.abs() + 3).clamp_min(1e-9)
+        x_hat = self.dec(y)
+        if self.poison:
+            x_hat = x_hat * float("nan")
+        return {"x_hat": x_hat, "likelihoods": {"y": lik, "z": torch.ones(x.shape[0], 1, 1, 1)}}
+
+
+def test_non_finite_step_is_skipped_and_counted(data_dirs, tmp_path):
+    model = _PoisonableCodec()
+    snapshots = {}
+
+    def hook(step, values):
+        snapshots[step] = {k: v.clone() for k, v in model.state_dict().items()}
+        model.poison = step == 2  # the third step (step index 2) gets NaN output
+
+    cfg = _cfg(data_dirs, tmp_path / "r", model="custom", steps=5, val=None, patch_size=32)
+    res = train(cfg, model=model, on_step=hook)
+    assert res.skipped_steps == 1 and res.step == 5
+    for k in snapshots[2]:
+        assert torch.equal(snapshots[2][k], snapshots[3][k])  # no update at the poisoned step
+    assert not torch.equal(snapshots[3]["enc.weight"], snapshots[4]["enc.weight"])
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+    meta = json.loads((tmp_path / "r" / "checkpoint_last.json").read_text())
+    assert meta["skipped_steps"] == 1
+
+
+def test_ms_ssim_loss():
+    x = torch.rand(1, 3, 192, 192)
+    lik = {"y": torch.full((1, 4, 12, 12), 0.5)}
+    crit = RateDistortionLoss(8.73, "ms-ssim")
+    same = crit({"x_hat": x, "likelihoods": lik}, x)
+    assert same["ms_ssim"].item() == pytest.approx(1.0, abs=1e-5)
+    noisy = crit({"x_hat": (x + 0.1 * torch.randn_like(x)).clamp(0, 1), "likelihoods": lik}, x)
+    assert noisy["loss"].item() == pytest.approx(8.73 * (1 - noisy["ms_ssim"].item()) + noisy["bpp"].item())
+    assert noisy["loss"] > same["loss"]
