@@ -29,11 +29,11 @@ Implementations (``impl=``):
     *exact* derivative of the kernel forward; the official CUDA backward returns a hybrid gk/gv, spec §2.4).
     Same as ``mode="kernel"``.
 ``"triton"``
-    GPU scan kernel (``_biwkv_triton``), only when CUDA and triton are available. It has never been run
-    (no GPU in development or CI); ``"auto"`` uses it only on CUDA tensors, else the PyTorch path.
+    Reserved for a GPU scan kernel in ``hpcm.ops._biwkv_triton``. NOT WRITTEN YET: that module does not
+    exist, so ``impl="triton"`` raises and ``"auto"`` runs CUDA tensors through the PyTorch path.
 ``"auto"``
-    CPU: ``"fused"`` when Numba imports and compiles, else ``"torch"``. CUDA: ``"triton"`` when usable, else
-    ``"torch"``. ``mode="kernel"``: ``"kernel_exact"``.
+    CPU: ``"fused"`` when Numba imports and compiles, else ``"torch"``. CUDA: ``"triton"`` when that
+    module is importable and reports itself usable, else ``"torch"``. ``mode="kernel"``: ``"kernel_exact"``.
 
 All paths take k, v of shape (B, T, C) and w, u of shape (C,), and return y (B, T, C) in the dtype of k.
 """
