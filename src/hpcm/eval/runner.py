@@ -172,9 +172,7 @@ def evaluate(
     label = name or (points[0][1][0]["name"] if points else "hpcm")
     meta = {"tool": "hpcm eval", "estimate": estimate, "device": device, "images": [str(p) for p in paths],
             "points": provenance, "torch": torch.__version__, "argv": sys.argv[1:]}
-    return aggregate(label, description, points, meta=meta,
-                     keys=("bpp", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-db-rgb", "encoding_time",
-                           "decoding_time"))
+    return aggregate(label, description, points, meta=meta)
 
 
 def _jsonable(value: Any) -> bool:

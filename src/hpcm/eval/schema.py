@@ -19,7 +19,6 @@ and local ``$ref``. The tests cross-check it against ``jsonschema`` when that pa
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 DISTORTION_KEYS = ("psnr-rgb", "ms-ssim-rgb", "ms-ssim-db-rgb")
@@ -158,7 +157,3 @@ def validate_results(doc: dict[str, Any]) -> None:
     if "quality" in doc and len(doc["quality"]) != n:
         raise SchemaError(f"$.quality: {len(doc['quality'])} entries, bpp has {n}")
 
-
-def is_finite_number(value: Any) -> bool:
-    """True for a finite int / float (not bool)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
