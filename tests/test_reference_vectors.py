@@ -217,3 +217,27 @@ def test_hpcm_base_float64_reference(reference, kodak_dir, case, monkeypatch):
             s, sq = got[key]
             assert _close(sq, want[f"{key}_sumsq"])
             assert _close(s, want[f"{key}_sum"], RTOL * math.sqrt(y.numel() * 2 * sq))
+
+
+@pytest.mark.slow
+def test_hpcm_large_float64_headline(reference, kodak_dir):
+    """HPCM-Large (secondary reference): rates, y and x̂ statistics on the kodim23 crop."""
+    from PIL import Image
+
+    case = "kodim23_crop_256x256"
+    meta = reference["inputs"][case]
+    png = kodak_dir / meta["file"].split()[0]
+    if not png.exists():
+        pytest.skip(f"{png} not available")
+    img = np.asarray(Image.open(png).convert("RGB").crop(tuple(meta["pil_crop_box_left_top_right_bottom"])))
+    x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].to(torch.float64) / 255
+    model = create_model("hpcm-large").double().eval()
+    apply_reference_weights(model)
+    ref = next(s for s in reference["sets"] if s["variant"] == "HPCM-Large")["results"][case]["float64"]
+    with torch.no_grad():
+        out = model(x)
+    assert _close(float(-torch.log2(out["likelihoods"]["y"]).sum()), ref["rate"]["bits_y"])
+    assert _close(float(-torch.log2(out["likelihoods"]["z"]).sum()), ref["rate"]["bits_z"])
+    s, sq = _stats(out["x_hat"])
+    assert _close(sq, ref["x_hat"]["sumsq"])
+    assert _close(s, ref["x_hat"]["sum"], RTOL * math.sqrt(out["x_hat"].numel() * sq))

@@ -2,12 +2,13 @@
 
 Presets:
 
-- ``hpcm-base``: official HPCM-Base (M=320, N=256), 68,505,299 parameters, 918.6 kMACs/pixel.
-- ``hpcm-large``: official HPCM-Large, 89,718,803 parameters, 1261.3 kMACs/pixel.
+- ``hpcm-base``: official HPCM-Base (M=320, N=256), 68,505,299 parameters, 918.56 kMACs/pixel.
+- ``hpcm-large``: official HPCM-Large, 89,718,803 parameters, 1261.32 kMACs/pixel.
 - ``hpcm-tiny``: the same structure at CPU-trainable size: M=64, N=64, g stages 32/64/96 with
   1/1/2 PConvRB (mlp 2), h_a/h_s 1+1 blocks, priors (1, 1) and (2, 1), attention windows 4/8/8
   with 8 heads (head_dim 16). 1,952,035 parameters and about 25.8 kMACs/pixel (forward, eval, measured
-  with torch FlopCounterMode on a 256x256 input, MACs = FLOPs / 2).
+  with torch FlopCounterMode on a 256x256 input, MACs = FLOPs / 2; the same count gives the base and
+  large figures above, equal to the spec's §10.2 values).
 """
 
 from __future__ import annotations
@@ -94,3 +95,6 @@ def _tiny() -> HPCMConfig:
 register_model("hpcm-base", _base, "official HPCM-Base (68.5 M parameters)")
 register_model("hpcm-large", _large, "official HPCM-Large (89.7 M parameters)")
 register_model("hpcm-tiny", _tiny, "HPCM structure at CPU-trainable size (M=64, N=64)")
+
+# The RWKV phases and multi-reference presets register themselves on import.
+from hpcm.models import variants as _variants  # noqa: E402,F401
