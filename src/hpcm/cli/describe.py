@@ -1,0 +1,124 @@
+"""``hpcm models`` and ``hpcm describe MODEL``: what a preset is made of."""
+
+from __future__ import annotations
+
+import argparse
+
+from torch import nn
+
+#: Top-level modules of an HPCM model, in the order they are described.
+COMPONENTS = (
+    "g_a",
+    "g_s",
+    "h_a",
+    "h_s",
+    "y_spatial_prior_adaptor_list_s1",
+    "y_spatial_prior_adaptor_list_s2",
+    "y_spatial_prior_adaptor_list_s3",
+    "y_spatial_prior_s1_s2",
+    "y_spatial_prior_s3",
+    "attn_s1",
+    "attn_s2",
+    "attn_s3",
+    "context_net",
+    "memory",
+)
+#: Components that the phases swap, as rows of the phase table.
+PHASE_ROWS = ("attn_s1", "attn_s2", "attn_s3", "context_net", "y_spatial_prior_s1_s2", "y_spatial_prior_s3")
+
+
+def count_parameters(module: nn.Module | None) -> int:
+    """Number of parameters of ``module`` (0 for None)."""
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+def component_type(module: nn.Module | None) -> str:
+    """Type name of a component; for a ModuleList, the distinct types of its items."""
+    if module is None:
+        return "-"
+    if isinstance(module, nn.ModuleList):
+        kinds = sorted({type(m).__name__ for m in module})
+        return f"{len(module)}× {'/'.join(kinds)}"
+    return type(module).__name__
+
+
+def describe(name: str) -> str:
+    """Text description of preset ``name``: components, parameters, and the phase table."""
+    from hpcm.models.registry import create_model, get_config
+    from hpcm.models.variants import PHASES, apply_phase, baseline_name, phase_of
+
+    model = create_model(name)
+    lines = [f"{name}: M={model.M}, N={model.N}, {count_parameters(model):,} parameters"]
+    width = max(len(c) for c in COMPONENTS)
+    lines.append(f"  {'component':<{width}}  {'type':<34} {'parameters':>12}")
+    for comp in COMPONENTS:
+        module = getattr(model, comp, None)
+        if comp == "memory" and module is None:
+            continue
+        lines.append(f"  {comp:<{width}}  {component_type(module):<34} {count_parameters(module):>12,}")
+
+    cfg = get_config(name)
+    baseline = replace_memory(get_config(baseline_name(name)))
+    chosen = phase_of(cfg, baseline)
+    lines.append("")
+    lines.append(f"  phase table (× = this model{'' if chosen else '; a custom mix, no column matches'}):")
+    marks = [p + (" ×" if p == chosen else "") for p in PHASES]
+    header = f"  {'component':<{width}}" + "".join(f"  {m:<22}" for m in marks)
+    lines.append(header)
+    for comp in PHASE_ROWS:
+        row = f"  {comp:<{width}}"
+        for phase in PHASES:
+            row += f"  {_kind_label(apply_phase(baseline, phase), comp):<22}"
+        lines.append(row)
+    if cfg.memory:
+        scales = ",".join(cfg.memory.get("enabled_scales", []))
+        lines.append(f"  + multi-reference memory bank at {scales}")
+    return "\n".join(lines)
+
+
+def replace_memory(cfg):
+    """``cfg`` without its memory bank (the phase table is about the context components)."""
+    from dataclasses import replace
+
+    return replace(cfg, memory=None)
+
+
+def _kind_label(cfg, comp: str) -> str:
+    if comp.startswith("attn_s"):
+        spec = cfg.cells[int(comp[-1]) - 1]
+        return f"cross(w{spec.window})" if spec.kind == "cross" else f"RWKVCell(hr{spec.hidden_rate})"
+    if comp == "context_net":
+        spec = cfg.context_nets[0]
+        return "conv1x1" if spec.kind == "conv" else f"RWKVFusionNet({spec.num_blocks})"
+    spec = cfg.prior_s12 if comp.endswith("s1_s2") else cfg.prior_s3
+    return f"DWConvRB{spec.depths}" if spec.kind == "dwconv" else f"RWKVPrior{spec.depths}"
+
+
+def _cmd_describe(args: argparse.Namespace) -> int:
+    from hpcm.errors import HPCMError
+    from hpcm.models.registry import list_models
+
+    for name in args.model:
+        if name not in list_models():
+            raise HPCMError(f"unknown model {name!r}; see 'hpcm models'")
+        print(describe(name))
+        print()
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from hpcm.models.registry import list_models
+
+    models = list_models()
+    width = max(len(n) for n in models)
+    for name, desc in models.items():
+        print(f"{name:<{width}}  {desc}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("describe", help="components, parameter counts and phase table of a preset")
+    p.add_argument("model", nargs="+", help="registered preset name(s), see 'hpcm models'")
+    p.set_defaults(func=_cmd_describe)
+    p = sub.add_parser("models", help="list the registered presets")
+    p.set_defaults(func=_cmd_models)
