@@ -20,9 +20,10 @@ PHASE_PRESETS = ["hpcm-tiny"] + [f"hpcm-phase{i}-tiny" for i in range(1, 5)]
 MULTIREF_PRESETS = ["hpcm-multiref-phase1-tiny", "hpcm-multiref-phase2-tiny"]
 
 # component types each phase must have: (attn_s1, attn_s2, attn_s3, context_net item, prior s12, prior s3)
+CROSS, RWKV = CrossAttentionCell, RWKVContextCell
 EXPECTED = {
-    "hpcm-tiny": (CrossAttentionCell, CrossAttentionCell, CrossAttentionCell, torch.nn.Conv2d, SpatialPrior),
-    "hpcm-phase1-tiny": (CrossAttentionCell, CrossAttentionCell, RWKVContextCell, torch.nn.Conv2d, SpatialPrior),
+    "hpcm-tiny": (CROSS, CROSS, CROSS, torch.nn.Conv2d, SpatialPrior),
+    "hpcm-phase1-tiny": (CROSS, CROSS, RWKV, torch.nn.Conv2d, SpatialPrior),
     "hpcm-phase2-tiny": (RWKVContextCell, RWKVContextCell, RWKVContextCell, torch.nn.Conv2d, SpatialPrior),
     "hpcm-phase3-tiny": (RWKVContextCell, RWKVContextCell, RWKVContextCell, RWKVFusionNet, SpatialPrior),
     "hpcm-phase4-tiny": (RWKVContextCell, RWKVContextCell, RWKVContextCell, RWKVFusionNet, RWKVSpatialPrior),
@@ -67,8 +68,8 @@ def test_parameter_counts_across_phases():
     common = sum(p.numel() for n, p in base.named_parameters() if not n.startswith(("attn_", "context_net")))
     # the transforms, adaptors and hyper parts are shared by every phase up to phase 3
     for name in PHASE_PRESETS[:4]:
-        m = hpcm.create_model(name)
-        assert sum(p.numel() for n, p in m.named_parameters() if not n.startswith(("attn_", "context_net"))) == common
+        params = hpcm.create_model(name).named_parameters()
+        assert sum(p.numel() for n, p in params if not n.startswith(("attn_", "context_net"))) == common
     assert len(set(counts.values())) == len(counts)  # every phase changes the parameter count
     mr = hpcm.create_model("hpcm-multiref-phase2-tiny")
     extra = sum(p.numel() for p in mr.memory.parameters())
@@ -97,7 +98,7 @@ def _randomise_memory_output(model) -> None:
     """Give the bank's zero-initialised fusion projections random weights so the bank acts."""
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        for name, p in model.memory.named_parameters():
+        for p in model.memory.parameters():
             if torch.count_nonzero(p) == 0:
                 p.copy_(0.05 * torch.randn(p.shape, generator=g))
 
@@ -135,3 +136,25 @@ def test_describe_cli(capsys):
     assert cli_main(["models"]) == 0
     assert "hpcm-multiref-phase2-tiny" in capsys.readouterr().out
     assert cli_main(["describe", "no-such-model"]) == 1
+
+
+def test_migration_phase3_to_phase4_copies_all_but_spatial_priors():
+    src = hpcm.create_model("hpcm-phase3-tiny")
+    dst = hpcm.create_model("hpcm-phase4-tiny")
+    report = hpcm.migrate(src.state_dict(), dst)
+    prior_prefixes = ("y_spatial_prior_s1_s2.", "y_spatial_prior_s3.")
+    assert report.initialised and all(k.startswith(prior_prefixes) for k in report.initialised)
+    assert report.dropped and all(k.startswith(prior_prefixes) for k in report.dropped)
+    # everything outside the priors is copied; inside them at most the final 1x1 3M -> 2M projection,
+    # when it has the same name and shape in the DWConvRB and the RWKV prior
+    assert {k for k in dst.state_dict() if not k.startswith(prior_prefixes)} <= set(report.copied)
+    finals = {
+        f"{name}.branch_2.{len(getattr(dst, name).branch_2) - 1}.{p}"
+        for name in ("y_spatial_prior_s1_s2", "y_spatial_prior_s3")
+        for p in ("weight", "bias")
+    }
+    assert {k for k in report.copied if k.startswith(prior_prefixes)} <= finals
+    src_sd, dst_sd = src.state_dict(), dst.state_dict()
+    for key in report.copied:
+        assert torch.equal(src_sd[key], dst_sd[key])
+    assert len(report.copied) + len(report.initialised) == len(dst_sd)
