@@ -172,7 +172,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not info.get("trained", True):
         _say(
             "NOTE: these weights are UNTRAINED (deterministic initial weights; no trained weights are "
-            "shipped yet). Coding is real and exact, but the bpp and PSNR below say nothing about HPCM's quality."
+            "shipped yet). Coding is real and exact, but the bpp and PSNR below say nothing about "
+            "HPCM's quality."
         )
     data, header, enc = encode(model, image)
     decoded, _, dec = decode(data, model)
@@ -215,7 +216,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "checkpoint, the architecture to load it into")
     p.add_argument("--quality", type=_quality, default=None,
                    help="rate point 1..6 (low..high) for presets with trained weights; default 3")
-    p.add_argument("--checkpoint", metavar="PATH", help=".safetensors weights or official .pth.tar checkpoint")
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help=".safetensors weights or official .pth.tar checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("--verify", action="store_true",
                    help="decode what was written and fail loudly on mismatch (about 2x encode time); also "
