@@ -29,6 +29,7 @@ Pieces
 ``HierarchicalMemoryManager`` (one bank per enabled scale s1/s2/s3) and the step protocol::
 
     mem.reset(B)                                   # every forward / compress / decompress, before step 1
+    mem.write("s1", C1)                            # optional: step 1's hyper context (HPCM does this)
     for step in schedule:                          # static schedule, identical in all three modes
         if step starts a new scale:                # after the last step of the previous scale
             mem.transfer(scale)                    # s1 -> s2 -> s3 entry transfer
@@ -37,15 +38,31 @@ Pieces
         mem.write(scale, psi)                      # the step's context psi, before fusion; commit point
         ... code the step's symbols with split(psi) ...
 
-``mem.step(scale, C, psi)`` does the last two lines in that order; ``mem(step, C)`` (``forward``) is the same
-for HPCM's seam ``C = self.memory(step, C)`` (transfer when ``step.starts_scale``, then read, then write C as
-it was before fusion), and ``mem.reset()`` without a batch size binds it on first use.
+``mem.step(scale, C, psi)`` does the last two lines in that order (any decodable tensor may be stored).
+
+HPCM's seam (``hpcm.models.hpcm.HPCM.context_pass``, one code path for forward, compress and decompress)::
+
+    mem.reset()                                    # batch size bound on first use
+    step 1:      C = [sigma1 | mu1] (gathered h_s(z-hat));  mem.write_initial(step, C)   # s1 write, no read
+    steps 2..11: psi = prior(...); C = cell(psi, C); C = mem(step, C)
+                 # mem(step, C): transfer if step.starts_scale, read_and_fuse(C), write C (before fusion)
+
+What the model stores, and why it is decodable: the **context C right after the step's cell**, before the
+bank's own fusion (C_t = cell(psi_t, C_{t-1}), psi_t = prior(adaptor([C_{t-1}, y-hat_{<t}]))), and at step 1
+the hyper context. Each is a function of z-hat, of the y-hat of steps < t and of fixed weights (in the
+training forward the STE y-hat is zero wherever no earlier step coded, since each step adds
+``round((y - mu) * mask)``); the step-t symbols are coded after C_t exists, with psi_t's sigma and mu.
+C rather than psi is stored because (a) C_t already holds psi_t mixed with the earlier context by the cell,
+(b) the step-1 entry must be C (there is no psi at step 1), so all entries are of one kind, and (c) the
+seam passes only C.
+The step-1 write gives s1's only read (step 2) an entry, so every bank's read side is in the autograd graph
+(no unused parameters under DDP). With a single kept reference (``topk_refs`` = 1, or one stored entry) the
+softmax weight is the constant 1, so the query/key encoders and tau then get an exactly zero gradient from
+that read (top-1 selection is not differentiable); they are still in the graph.
 
 The fixed commit point is "right after the read of the same step", so a read never sees its own step's
-entry, and the order is the same in forward, compress and decompress. What is stored (psi, or C) must be
-computable by the decoder: psi and C are built from z-hat and the y-hat decoded before the step, never from
-y. Optionally, step 1 (no network) can write the initial hyper context C = [sigma1 | mu1] so that s1 holds
-two entries (HPCM's current seam does not call the memory at step 1).
+entry, and the order is the same in forward, compress and decompress; the write order, capacities,
+eviction, tie-breaking and transfer times are static functions of the schedule, not of the data.
 
 Transfer (``enable_hierarchical_transfer``): ``transfer(to_scale)`` **moves** every entry held by the banks of
 coarser scales (s1 before s2, each oldest first) into the target bank by pushing them one at a time through
@@ -593,6 +610,16 @@ class HierarchicalMemoryManager(nn.Module):
         out = self.read_and_fuse(scale, context)
         self.write(scale, context if store is None else store)
         return out
+
+    def write_initial(self, step: Any, context: torch.Tensor) -> None:
+        """Step 1 of HPCM's seam (no network, no read): store the hyper context C1 = [sigma1 | mu1].
+
+        context (B, C, H/4, W/4) is gathered from h_s(z-hat) only, so the decoder has it before any y symbol;
+        it goes to the bank of ``step``'s scale (s1; a no-op if s1 has no bank), so step 2 has an entry to
+        read.
+        """
+        scale = step.scale if isinstance(step.scale, str) else f"s{int(step.scale)}"
+        self.write(scale, context)
 
     def forward(self, step: Any, context: torch.Tensor, store: torch.Tensor | None = None) -> torch.Tensor:
         """Step-loop seam ``C = memory(step, C)`` (``hpcm.models.hpcm.HPCM.memory``), called after the cell.

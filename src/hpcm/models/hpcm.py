@@ -251,9 +251,10 @@ class HPCM(nn.Module):
         self.attn_s2 = build_cell(cfg.cells[1], 2 * M)
         self.attn_s3 = build_cell(cfg.cells[2], 2 * M)
         self.context_net = nn.ModuleList([build_context_net(spec, 2 * M) for spec in cfg.context_nets])
-        # Seam for a per-image memory bank (multiref): if set, called as C = memory(step, C) after every
-        # cell update, and memory.reset() (when defined) at the start of every context pass. Built from
-        # ``config.memory`` when given (hpcm.layers.memory_bank), else None; it may also be assigned.
+        # Seam for a per-image memory bank (multiref, hpcm.layers.memory_bank): if set, memory.reset()
+        # (when defined) runs at the start of every context pass, memory.write_initial(step, C) (when
+        # defined) stores step 1's hyper context C = [sigma1 | mu1], and C = memory(step, C) runs after
+        # every cell update (steps 2..11). Built from ``config.memory`` when given, else None; assignable.
         self.memory: nn.Module | None = None
         if cfg.memory is not None:
             from hpcm.layers.memory_bank import HierarchicalMemoryManager
@@ -316,6 +317,8 @@ class HPCM(nn.Module):
                 sigma, mu = S.gather_y_to_s1(scales_all), S.gather_y_to_s1(means_all)
                 C = torch.cat((sigma, mu), dim=1)
                 y_hat = torch.zeros_like(sigma)
+                if self.memory is not None and hasattr(self.memory, "write_initial"):
+                    self.memory.write_initial(step, C)  # decoder-side (from z-hat only): s1 gets an entry
             else:
                 if step.starts_scale:
                     C, y_hat = self._transition(step.scale, C, y_hat, scales_all, means_all, coder)
