@@ -29,8 +29,10 @@ Implementations (``impl=``):
     *exact* derivative of the kernel forward; the official CUDA backward returns a hybrid gk/gv, spec §2.4).
     Same as ``mode="kernel"``.
 ``"triton"``
-    Reserved for a GPU scan kernel in ``hpcm.ops._biwkv_triton``. NOT WRITTEN YET: that module does not
-    exist, so ``impl="triton"`` raises and ``"auto"`` runs CUDA tensors through the PyTorch path.
+    Triton scan kernels (``_biwkv_triton``): one program per (batch, block of 32 channels), sequential
+    log-scaled scans over the tokens in float32, forward and backward, deterministic. VERIFIED ONLY IN THE
+    TRITON INTERPRETER (``TRITON_INTERPRET=1`` with CPU tensors, which is the only case where CPU tensors are
+    accepted); never compiled or run on a GPU. Modes "paper" and "plain".
 ``"auto"``
     CPU: ``"fused"`` when Numba imports and compiles, else ``"torch"``. CUDA: ``"triton"`` when that
     module is importable and reports itself usable, else ``"torch"``. ``mode="kernel"``: ``"kernel_exact"``.
@@ -294,13 +296,16 @@ def _load_numba():
 
 
 def _triton_usable(k: Tensor) -> bool:
-    if not k.is_cuda:
+    """CUDA tensors with an importable triton; CPU tensors only under the Triton interpreter (tests)."""
+    if k.device.type not in ("cuda", "cpu"):
         return False
     try:
         from hpcm.ops import _biwkv_triton
-    except Exception:
+    except Exception:  # ImportError, or triton failing to initialise
         return False
-    return _biwkv_triton.available()
+    if k.is_cuda:
+        return _biwkv_triton.available()
+    return _biwkv_triton.interpreted()
 
 
 def _fused(w: Tensor, u: Tensor, k: Tensor, v: Tensor, offset: int) -> Tensor:
@@ -371,7 +376,10 @@ def biwkv(
         return _fused(w, u, k, v, offset)
     if impl == "triton":
         if not _triton_usable(k):
-            raise RuntimeError("impl='triton' needs CUDA tensors and an importable triton")
+            raise RuntimeError(
+                "impl='triton' needs CUDA tensors and an importable triton "
+                "(CPU tensors only under TRITON_INTERPRET=1)"
+            )
         from hpcm.ops import _biwkv_triton
 
         return _biwkv_triton.BiWKVTriton.apply(w, u, k, v, offset)

@@ -1,0 +1,263 @@
+"""Triton Bi-WKV kernels (GPU), offset-0 form with bonus ``u0`` (the caller maps modes: ``u0 = u - o w``).
+
+Status: verified only with the Triton interpreter (``TRITON_INTERPRET=1``, CPU tensors) against the
+float64 O(T^2) reference, forward and all four gradients (``tests/test_biwkv_triton.py``). It has NEVER been
+compiled or run on a real GPU; its speed on hardware is unmeasured.
+
+Algorithm. One program per (batch item, block of ``BLOCK_C`` channels); inside a program the tokens are
+scanned sequentially (no chunking), with channels along the vector lanes, so every load/store of a token is
+one contiguous run of ``BLOCK_C`` floats of the (B, T, C) layout. All arithmetic is float32 (fp16/bf16/fp64
+inputs are cast by the wrapper). With few (batch, channel-block) pairs, e.g. B = 1, C = 96 (3 programs), a
+GPU would be mostly idle: a chunked scan (spec §3.2) is the missing optimisation.
+
+Numerics (spec birwkv.md §3.2 style, log-scaled sums). A one-sided decayed sum
+``S_t = sum_{i<t} exp(k_i - w (t - i)) x_i`` is kept as ``(a, kj, j)``: ``S_t = a * exp(p_t)`` with the scale
+``p_t = kj - w (t - j)`` anchored at the token ``j`` (logit ``kj``) that last raised the maximum. The scale is
+recomputed from ``(kj, j)`` at every step instead of being decremented by ``w`` (no accumulated rounding of a
+large log-scale), the per-token decay never multiplies the accumulator, and adding a token needs one ``exp``
+(of ``-|p_t - k_t|``). Every factor that is exponentiated is a difference of logits bounded by the true
+log-magnitudes, so nothing overflows for any ``|w| * T`` representable in float32 (tested at ``|w| T = 100``).
+
+Forward: a right-to-left loop writes the exclusive future sums as (ratio, log-denominator) into two scratch
+tensors, then a left-to-right loop combines them with the past sums and the bonus term under a common maximum,
+writing ``y`` and ``log D``. Backward (spec §2.4): the same two sweeps carry decayed sums of ``q = g / D`` and
+``q y`` (for gk, gv) and distance-weighted sums of ``e^k`` and ``e^k v`` (for gw); gw and gu are written as
+per-(batch, channel) partials and reduced over the batch in a fixed order, so the result is deterministic.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+__all__ = ["BiWKVTriton", "available", "interpreted", "forward", "backward"]
+
+_BLOCK_C = 32
+_NEG = -1.0e38  # "log of zero" for an empty sum; finite so that differences never produce NaN
+
+# Triton picks the interpreter when the decorators run (module import), from this variable.
+_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def interpreted() -> bool:
+    """True when this module's kernels were built for the Triton interpreter (CPU tensors)."""
+    return _INTERPRETED
+
+
+def available() -> bool:
+    """True when the kernels can run: the interpreter is active, or CUDA is present."""
+    return _INTERPRETED or torch.cuda.is_available()
+
+
+@triton.jit
+def _scale(kj, j, t, w, sign: tl.constexpr):
+    """Log-scale of a one-sided sum at token t: kj - w * distance(t, j); sign +1 past, -1 future."""
+    return kj - w * ((t - j) * sign).to(tl.float32)
+
+
+@triton.jit
+def _push2(a, b, kj, j, p, t, kt, x, y):
+    """Add exp(kt) * (x, y) at token t to the pair (a, b) held at scale p (anchor kj, j)."""
+    d = p - kt
+    e = tl.exp(-tl.abs(d))
+    keep = d >= 0
+    r = tl.where(keep, 1.0, e)
+    en = tl.where(keep, e, 1.0)
+    a = a * r + x * en
+    b = b * r + y * en
+    kj = tl.where(keep, kj, kt)
+    j = tl.where(keep, j, t)
+    return a, b, kj, j
+
+
+@triton.jit
+def _push_dist(sa, sc, wa, wc, kj, j, p, t, kt, x):
+    """Add token t (exp(kt) * (x, 1)) to plain sums (sa, sc) and distance-weighted sums (wa, wc).
+
+    Before the implicit one-step shift: W <- W + S + new, S <- S + new (all at a common scale).
+    """
+    d = p - kt
+    e = tl.exp(-tl.abs(d))
+    keep = d >= 0
+    r = tl.where(keep, 1.0, e)
+    en = tl.where(keep, e, 1.0)
+    wa = (wa + sa) * r + x * en
+    wc = (wc + sc) * r + en
+    sa = sa * r + x * en
+    sc = sc * r + en
+    kj = tl.where(keep, kj, kt)
+    j = tl.where(keep, j, t)
+    return sa, sc, wa, wc, kj, j
+
+
+@triton.jit
+def _fwd_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, ld_ptr, fr_ptr, fl_ptr, T, C, BLOCK_C: tl.constexpr):
+    pid_b = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    msk = c < C
+    w = tl.load(w_ptr + c, mask=msk, other=0.0)
+    u0 = tl.load(u_ptr + c, mask=msk, other=0.0)
+    base = pid_b.to(tl.int64) * T * C + c
+    zero = tl.zeros([BLOCK_C], dtype=tl.float32)
+    # right to left: exclusive future sums -> (ratio, log-denominator)
+    a = zero
+    b = zero
+    kj = zero + _NEG
+    j = tl.zeros([BLOCK_C], dtype=tl.int32)
+    for i in range(0, T):
+        t = T - 1 - i
+        off = base + tl.cast(t, tl.int64) * C
+        kt = tl.load(k_ptr + off, mask=msk, other=0.0).to(tl.float32)
+        vt = tl.load(v_ptr + off, mask=msk, other=0.0).to(tl.float32)
+        p = _scale(kj, j, t, w, -1)
+        nz = b > 0
+        bs = tl.where(nz, b, 1.0)
+        tl.store(fr_ptr + off, tl.where(nz, a / bs, 0.0), mask=msk)
+        tl.store(fl_ptr + off, tl.where(nz, p + tl.log(bs), _NEG), mask=msk)
+        a, b, kj, j = _push2(a, b, kj, j, p, t, kt, vt, 1.0)
+    tl.debug_barrier()
+    # left to right: past sums, bonus term, output
+    a = zero
+    b = zero
+    kj = zero + _NEG
+    j = tl.zeros([BLOCK_C], dtype=tl.int32)
+    for t in range(0, T):
+        off = base + tl.cast(t, tl.int64) * C
+        kt = tl.load(k_ptr + off, mask=msk, other=0.0).to(tl.float32)
+        vt = tl.load(v_ptr + off, mask=msk, other=0.0).to(tl.float32)
+        fr = tl.load(fr_ptr + off, mask=msk, other=0.0)
+        fl = tl.load(fl_ptr + off, mask=msk, other=_NEG)
+        p = _scale(kj, j, t, w, 1)
+        s1 = u0 + kt
+        m = tl.maximum(tl.maximum(s1, p), fl)
+        e1 = tl.exp(s1 - m)
+        e2 = tl.exp(p - m)
+        e3 = tl.exp(fl - m)
+        den = e1 + b * e2 + e3
+        num = e1 * vt + a * e2 + fr * e3
+        tl.store(y_ptr + off, num / den, mask=msk)
+        tl.store(ld_ptr + off, m + tl.log(den), mask=msk)
+        a, b, kj, j = _push2(a, b, kj, j, p, t, kt, vt, 1.0)
+
+
+@triton.jit
+def _bwd_kernel(
+    w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, ld_ptr, g_ptr, gk_ptr, gv_ptr, gw_ptr, gu_ptr, T, C,
+    BLOCK_C: tl.constexpr,
+):
+    pid_b = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    msk = c < C
+    w = tl.load(w_ptr + c, mask=msk, other=0.0)
+    u0 = tl.load(u_ptr + c, mask=msk, other=0.0)
+    base = pid_b.to(tl.int64) * T * C + c
+    zero = tl.zeros([BLOCK_C], dtype=tl.float32)
+    izero = tl.zeros([BLOCK_C], dtype=tl.int32)
+    accw = zero
+    accu = zero
+    for sweep in tl.static_range(2):  # 0: right to left (future side), 1: left to right (past side)
+        qa = zero  # decayed sum of q = g / D (scaled)
+        qb = zero  # ... of q * y
+        qkj = zero + _NEG
+        qj = izero
+        sa = zero  # decayed sum of e^k v
+        sc = zero  # ... of e^k
+        wa = zero  # distance-weighted sum of e^k v
+        wc = zero  # ... of e^k
+        kkj = zero + _NEG
+        kj = izero
+        for i in range(0, T):
+            if sweep == 0:
+                t = T - 1 - i
+            else:
+                t = i
+            off = base + tl.cast(t, tl.int64) * C
+            kt = tl.load(k_ptr + off, mask=msk, other=0.0).to(tl.float32)
+            vt = tl.load(v_ptr + off, mask=msk, other=0.0).to(tl.float32)
+            yt = tl.load(y_ptr + off, mask=msk, other=0.0)
+            lt = -tl.load(ld_ptr + off, mask=msk, other=0.0)  # log(1 / D_t)
+            gt = tl.load(g_ptr + off, mask=msk, other=0.0).to(tl.float32)
+            if sweep == 0:
+                pq = _scale(qkj, qj, t, w, -1)
+                pk = _scale(kkj, kj, t, w, -1)
+            else:
+                pq = _scale(qkj, qj, t, w, 1)
+                pk = _scale(kkj, kj, t, w, 1)
+            # gk, gv of token t from the q-sums of the other tokens on this side (e^{k_t + pq} <= ~1)
+            ef = tl.exp(kt + pq)
+            gv_t = ef * qa
+            gk_t = ef * (vt * qa - qb)
+            # gw: q_t * sum_i (distance) a_{t,i} (v_i - y_t) on this side (e^{pk + lt} <= ~1)
+            accw += tl.exp(pk + lt) * gt * (wa - yt * wc)
+            if sweep == 1:
+                dq = tl.exp(u0 + kt + lt) * gt
+                gv_t += dq + tl.load(gv_ptr + off, mask=msk, other=0.0)
+                gk_t += dq * (vt - yt) + tl.load(gk_ptr + off, mask=msk, other=0.0)
+                accu += dq * (vt - yt)
+            tl.store(gv_ptr + off, gv_t, mask=msk)
+            tl.store(gk_ptr + off, gk_t, mask=msk)
+            qa, qb, qkj, qj = _push2(qa, qb, qkj, qj, pq, t, lt, gt, gt * yt)
+            sa, sc, wa, wc, kkj, kj = _push_dist(sa, sc, wa, wc, kkj, kj, pk, t, kt, vt)
+        tl.debug_barrier()
+    out = pid_b.to(tl.int64) * C + c
+    tl.store(gw_ptr + out, -accw, mask=msk)
+    tl.store(gu_ptr + out, accu, mask=msk)
+
+
+def _grid(B: int, C: int) -> tuple[int, int]:
+    return (B, triton.cdiv(C, _BLOCK_C))
+
+
+def forward(w: Tensor, u0: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """k, v (B, T, C) float32 contiguous; w, u0 (C,) float32 -> (y, log D), both (B, T, C) float32."""
+    B, T, C = k.shape
+    y = torch.empty_like(k)
+    ld = torch.empty_like(k)
+    fr = torch.empty_like(k)
+    fl = torch.empty_like(k)
+    _fwd_kernel[_grid(B, C)](w, u0, k, v, y, ld, fr, fl, T, C, BLOCK_C=_BLOCK_C, num_warps=1)
+    return y, ld
+
+
+def backward(
+    w: Tensor, u0: Tensor, k: Tensor, v: Tensor, y: Tensor, ld: Tensor, g: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradients (gw0, gu0, gk, gv) of the offset-0 form; gw0, gu0 (C,) float64, gk, gv (B, T, C) float32."""
+    B, T, C = k.shape
+    gk = torch.empty_like(k)
+    gv = torch.empty_like(k)
+    gw = torch.empty(B, C, dtype=torch.float32, device=k.device)
+    gu = torch.empty(B, C, dtype=torch.float32, device=k.device)
+    _bwd_kernel[_grid(B, C)](w, u0, k, v, y, ld, g, gk, gv, gw, gu, T, C, BLOCK_C=_BLOCK_C, num_warps=1)
+    return gw.double().sum(0), gu.double().sum(0), gk, gv
+
+
+class BiWKVTriton(torch.autograd.Function):
+    """Autograd wrapper: (w, u, k, v, offset) -> y (B, T, C) in k's dtype; computed in float32."""
+
+    @staticmethod
+    def forward(ctx: Any, w: Tensor, u: Tensor, k: Tensor, v: Tensor, offset: int) -> Tensor:  # type: ignore[override]
+        wc = w.detach().float().contiguous()
+        u0 = (u.detach().double() - offset * w.detach().double()).float().contiguous()
+        kc = k.detach().float().contiguous()
+        vc = v.detach().float().contiguous()
+        y, ld = forward(wc, u0, kc, vc)
+        ctx.save_for_backward(wc, u0, kc, vc, y, ld)
+        ctx.offset = offset
+        ctx.dtypes = (w.dtype, u.dtype, k.dtype, v.dtype)
+        return y.to(k.dtype if k.dtype.is_floating_point else torch.float32)
+
+    @staticmethod
+    def backward(ctx: Any, gy: Tensor):  # type: ignore[override]
+        wc, u0, kc, vc, y, ld = ctx.saved_tensors
+        gw0, gu0, gk, gv = backward(wc, u0, kc, vc, y, ld, gy.float().contiguous())
+        tw, tu, tk, tv = ctx.dtypes
+        gw = (gw0 - ctx.offset * gu0).to(tw)
+        return gw, gu0.to(tu), gk.to(tk), gv.to(tv), None
