@@ -119,7 +119,7 @@ def test_other_weights_refused(tiny):
 def test_other_device_kind_refused(tiny):
     data = compress_image(tiny, smooth_image(8, 8, seed=4))
     header, streams = container.unpack(data)
-    header.device = "cuda"
+    header.device, header.threads = "cuda", 0
     forged = container.pack(header, streams)
     with pytest.raises(ModelMismatchError, match="--device cuda"):
         decompress_image(forged, tiny)
@@ -141,3 +141,27 @@ def test_identity_of_a_plain_model_is_its_preset():
 
     preset, quality, fp = model_identity(create_model("hpcm-tiny"))
     assert preset == "hpcm-tiny" and quality == 0 and len(fp) == 8
+
+
+def test_decoder_uses_the_encoders_thread_count():
+    """oneDNN rounding depends on the thread count; files record it and decoders pin it."""
+    import numpy as np
+    import torch
+
+    from hpcm.codec.api import decode, encode
+    from hpcm.models.io import load_model
+
+    model = load_model("hpcm-tiny")
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, size=(70, 90, 3), dtype=np.uint8)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        data, header, _ = encode(model, image, verify=True)
+        assert header.threads == 2
+        torch.set_num_threads(1)
+        decoded, dheader, _ = decode(data, model)  # checks the reconstruction CRC of the verified file
+        assert dheader.threads == 2 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)
+    assert decoded.shape == image.shape

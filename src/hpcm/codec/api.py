@@ -9,8 +9,10 @@ the decoder never has to know the padding rule. ``"reflect"`` and ``"zeros"`` ar
 
 from __future__ import annotations
 
+import contextlib
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,6 +54,33 @@ def model_device(model: nn.Module) -> torch.device:
 
 def _device_kind(device: torch.device) -> str:
     return device.type if device.type in container.DEVICE_KINDS else "other"
+
+
+#: Most CPU threads recorded in a file header (one byte).
+MAX_CODING_THREADS = 255
+
+
+def coding_threads(device: torch.device) -> int:
+    """Thread count recorded in a header: torch's CPU threads for CPU coding, 0 for other devices."""
+    return min(torch.get_num_threads(), MAX_CODING_THREADS) if device.type == "cpu" else 0
+
+
+@contextlib.contextmanager
+def pinned_threads(threads: int) -> Iterator[None]:
+    """Run CPU code with ``threads`` torch threads (0: leave as is), restoring the previous count.
+
+    oneDNN's CPU convolutions round differently for different thread counts, and the entropy parameters
+    that the decoder recomputes must be bit-identical to the encoder's: the decoder therefore runs with
+    the thread count the encoder recorded in the header.
+    """
+    previous = torch.get_num_threads()
+    if threads and threads != previous:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
 
 
 def model_identity(model: nn.Module) -> tuple[str, int, bytes]:
@@ -131,8 +160,9 @@ def _size_multiple(model: nn.Module) -> int:
 
 def _decode_streams(model: nn.Module, header: Header, streams: list[bytes]) -> np.ndarray:
     """Run ``model.decompress`` and crop; defects in the streams become ``FormatError``."""
+    threads = header.threads if model_device(model).type == "cpu" else 0
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), pinned_threads(threads):
             out = model.decompress(list(streams), tuple(header.z_shape))
     except HPCMError:
         raise
@@ -164,8 +194,9 @@ def encode(model: nn.Module, image: np.ndarray, *, padding: str = "replicate",
     preset, quality, fingerprint = model_identity(model)
     padded, top, left = pad_image(image, multiple, padding)
     x = _to_tensor(padded, device)
+    threads = coding_threads(device)
     t1 = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), pinned_threads(threads):
         out = model.compress(x)
     t2 = time.perf_counter()
     strings = [bytes(s[0] if isinstance(s, list | tuple) else s) for s in out["strings"]]
@@ -175,13 +206,13 @@ def encode(model: nn.Module, image: np.ndarray, *, padding: str = "replicate",
         height=image.shape[0], width=image.shape[1],
         padded_height=padded.shape[0], padded_width=padded.shape[1],
         crop_top=top, crop_left=left, padding=padding, device=_device_kind(device),
-        z_shape=(hz, wz),
+        threads=threads, z_shape=(hz, wz),
     )
     times = CodecTimes(network=t2 - t1)
     if verify:
         tv = time.perf_counter()
         decoded = _decode_streams(model, header, strings)
-        with torch.inference_mode():
+        with torch.inference_mode(), pinned_threads(threads):
             ref = _to_uint8(model(x, training=False)["x_hat"])[top : top + image.shape[0],
                                                                left : left + image.shape[1]]
         diff = np.abs(decoded.astype(np.int16) - ref.astype(np.int16))

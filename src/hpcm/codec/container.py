@@ -37,7 +37,7 @@ DEVICE_KINDS = ("cpu", "cuda", "mps", "other")
 
 _PRESET_RE = re.compile(r"^[A-Za-z0-9._+-]+$")
 _FIXED_HEAD = struct.Struct(">4sBBB")  # magic, version, flags, preset length
-_BODY = struct.Struct(">B8sIIIIHHBBIIB")  # quality .. number of streams
+_BODY = struct.Struct(">B8sIIIIHHBBBIIB")  # quality .. number of streams
 _U32 = struct.Struct(">I")
 _TRAILER = 4
 
@@ -62,6 +62,7 @@ class Header:
     crop_left: int = 0
     padding: str = "replicate"
     device: str = "cpu"
+    threads: int = 0
     z_shape: tuple[int, int] = (0, 0)
     stream_lengths: tuple[int, ...] = field(default_factory=tuple)
     recon_crc: int | None = None
@@ -105,6 +106,7 @@ class Header:
             "crop_offset": [self.crop_top, self.crop_left],
             "padding": self.padding,
             "device": self.device,
+            "threads": self.threads,
             "z_shape": list(self.z_shape),
             "stream_lengths": list(self.stream_lengths),
             "recon_crc": None if self.recon_crc is None else f"{self.recon_crc:08x}",
@@ -137,6 +139,8 @@ class Header:
             raise FormatError(f"unknown padding mode {self.padding!r}")
         if self.device not in DEVICE_KINDS:
             raise FormatError(f"unknown device kind {self.device!r}")
+        if not 0 <= self.threads <= 255:
+            raise FormatError(f"invalid thread count {self.threads} in header")
         if not 1 <= len(self.stream_lengths) <= MAX_STREAMS:
             raise FormatError(f"invalid number of streams {len(self.stream_lengths)}")
 
@@ -175,6 +179,7 @@ def pack(header: Header, streams: list[bytes]) -> bytes:
             header.crop_left,
             PADDING_MODES.index(header.padding),
             DEVICE_KINDS.index(header.device),
+            header.threads,
             header.z_shape[0],
             header.z_shape[1],
             len(streams),
@@ -217,7 +222,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     raw_preset = _take(data, pos, preset_len)
     pos += preset_len
     (quality, fingerprint, height, width, padded_h, padded_w, crop_top, crop_left, pad_mode, device,
-     hz, wz, n_streams) = _BODY.unpack(_take(data, pos, _BODY.size))  # fmt: skip
+     threads, hz, wz, n_streams) = _BODY.unpack(_take(data, pos, _BODY.size))  # fmt: skip
     pos += _BODY.size
     if not 1 <= n_streams <= MAX_STREAMS:
         raise FormatError(f"file is corrupted (invalid number of streams {n_streams})")
@@ -254,6 +259,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
         crop_left=crop_left,
         padding=PADDING_MODES[pad_mode],
         device=DEVICE_KINDS[device],
+        threads=threads,
         z_shape=(hz, wz),
         stream_lengths=lengths,
         recon_crc=recon_crc,

@@ -287,6 +287,13 @@ def numba_available() -> bool:
 def _load_numba():
     if _NUMBA_STATE["mod"] is None and not _NUMBA_STATE["failed"]:
         try:
+            import numba
+
+            # Numba's OpenMP layer shares libgomp's global thread count with PyTorch: its first parallel
+            # call would silently change torch.get_num_threads(), and with it the bits of every later CPU
+            # convolution (encoder and decoder must agree bit-exactly). The workqueue layer is separate.
+            if numba.config.THREADING_LAYER == "default":
+                numba.config.THREADING_LAYER = "workqueue"
             from hpcm.ops import _biwkv_numba
 
             _NUMBA_STATE["mod"] = _biwkv_numba
