@@ -471,6 +471,6 @@ def test_inside_hpcm_tiny_identity_and_decodable():
         enc = model.compress(x)
         enc_idx = [i.clone() for i in model.memory.last_indices]
         dec = model.decompress(enc["strings"], enc["shape"])["x_hat"]
-    assert len(enc_idx) == 9
+    assert len(enc_idx) == 10  # steps 2..11 read (step 1 writes the hyper context)
     assert all(torch.equal(a, b) for a, b in zip(enc_idx, model.memory.last_indices, strict=True))
     torch.testing.assert_close(dec, fwd.clamp(0, 1), atol=1e-5, rtol=0)
