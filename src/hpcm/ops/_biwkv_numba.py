@@ -22,57 +22,139 @@ from typing import Any
 import numba
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
 from torch import Tensor
 
 _CB = 16  # channels per work item: one 64-byte line of float32
 
 
+@intrinsic
+def _i32_as_f32(typingctx: Any, x: Any) -> Any:  # pragma: no cover - compile time
+    """Reinterpret the bits of an int32 as a float32 (an LLVM bitcast, which vectorises)."""
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], context.get_value_type(types.float32))
+
+    return types.float32(types.int32), codegen
+
+
+@intrinsic
+def _f32_as_i32(typingctx: Any, x: Any) -> Any:  # pragma: no cover - compile time
+    """Reinterpret the bits of a float32 as an int32."""
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], context.get_value_type(types.int32))
+
+    return types.int32(types.float32), codegen
+
+
+_F = np.float32
+_EXP_LO, _EXP_HI = _F(-87.0), _F(88.0)
+_LOG2E, _ROUND = _F(1.4426950408889634), _F(12582912.0)  # 1.5 * 2**23: adding it rounds to an integer
+_LN2_HI, _LN2_LO = _F(0.693359375), _F(-2.12194440e-4)
+_EP = tuple(_F(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                             1.6666665459e-1, 5.0000001201e-1, 1.0))
+
+
+@njit(cache=True)
+def expf(x: Any) -> Any:  # pragma: no cover - compiled
+    """float32 e**x from plain arithmetic that LLVM vectorises (no libm call; AVX2 has no SVML here).
+
+    x = n ln2 + r with n = round(x log2e) taken from the low mantissa bits of ``x log2e + 1.5 * 2**23``;
+    ln2 is split in two so that r is exact; e**r = 1 + r + r**2 P(r) with Cephes' degree-5 ``expf``
+    polynomial; 2**n is built in the exponent bits. x is clamped to [-87, 88] (e**-87 ~ 1.6e-38 stands in
+    for 0, which keeps 2**n normal); NaN propagates. Max relative error ~1 ulp (8e-8) over the domain.
+    """
+    x = _EXP_LO if x < _EXP_LO else x
+    x = _EXP_HI if x > _EXP_HI else x
+    t = x * _LOG2E + _ROUND
+    n = t - _ROUND
+    r = x - n * _LN2_HI
+    r = r - n * _LN2_LO
+    p = ((((_EP[0] * r + _EP[1]) * r + _EP[2]) * r + _EP[3]) * r + _EP[4]) * r + _EP[5]
+    p = p * (r * r) + r + _EP[6]
+    return p * _i32_as_f32((_f32_as_i32(t) + np.int32(127)) << np.int32(23))
+
+
+def _exp(x: Any) -> Any:
+    """e**x inside the kernels: :func:`expf` for float32, ``math.exp`` (correctly rounded-ish) for float64."""
+    return math.exp(x)
+
+
+@overload(_exp)
+def _exp_overload(x: Any) -> Any:  # pragma: no cover - compile time
+    if x == types.float32:
+
+        def impl32(x: Any) -> Any:
+            return expf(x)
+
+        return impl32
+
+    def impl64(x: Any) -> Any:
+        return math.exp(x)
+
+    return impl64
+
+
 @njit(parallel=True, cache=True, error_model="numpy")
-def _forward_kernel(w, u0, kmax, k, v, y, den, fnum, fden, want_den):  # pragma: no cover - compiled
+def _forward_kernel(w, u0, kmax, k, v, y, den):  # pragma: no cover - compiled
     B, T, C = k.shape
-    nblk = (C + _CB - 1) // _CB
+    nblk = C // _CB
     for job in prange(B * nblk):
         b = job // nblk
         c0 = (job % nblk) * _CB
-        n = min(_CB, C - c0)
-        m = kmax[b, c0:c0 + n]
-        ew = np.empty(n)
-        eu = np.empty(n)
-        eneg = np.empty(n)  # exp(min(w, 0)): per-step factor of the scratch scale
+        n = _CB  # C is a multiple of _CB (the wrappers pad): a constant trip count is what vectorises
+        c1 = c0 + n
+        m = kmax[b, c0:c1]
+        # per-channel constants and running state as rows of one array each: LLVM then sees one base
+        # pointer with constant row offsets and needs no run-time alias checks to vectorise the channel loop
+        par = np.empty((3, n))
+        ew = par[0]
+        eu = par[1]
+        eneg = par[2]  # exp(min(w, 0)): per-step factor of the scratch scale
         for j in range(n):
             ew[j] = math.exp(-w[c0 + j])
             eu[j] = math.exp(u0[c0 + j])
             eneg[j] = math.exp(min(w[c0 + j], 0.0))
-        an = np.zeros(n)
-        ad = np.zeros(n)
-        sc = np.ones(n)
-        # right to left: exclusive future sums, stored scaled by exp(min(w,0) (T-1-t)) so they fit the
-        # scratch dtype (the future sums grow like exp(|w| (T-1-t)) when w < 0)
+        st = np.zeros((3, n))
+        an = st[0]
+        ad = st[1]
+        sc = st[2]
+        sc[:] = 1.0
+        # right to left: exclusive future sums of e^k v and e^k, written into y and den (used as scratch),
+        # scaled by exp(min(w,0) (T-1-t)) so they fit a float32 y (the future sums grow like
+        # exp(|w| (T-1-t)) when w < 0). One-token row views keep the channel loop unit-stride without index
+        # wrap-around, so LLVM vectorises it (together with the polynomial _exp).
         for t in range(T - 1, -1, -1):
+            kt = k[b, t, c0:c1]
+            vt = v[b, t, c0:c1]
+            yt = y[b, t, c0:c1]
+            dt = den[b, t, c0:c1]
             for j in range(n):
-                c = c0 + j
-                fnum[b, t, c] = an[j] * sc[j]
-                fden[b, t, c] = ad[j] * sc[j]
-                e = math.exp(k[b, t, c] - m[j])
-                an[j] = ew[j] * (an[j] + e * v[b, t, c])
+                yt[j] = an[j] * sc[j]
+                dt[j] = ad[j] * sc[j]
+                e = _exp(kt[j] - m[j])
+                an[j] = ew[j] * (an[j] + e * vt[j])
                 ad[j] = ew[j] * (ad[j] + e)
                 sc[j] *= eneg[j]
         for j in range(n):
             an[j] = 0.0
             ad[j] = 0.0
             sc[j] = math.exp(-min(w[c0 + j], 0.0) * (T - 1))
-        # left to right: past sums, output
+        # left to right: past sums; y and den overwritten in place with the output and the denominator
         for t in range(T):
+            kt = k[b, t, c0:c1]
+            vt = v[b, t, c0:c1]
+            yt = y[b, t, c0:c1]
+            dt = den[b, t, c0:c1]
             for j in range(n):
-                c = c0 + j
-                e = math.exp(k[b, t, c] - m[j])
-                vv = v[b, t, c]
+                e = _exp(kt[j] - m[j])
+                vv = vt[j]
                 dg = eu[j] * e
-                d = dg + ad[j] + fden[b, t, c] * sc[j]
-                y[b, t, c] = (dg * vv + an[j] + fnum[b, t, c] * sc[j]) / d
-                if want_den:
-                    den[b, t, c] = d
+                d = dg + ad[j] + dt[j] * sc[j]
+                yt[j] = (dg * vv + an[j] + yt[j] * sc[j]) / d
+                dt[j] = d
                 an[j] = ew[j] * (an[j] + e * vv)
                 ad[j] = ew[j] * (ad[j] + e)
                 sc[j] *= eneg[j]
@@ -81,36 +163,45 @@ def _forward_kernel(w, u0, kmax, k, v, y, den, fnum, fden, want_den):  # pragma:
 @njit(parallel=True, cache=True, error_model="numpy")
 def _backward_kernel(w, u0, kmax, k, v, y, den, g, gk, gv, gw_part, gu_part):  # pragma: no cover - compiled
     B, T, C = k.shape
-    nblk = (C + _CB - 1) // _CB
+    nblk = C // _CB
     for job in prange(B * nblk):
         b = job // nblk
         c0 = (job % nblk) * _CB
-        n = min(_CB, C - c0)
-        m = kmax[b, c0:c0 + n]
-        ew = np.empty(n)
-        eu = np.empty(n)
+        n = _CB  # C is a multiple of _CB (the wrappers pad): a constant trip count is what vectorises
+        c1 = c0 + n
+        m = kmax[b, c0:c1]
+        par = np.empty((2, n))  # rows of one array: see the forward kernel
+        ew = par[0]
+        eu = par[1]
         for j in range(n):
             ew[j] = math.exp(-w[c0 + j])
             eu[j] = math.exp(u0[c0 + j])
-        sq = np.zeros(n)  # decayed sum of q over the other side
-        sqy = np.zeros(n)  # ... of q*y
-        sa = np.zeros(n)  # ... of e^k v
-        sc = np.zeros(n)  # ... of e^k
-        wa = np.zeros(n)  # distance-weighted sum of e^k v
-        wc = np.zeros(n)  # distance-weighted sum of e^k
-        accw = np.zeros(n)
-        accu = np.zeros(n)
+        st = np.zeros((8, n))
+        sq = st[0]  # decayed sum of q over the other side
+        sqy = st[1]  # ... of q*y
+        sa = st[2]  # ... of e^k v
+        sc = st[3]  # ... of e^k
+        wa = st[4]  # distance-weighted sum of e^k v
+        wc = st[5]  # distance-weighted sum of e^k
+        accw = st[6]
+        accu = st[7]
         # left to right: past contributions
         for t in range(T):
+            kt = k[b, t, c0:c1]
+            vt = v[b, t, c0:c1]
+            yt = y[b, t, c0:c1]
+            dt = den[b, t, c0:c1]
+            gt = g[b, t, c0:c1]
+            gkt = gk[b, t, c0:c1]
+            gvt = gv[b, t, c0:c1]
             for j in range(n):
-                c = c0 + j
-                e = math.exp(k[b, t, c] - m[j])
-                vv = v[b, t, c]
-                yy = y[b, t, c]
-                q = g[b, t, c] / den[b, t, c]
+                e = _exp(kt[j] - m[j])
+                vv = vt[j]
+                yy = yt[j]
+                q = gt[j] / dt[j]
                 dq = eu[j] * e * q
-                gv[b, t, c] = dq + e * sq[j]
-                gk[b, t, c] = dq * (vv - yy) + e * (vv * sq[j] - sqy[j])
+                gvt[j] = dq + e * sq[j]
+                gkt[j] = dq * (vv - yy) + e * (vv * sq[j] - sqy[j])
                 accu[j] += dq * (vv - yy)
                 accw[j] += q * (wa[j] - yy * wc[j])
                 x = e * vv
@@ -128,14 +219,20 @@ def _backward_kernel(w, u0, kmax, k, v, y, den, g, gk, gv, gw_part, gu_part):  #
         wc[:] = 0.0
         # right to left: future contributions
         for t in range(T - 1, -1, -1):
+            kt = k[b, t, c0:c1]
+            vt = v[b, t, c0:c1]
+            yt = y[b, t, c0:c1]
+            dt = den[b, t, c0:c1]
+            gt = g[b, t, c0:c1]
+            gkt = gk[b, t, c0:c1]
+            gvt = gv[b, t, c0:c1]
             for j in range(n):
-                c = c0 + j
-                e = math.exp(k[b, t, c] - m[j])
-                vv = v[b, t, c]
-                yy = y[b, t, c]
-                q = g[b, t, c] / den[b, t, c]
-                gv[b, t, c] += e * sq[j]
-                gk[b, t, c] += e * (vv * sq[j] - sqy[j])
+                e = _exp(kt[j] - m[j])
+                vv = vt[j]
+                yy = yt[j]
+                q = gt[j] / dt[j]
+                gvt[j] += e * sq[j]
+                gkt[j] += e * (vv * sq[j] - sqy[j])
                 accw[j] += q * (wa[j] - yy * wc[j])
                 x = e * vv
                 wa[j] = ew[j] * (wa[j] + sa[j] + x)
@@ -155,6 +252,13 @@ def _set_threads() -> None:
 
 def _np(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
+
+
+def _pad(t: Tensor, value: float = 0.0) -> Tensor:
+    """``t`` with its last (channel) dimension padded with ``value`` to a multiple of ``_CB`` (``t`` itself
+    when it already is one): the kernels run a constant-length channel loop, which is what vectorises."""
+    extra = -t.shape[-1] % _CB
+    return torch.nn.functional.pad(t, (0, extra), value=value) if extra else t
 
 
 def _kmax(k: Tensor) -> Tensor:
@@ -177,15 +281,16 @@ def forward(
     _set_threads()
     if kmax is None:
         kmax = _kmax(k)
-    y = torch.empty_like(k)
-    den = torch.empty(k.shape if want_den else (1, 1, 1), dtype=torch.float64)
-    fnum = torch.empty_like(k)
-    fden = torch.empty_like(k)
-    _forward_kernel(
-        _np(w.double()), _np(u0.double()), _np(kmax), _np(k), _np(v), y.numpy(), den.numpy(), fnum.numpy(),
-        fden.numpy(), want_den,
-    )
-    return y, den
+    C = k.shape[-1]
+    kp, vp, kmp = _pad(k), _pad(v), _pad(kmax)
+    y = torch.empty_like(kp)
+    # den: the float64 denominator when wanted, else float32 scratch for the future sums (k's dtype)
+    den = torch.empty(kp.shape, dtype=torch.float64 if want_den else k.dtype)
+    wp, up = _np(_pad(w.double())), _np(_pad(u0.double()))
+    _forward_kernel(wp, up, _np(kmp), _np(kp), _np(vp), y.numpy(), den.numpy())
+    if kp is not k:
+        y, den = y[..., :C].contiguous(), den[..., :C].contiguous()
+    return y, (den if want_den else torch.empty(1, 1, 1, dtype=torch.float64))
 
 
 def backward(
@@ -199,25 +304,28 @@ def backward(
     if kmax is None:
         kmax = _kmax(k)
     B, _, C = k.shape
-    gk = torch.empty_like(k)
-    gv = torch.empty_like(k)
-    gw_part = torch.empty(B, C, dtype=torch.float64)
-    gu_part = torch.empty(B, C, dtype=torch.float64)
+    kp = _pad(k)
+    gk = torch.empty_like(kp)
+    gv = torch.empty_like(kp)
+    gw_part = torch.empty(B, kp.shape[-1], dtype=torch.float64)
+    gu_part = torch.empty(B, kp.shape[-1], dtype=torch.float64)
     _backward_kernel(
-        _np(w.double()),
-        _np(u0.double()),
-        _np(kmax),
-        _np(k),
-        _np(v),
-        _np(y),
-        _np(den),
-        _np(g.to(k.dtype)),
+        _np(_pad(w.double())),
+        _np(_pad(u0.double())),
+        _np(_pad(kmax)),
+        _np(kp),
+        _np(_pad(v)),
+        _np(_pad(y)),
+        _np(_pad(den, 1.0)),
+        _np(_pad(g.to(k.dtype))),
         gk.numpy(),
         gv.numpy(),
         gw_part.numpy(),
         gu_part.numpy(),
     )
-    return gw_part.sum(0), gu_part.sum(0), gk, gv
+    if kp is not k:
+        gk, gv = gk[..., :C].contiguous(), gv[..., :C].contiguous()
+    return gw_part[:, :C].sum(0), gu_part[:, :C].sum(0), gk, gv
 
 
 class BiWKVFused(torch.autograd.Function):
