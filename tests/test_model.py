@@ -186,3 +186,16 @@ def test_config_roundtrip_and_registry():
         HPCMConfig(M=36)
     with pytest.raises(KeyError):
         create_model("no-such-model")
+
+
+def test_training_after_inference_mode_coding():
+    """Index/mask caches filled under inference_mode must not break a later training step."""
+    model = create_model("hpcm-tiny")
+    x = torch.rand(1, 3, 64, 128)
+    S._TENSOR_CACHE.clear()
+    with torch.inference_mode():
+        model.eval()(x)
+    model.train()
+    out = model(x)
+    out["x_hat"].mean().backward()
+    assert model.g_a.branch[0].weight.grad is not None

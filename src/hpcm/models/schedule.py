@@ -200,7 +200,10 @@ def _cached(key: tuple, build: Callable[[], torch.Tensor]) -> torch.Tensor:
     if t is None:
         if len(_TENSOR_CACHE) > 512:
             _TENSOR_CACHE.clear()
-        t = build()
+        # built as normal tensors even under inference_mode: the cache outlives the caller's mode, and
+        # an inference tensor cached by compress() could not be saved for a later training backward
+        with torch.inference_mode(False):
+            t = build()
         _TENSOR_CACHE[key] = t
     return t
 
