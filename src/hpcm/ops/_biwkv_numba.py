@@ -27,6 +27,7 @@ from numba.extending import intrinsic, overload
 from torch import Tensor
 
 _CB = 16  # channels per work item: one 64-byte line of float32
+_TL = 128  # tokens per tile of the forward's second pass (its scratch, 2 * _TL * _CB float64, stays in L2)
 
 
 @intrinsic
@@ -98,9 +99,10 @@ def _exp_overload(x: Any) -> Any:  # pragma: no cover - compile time
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def _forward_kernel(w, u0, kmax, k, v, y, den):  # pragma: no cover - compiled
+def _forward_kernel(w, u0, kmax, k, v, y, den, want_den):  # pragma: no cover - compiled
     B, T, C = k.shape
     nblk = C // _CB
+    nch = (T + _TL - 1) // _TL
     for job in prange(B * nblk):
         b = job // nblk
         c0 = (job % nblk) * _CB
@@ -109,55 +111,79 @@ def _forward_kernel(w, u0, kmax, k, v, y, den):  # pragma: no cover - compiled
         m = kmax[b, c0:c1]
         # per-channel constants and running state as rows of one array each: LLVM then sees one base
         # pointer with constant row offsets and needs no run-time alias checks to vectorise the channel loop
-        par = np.empty((3, n))
+        par = np.empty((2, n))
         ew = par[0]
         eu = par[1]
-        eneg = par[2]  # exp(min(w, 0)): per-step factor of the scratch scale
         for j in range(n):
             ew[j] = math.exp(-w[c0 + j])
             eu[j] = math.exp(u0[c0 + j])
-            eneg[j] = math.exp(min(w[c0 + j], 0.0))
-        st = np.zeros((3, n))
-        an = st[0]
-        ad = st[1]
-        sc = st[2]
-        sc[:] = 1.0
-        # right to left: exclusive future sums of e^k v and e^k, written into y and den (used as scratch),
-        # scaled by exp(min(w,0) (T-1-t)) so they fit a float32 y (the future sums grow like
-        # exp(|w| (T-1-t)) when w < 0). One-token row views keep the channel loop unit-stride without index
-        # wrap-around, so LLVM vectorises it (together with the polynomial _exp).
-        for t in range(T - 1, -1, -1):
-            kt = k[b, t, c0:c1]
-            vt = v[b, t, c0:c1]
-            yt = y[b, t, c0:c1]
-            dt = den[b, t, c0:c1]
-            for j in range(n):
-                yt[j] = an[j] * sc[j]
-                dt[j] = ad[j] * sc[j]
-                e = _exp(kt[j] - m[j])
-                an[j] = ew[j] * (an[j] + e * vt[j])
-                ad[j] = ew[j] * (ad[j] + e)
-                sc[j] *= eneg[j]
-        for j in range(n):
-            an[j] = 0.0
-            ad[j] = 0.0
-            sc[j] = math.exp(-min(w[c0 + j], 0.0) * (T - 1))
-        # left to right: past sums; y and den overwritten in place with the output and the denominator
-        for t in range(T):
-            kt = k[b, t, c0:c1]
-            vt = v[b, t, c0:c1]
-            yt = y[b, t, c0:c1]
-            dt = den[b, t, c0:c1]
-            for j in range(n):
-                e = _exp(kt[j] - m[j])
-                vv = vt[j]
-                dg = eu[j] * e
-                d = dg + ad[j] + dt[j] * sc[j]
-                yt[j] = (dg * vv + an[j] + yt[j] * sc[j]) / d
-                dt[j] = d
-                an[j] = ew[j] * (an[j] + e * vv)
-                ad[j] = ew[j] * (ad[j] + e)
-                sc[j] *= eneg[j]
+        st = np.zeros((4, n))
+        an = st[0]  # past (pass B) / future (pass A) decayed sum of e^k v
+        ad = st[1]  # ... of e^k
+        fn = st[2]  # future sums inside a tile (pass B)
+        fd = st[3]
+        fut = np.empty((nch, 2, n))  # exclusive future sums at the last token of every tile
+        buf = np.empty((2 * _TL, n))  # a tile's exclusive future sums, token by token (stays in cache)
+        # pass A, right to left over the whole sequence: only the tile-boundary future sums are kept.
+        # One-token row views keep the channel loop unit-stride without index wrap-around, so LLVM
+        # vectorises it (together with the polynomial _exp).
+        for ci in range(nch - 1, -1, -1):
+            t0 = ci * _TL
+            t1 = min(t0 + _TL, T)
+            fut[ci, 0, :] = an
+            fut[ci, 1, :] = ad
+            for t in range(t1 - 1, t0 - 1, -1):
+                kt = k[b, t, c0:c1]
+                vt = v[b, t, c0:c1]
+                for j in range(n):
+                    e = _exp(kt[j] - m[j])
+                    an[j] = ew[j] * (an[j] + e * vt[j])
+                    ad[j] = ew[j] * (ad[j] + e)
+        an[:] = 0.0
+        ad[:] = 0.0
+        # pass B, tile by tile left to right: the tile's future sums right to left into buf, then the
+        # left-to-right scan of the past sums and the output
+        for ci in range(nch):
+            t0 = ci * _TL
+            t1 = min(t0 + _TL, T)
+            fn[:] = fut[ci, 0]
+            fd[:] = fut[ci, 1]
+            for t in range(t1 - 1, t0 - 1, -1):
+                kt = k[b, t, c0:c1]
+                vt = v[b, t, c0:c1]
+                bn = buf[2 * (t - t0)]
+                bd = buf[2 * (t - t0) + 1]
+                for j in range(n):
+                    bn[j] = fn[j]
+                    bd[j] = fd[j]
+                    e = _exp(kt[j] - m[j])
+                    fn[j] = ew[j] * (fn[j] + e * vt[j])
+                    fd[j] = ew[j] * (fd[j] + e)
+            for t in range(t0, t1):
+                kt = k[b, t, c0:c1]
+                vt = v[b, t, c0:c1]
+                yt = y[b, t, c0:c1]
+                bn = buf[2 * (t - t0)]
+                bd = buf[2 * (t - t0) + 1]
+                if want_den:  # two copies of the loop: a conditional store inside it stops vectorisation
+                    dt = den[b, t, c0:c1]
+                    for j in range(n):
+                        e = _exp(kt[j] - m[j])
+                        vv = vt[j]
+                        dg = eu[j] * e
+                        d = dg + ad[j] + bd[j]
+                        yt[j] = (dg * vv + an[j] + bn[j]) / d
+                        dt[j] = d
+                        an[j] = ew[j] * (an[j] + e * vv)
+                        ad[j] = ew[j] * (ad[j] + e)
+                else:
+                    for j in range(n):
+                        e = _exp(kt[j] - m[j])
+                        vv = vt[j]
+                        dg = eu[j] * e
+                        yt[j] = (dg * vv + an[j] + bn[j]) / (dg + ad[j] + bd[j])
+                        an[j] = ew[j] * (an[j] + e * vv)
+                        ad[j] = ew[j] * (ad[j] + e)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -284,13 +310,13 @@ def forward(
     C = k.shape[-1]
     kp, vp, kmp = _pad(k), _pad(v), _pad(kmax)
     y = torch.empty_like(kp)
-    # den: the float64 denominator when wanted, else float32 scratch for the future sums (k's dtype)
-    den = torch.empty(kp.shape, dtype=torch.float64 if want_den else k.dtype)
+    den = torch.empty(kp.shape if want_den else (1, 1, 1), dtype=torch.float64)
     wp, up = _np(_pad(w.double())), _np(_pad(u0.double()))
-    _forward_kernel(wp, up, _np(kmp), _np(kp), _np(vp), y.numpy(), den.numpy())
+    _forward_kernel(wp, up, _np(kmp), _np(kp), _np(vp), y.numpy(), den.numpy(), want_den)
     if kp is not k:
-        y, den = y[..., :C].contiguous(), den[..., :C].contiguous()
-    return y, (den if want_den else torch.empty(1, 1, 1, dtype=torch.float64))
+        y = y[..., :C].contiguous()
+        den = den[..., :C].contiguous() if want_den else den
+    return y, den
 
 
 def backward(
