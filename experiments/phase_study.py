@@ -495,7 +495,7 @@ def render_report(summary: dict[str, Any] | None, study: dict[str, Any], *, raw_
               "Options: `--variants`, `--qualities`, `--steps`, `--batch-size`, `--patch-size`, `--lr`,",
               "`--seed`, `--limit N` (first N Kodak images), `--out` (run root, default `runs/phase_study`),",
               "`--threads` (torch threads per process), `--jobs K` (K trainings at once), `--resume`,",
-              "`--report-only`,"
+              "`--report-only`, "
               "`--report PATH` (raw files go to the folder of the same stem beside it).", ""]
     budget = (f"{s['steps']} steps × batch {s['batch_size']} × {s['patch_size']}² patches per run "
               f"({s['steps'] * s['batch_size']} crops, seed {s['seed']}, lr {s['lr']}), "
