@@ -504,20 +504,24 @@ def render_report(summary: dict[str, Any] | None, study: dict[str, Any], *, raw_
     parts += ["## Training budget", "", budget, ""]
     if summary is None:
         parts += [
-            "The paper trains each model for about 2 million steps of batch 32 at 256² (≈ 64 M crops);",
-            "a CPU budget of a few thousand steps of small patches is 3–4 orders of magnitude less. Whatever",
-            "the eventual numbers are, they describe **early training**, not the converged models.", ""]
+            "The paper's schedule runs to at least 1.9 M steps of 256² crops (learning-rate milestones",
+            "at 1.6 / 1.8 / 1.9 M steps, `spec/hpcm.md` §8.3; the batch size is not documented, the code's",
+            "default is 32 and the author's rough reference 8, i.e. ≥ 15 M crops). A CPU budget of a few",
+            "thousand steps of small patches is 3–4 orders of magnitude less. Whatever the eventual numbers",
+            "are, they describe **early training**, not the converged models.", ""]
         return "\n".join(parts)
     m = study.get("machine", {})
     train_total = sum(t or 0 for e in summary["variants"].values() for t in e["train_seconds"].values())
     parts += [
         f"Measured wall time of all training runs: {train_total / 3600:.2f} h "
         f"({s['jobs']} at a time, {s['threads']} torch thread(s) each).", "",
-        "**How short this is.** The paper trains each model for about 2 million steps of batch 32 at 256²",
-        f"(≈ 64 M crops); this study gave each run {s['steps'] * s['batch_size']} crops of "
-        f"{s['patch_size']}², i.e. roughly {64e6 / max(1, s['steps'] * s['batch_size']):,.0f}× fewer crops "
-        "(and smaller ones). The models are in early training. The numbers **can** say: what each variant",
-        "costs (parameters, kMACs/pixel, encode/decode time and memory do not depend on training) and how",
+        "**How short this is.** The paper's schedule runs to at least 1.9 M steps of 256² crops (batch",
+        "not documented; with the author's rough reference of batch 8 that is ≥ 15 M crops); this study",
+        f"gave each run {s['steps'] * s['batch_size']} crops of {s['patch_size']}², i.e. roughly "
+        f"{15.2e6 / max(1, s['steps'] * s['batch_size']):,.0f}× fewer crops (and smaller ones).",
+        "The models are in early training. The numbers **can** say: what each variant",
+        "costs (parameters and kMACs/pixel do not depend on training; encode/decode time and memory only",
+        "through the bitrate) and how",
         "fast each one learns over the first steps under identical data and settings. They **cannot** say",
         "which variant compresses better when trained to convergence: differences in the RD columns mix",
         "architecture with speed of early convergence, come from a single seed, and the BD-rate rests on",
