@@ -30,6 +30,8 @@ def _untrained_warning(model) -> None:
             f"warning: {info.get('preset')} has UNTRAINED weights (deterministic initial weights, no trained "
             "weights shipped); the files are valid and decode exactly, but bpp and quality are meaningless"
         )
+    elif info.get("note"):
+        _note(f"note: weights {info.get('preset')} q{info.get('quality') or '-'}: {info['note']}")
 
 
 def _load(spec: str, *, quality: int | None, device: str, preset: str | None = None):
@@ -175,6 +177,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "shipped yet). Coding is real and exact, but the bpp and PSNR below say nothing about "
             "HPCM's quality."
         )
+    elif info.get("note"):
+        _say(f"NOTE: {info['note']}")
     data, header, enc = encode(model, image)
     decoded, _, dec = decode(data, model)
     if decoded.shape != image.shape:

@@ -329,5 +329,7 @@ def _load_safetensors(path: Path, device: str | torch.device, quality: int | Non
         "lambda": meta.get("lambda"),
         "metric": meta.get("metric"),
         "fingerprint": fp,
+        "training": meta.get("training"),
+        "note": meta.get("note"),
     }
     return _finish(model, device, info)
