@@ -16,6 +16,7 @@ Because everything except ``coder.code`` is the same code, the decoded ŷ equals
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -128,7 +129,7 @@ class HyperSynthesis(nn.Module):
 # --- coder strategies -----------------------------------------------------------------------------
 
 
-class StepCoder:
+class StepCoder(ABC):
     """Mode-dependent part of the step loop.
 
     ``code(step, sigma, mu, mask, y)`` gets the step's raw σ and μ (B, M, h, w) on the step's grid,
@@ -137,10 +138,11 @@ class StepCoder:
     the scatter function that maps the current grid to the next one.
     """
 
+    @abstractmethod
     def code(self, step: S.Step, sigma: Tensor, mu: Tensor, mask: Tensor, y: Tensor | None) -> Tensor:
-        raise NotImplementedError
+        """Code the step's elements; return the ŷ piece (B, M, h, w)."""
 
-    def next_scale(self, scatter: Any) -> None:
+    def next_scale(self, scatter: Any) -> None:  # noqa: B027 (optional hook, no-op by default)
         """Move per-grid state to the next (finer) grid; nothing by default."""
 
 
