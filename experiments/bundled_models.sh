@@ -2,7 +2,9 @@
 # Train, export, evaluate and install the bundled hpcm-tiny models (qualities 2..5), as done in session 1.
 # Usage: bash experiments/bundled_models.sh train   # starts/resumes the 4 runs (1 thread each) in runs/
 #        bash experiments/bundled_models.sh stop    # SIGTERM: each run saves checkpoint_last and exits
-#        bash experiments/bundled_models.sh finish  # export last checkpoints, evaluate on Kodak, install
+#        bash experiments/bundled_models.sh finish  # export last checkpoints, evaluate on Kodak, BD-rates, plot
+#        bash experiments/bundled_models.sh install "NOTE"  # copy the exports into src/hpcm/weights (+ SHA256SUMS)
+# LR=3e-5 bash experiments/bundled_models.sh train  resumes with another learning rate (the final decay).
 # To continue in a later session from the shipped weights (the Adam state is not shipped), start new runs with
 #   --init-from src/hpcm/weights/hpcm-tiny-qQ.safetensors
 set -euo pipefail
@@ -10,6 +12,7 @@ cd "$(dirname "$0")/.."
 HPCM=.venv/bin/hpcm
 KODAK=../shared/data/kodak
 QUALITIES=${QUALITIES:-"2 3 4 5"}
+LR=${LR:-3e-4}
 case "${1:-}" in
   train)
     mkdir -p runs
@@ -18,7 +21,7 @@ case "${1:-}" in
       init=(); [ -n "${INIT_FROM:-}" ] && [ ${#resume[@]} -eq 0 ] && init=(--init-from "src/hpcm/weights/hpcm-tiny-q$q.safetensors")
       OMP_NUM_THREADS=1 nohup "$HPCM" train --model hpcm-tiny --data ../shared/data/train --val "$KODAK" \
         --max-val-images 4 --out "runs/tiny-q$q" --steps 100000 --batch-size 8 --patch-size 128 --quality "$q" \
-        --lr 3e-4 --downscale-prob 0.5 --val-every 400 --save-every 200 --log-every 20 --num-workers 1 --seed 0 \
+        --lr "$LR" --downscale-prob 0.5 --val-every 400 --save-every 200 --log-every 20 --num-workers 1 --seed 0 \
         --no-progress "${resume[@]}" "${init[@]}" > "runs/tiny-q$q.log" 2>&1 &
       echo $! > "runs/tiny-q$q.pid"
     done ;;
@@ -32,10 +35,21 @@ case "${1:-}" in
       specs+=("runs/tiny-q$q.safetensors")
     done
     "$HPCM" eval "${specs[@]}" "$KODAK" --name hpcm-tiny -o docs/results/hpcm-tiny-kodak.json
-    "$HPCM" bdrate ../shared/anchors/kodak/jpeg.json docs/results/hpcm-tiny-kodak.json \
-      ../shared/anchors/kodak-measured/pillow-webp.json | tee docs/results/hpcm-tiny-bdrate.txt
+    {
+      "$HPCM" bdrate ../shared/anchors/kodak/jpeg.json docs/results/hpcm-tiny-kodak.json \
+        ../shared/anchors/kodak/webp.json ../shared/anchors/kodak-measured/pillow-webp.json \
+        ../shared/anchors/kodak-measured/pillow-avif444.json
+      echo
+      "$HPCM" bdrate ../shared/anchors/kodak/webp.json docs/results/hpcm-tiny-kodak.json
+      echo
+      "$HPCM" bdrate ../shared/anchors/kodak-measured/pillow-webp.json docs/results/hpcm-tiny-kodak.json
+    } | tee docs/results/hpcm-tiny-bdrate.txt
     "$HPCM" plot docs/results/hpcm-tiny-kodak.json ../shared/anchors/kodak-measured/pillow-webp.json \
       ../shared/anchors/kodak-measured/pillow-avif444.json --select jpeg webp bpg_444_x265_ycbcr vtm \
       'compressai-bmshj2018*' 'compressai-mbt2018-mean*' -m both -o docs/results/hpcm-tiny-rd.png ;;
-  *) echo "usage: $0 train|stop|finish" >&2; exit 2 ;;
+  install)
+    [ -n "${2:-}" ] || { echo "usage: $0 install NOTE" >&2; exit 2; }
+    files=(); for q in $QUALITIES; do files+=("runs/tiny-q$q.safetensors"); done
+    .venv/bin/python experiments/install_weights.py "${files[@]}" --note "$2" ;;
+  *) echo "usage: $0 train|stop|finish|install NOTE" >&2; exit 2 ;;
 esac

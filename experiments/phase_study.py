@@ -93,10 +93,29 @@ def run_dir(out: Path, variant: str, quality: int) -> Path:
     return out / variant / f"q{quality}"
 
 
+def init_path(args: argparse.Namespace, quality: int) -> Path | None:
+    """The warm-start weights of ``quality`` (``--init-from`` with ``{q}`` filled in), or ``None``."""
+    if not args.init_from:
+        return None
+    return Path(args.init_from.format(q=quality)).resolve()
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def train_settings(args: argparse.Namespace, variant: str, quality: int) -> dict[str, Any]:
     """Everything that determines the trained weights of one run (compared by the resume markers)."""
     from hpcm.train.loss import lambda_for
 
+    init = init_path(args, quality)
     return {
         "model": variant,
         "quality": quality,
@@ -109,6 +128,7 @@ def train_settings(args: argparse.Namespace, variant: str, quality: int) -> dict
         "seed": args.seed,
         "lr": args.lr,
         "downscale_prob": args.downscale_prob,
+        "init_from": None if init is None else {"path": str(init), "sha256": file_sha256(init)},
     }
 
 
@@ -125,6 +145,8 @@ def train_command(args: argparse.Namespace, variant: str, quality: int, resume: 
            "--no-progress"]
     if resume:
         cmd.append("--resume")
+    elif s["init_from"] is not None:
+        cmd += ["--init-from", s["init_from"]["path"]]
     return cmd
 
 
@@ -446,15 +468,10 @@ PROTOCOL = """\
   (official cross-attention context cells), `hpcm-phase1-tiny` (RWKV cell at s3), `hpcm-phase2-tiny` (RWKV
   cells at s1/s2/s3), `hpcm-phase3-tiny` (+ RWKV fusion context nets), `hpcm-phase4-tiny` (+ RWKV spatial
   priors) and `hpcm-multiref-phase2-tiny` (the baseline plus the memory bank at s1/s2/s3).
-- **Training**: `hpcm train` (`src/hpcm/train/`), one run per (variant, λ), every run from scratch with
-  the same training folder, seed, number of steps, batch, patch, learning rate and λ (MSE table, the default
-  qualities 2 and 4: λ = 0.0035 and 0.013; loss λ·255²·MSE + bpp). The sample stream is a function of
-  (seed, step) only, so every variant sees exactly the same crops in the same order. No validation set
-  is used, so nothing is selected on Kodak: the exported weights are those after the last step
-  (`checkpoint_last`, then `hpcm export`).
-- **Evaluation**: `hpcm eval` (`hpcm.eval.runner.evaluate`) on Kodak with real files: `compress_image` →
-  `.hpcm` bytes → `decompress_image`; bpp = 8·file bytes / pixels (header included), PSNR-RGB on 8-bit
-  values, per image then the mean. The per-variant CompressAI-schema JSONs are in the raw-data folder.
+{training}- **Evaluation**: `hpcm eval` (`hpcm.eval.runner.evaluate`) on Kodak with real files:
+  `compress_image` → `.hpcm` bytes → `decompress_image`; bpp = 8·file bytes / pixels (header included),
+  PSNR-RGB on 8-bit values, per image then the mean. The per-variant CompressAI-schema JSONs are in the
+  raw-data folder.
 - **Cost**: `hpcm.eval.profile.profile_model` at 768×512 with the trained weights of the highest λ:
   parameters, kMACs/pixel (FlopCounterMode), median `compress_image` / `decompress_image` wall time on a
   synthetic smooth image (one warm-up call), peak memory (growth of the resident set during the call).
@@ -465,6 +482,47 @@ PROTOCOL = """\
   point. When the PSNR ranges do not overlap it is undefined and the table says so. The per-λ differences
   (Δbpp in % and ΔPSNR in dB at equal λ) are always given beside it.
 """
+
+
+TRAINING_FROM_SCRATCH = """\
+- **Training**: `hpcm train` (`src/hpcm/train/`), one run per (variant, λ), every run from scratch with
+  the same training folder, seed, number of steps, batch, patch, learning rate and λ (MSE table, qualities
+  listed under *Training budget*; loss λ·255²·MSE + bpp). The sample stream is a function of
+  (seed, step) only, so every variant sees exactly the same crops in the same order. No validation set
+  is used, so nothing is selected on Kodak: the exported weights are those after the last step
+  (`checkpoint_last`, then `hpcm export`).
+"""
+
+TRAINING_WARM_START = """\
+- **Training**: `hpcm train` (`src/hpcm/train/`), one run per (variant, λ). **Warm start**: every run of
+  quality q starts from the same weights, `{init}` (sha256 per quality in `summary.json`/`study.json`),
+  through `hpcm train --init-from` (`hpcm.migrate`: every tensor whose name and shape match is copied;
+  the components a variant replaces or adds — RWKV cells, fusion nets, spatial priors, the memory bank —
+  start from their fresh initialisation). The baseline arm continues the same weights under exactly the
+  same schedule, so every arm gets the same number of further steps. Same training folder, seed, number
+  of steps, batch, patch, learning rate and λ (MSE table; loss λ·255²·MSE + bpp) for every run. The
+  sample stream is a function of (seed, step) only, so every variant sees exactly the same crops in the
+  same order. No validation set is used, so nothing is selected on Kodak: the exported weights are those
+  after the last step (`checkpoint_last`, then `hpcm export`).
+"""
+
+
+def protocol_text(settings: dict[str, Any]) -> str:
+    """The protocol section for from-scratch or warm-started studies."""
+    init = settings.get("init_from")
+    training = TRAINING_WARM_START.format(init=init) if init else TRAINING_FROM_SCRATCH
+    return PROTOCOL.format(training=training)
+
+
+def warm_start_sentence(study: dict[str, Any]) -> str:
+    """``", on top of ... steps of the baseline"`` from the recorded warm-start weights."""
+    steps = sorted({(w.get("training") or {}).get("step") for w in (study.get("init_weights") or {}).values()}
+                   - {None})
+    if not steps:
+        return ", on top of the warm-start weights."
+    text = f"{steps[0]}" if len(steps) == 1 else f"{steps[0]}–{steps[-1]}"
+    return (f", on top of the baseline's {text} steps (batch 8 × 128²) that every arm starts from; "
+            "the shared components start trained, the new ones do not.")
 
 
 def render_report(summary: dict[str, Any] | None, study: dict[str, Any], *, raw_dir_name: str) -> str:
@@ -486,7 +544,7 @@ def render_report(summary: dict[str, Any] | None, study: dict[str, Any], *, raw_
             f"`{raw_dir_name}/`.",
             "",
         ]
-    parts += [PROTOCOL, "## How to run", "", "```bash", cmd,
+    parts += [protocol_text(s), "## How to run", "", "```bash", cmd,
               "# continue an interrupted study (each stage leaves a JSON marker under --out):",
               cmd + " --resume",
               "# rebuild the report and plots from what exists under --out:",
@@ -518,7 +576,8 @@ def render_report(summary: dict[str, Any] | None, study: dict[str, Any], *, raw_
         "**How short this is.** The paper's schedule runs to at least 1.9 M steps of 256² crops (batch",
         "not documented; with the author's rough reference of batch 8 that is ≥ 15 M crops); this study",
         f"gave each run {s['steps'] * s['batch_size']} crops of {s['patch_size']}², i.e. roughly "
-        f"{15.2e6 / max(1, s['steps'] * s['batch_size']):,.0f}× fewer crops (and smaller ones).",
+        f"{15.2e6 / max(1, s['steps'] * s['batch_size']):,.0f}× fewer crops (and smaller ones)"
+        + (warm_start_sentence(study) if s.get("init_from") else "."),
         "The models are in early training. The numbers **can** say: what each variant",
         "costs (parameters and kMACs/pixel do not depend on training; encode/decode time and memory only",
         "through the bitrate) and how",
@@ -561,6 +620,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--downscale-prob", type=float, default=0.0, help="see `hpcm train --downscale-prob`")
+    p.add_argument("--init-from", default=None, metavar="TEMPLATE",
+                   help="warm start: weights every variant starts from at quality q (migrated: shared "
+                   "components copied, new ones initialised), e.g. 'runs/init/hpcm-tiny-q{q}.safetensors'")
     p.add_argument("--data", nargs="+", default=[str(SHARED / "data" / "train")], help="training folders")
     p.add_argument("--kodak", default=str(SHARED / "data" / "kodak"))
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N Kodak images")
@@ -580,14 +642,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--steps, --batch-size, --jobs and --threads must be ≥ 1")
     if len(set(args.qualities)) != len(args.qualities):
         p.error("--qualities must be distinct")
+    if args.init_from and not args.report_only:
+        for q in args.qualities:
+            if not init_path(args, q).is_file():
+                p.error(f"--init-from: {init_path(args, q)} (quality {q}) does not exist")
     return args
+
+
+def init_weights_info(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Per quality: path, sha256 and recorded training of the warm-start weights (``None``: from scratch)."""
+    if not args.init_from or args.report_only:
+        return None
+    out = {}
+    for q in args.qualities:
+        path = init_path(args, q)
+        meta = read_json(path.with_suffix(".json")) or {}
+        out[str(q)] = {"path": str(path), "sha256": file_sha256(path), "preset": meta.get("preset"),
+                       "training": meta.get("training")}
+    return out
 
 
 def study_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The study-wide settings recorded in ``OUT/study.json`` and the report."""
     return {"variants": list(args.variants), "qualities": list(args.qualities), "steps": args.steps,
             "batch_size": args.batch_size, "patch_size": args.patch_size, "lr": args.lr, "seed": args.seed,
-            "downscale_prob": args.downscale_prob, "data": [str(Path(d).resolve()) for d in args.data],
+            "downscale_prob": args.downscale_prob, "init_from": args.init_from,
+            "data": [str(Path(d).resolve()) for d in args.data],
             "kodak": str(Path(args.kodak).resolve()), "limit": args.limit, "threads": args.threads,
             "jobs": args.jobs, "profile_size": list(args.profile_size), "profile_repeat": args.profile_repeat}
 
@@ -652,7 +732,8 @@ def run_study(args: argparse.Namespace) -> Path:
     if old is not None and not args.resume and not args.report_only:
         raise StudyError(f"{args.out} already holds a study: pass --resume or another --out")
     study = {"settings": settings, "machine": machine_info(),
-             "command": shlex.join([Path(sys.executable).name, *sys.argv])}
+             "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+             "init_weights": init_weights_info(args)}
     if args.report_only:
         if old is not None:  # the recorded study decides what to collect
             study = old

@@ -139,14 +139,27 @@ def run_export(args: argparse.Namespace) -> int:
         "training": {
             "step": meta.get("step"),
             "data": meta.get("data"),
+            "num_train_images": meta.get("num_train_images"),
             "git_commit": meta.get("git_commit"),
+            "torch": meta.get("torch"),
+            "world_size": meta.get("world_size"),
             "best_val_loss": meta.get("best_val_loss"),
+            "recipe": _recipe(meta.get("train_config") or {}),
             "checkpoint": str(Path(args.checkpoint).resolve()),
         },
     }
     save_weights(model, out, metadata, overwrite=True)
     print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
     return 0
+
+
+RECIPE_KEYS = ("batch_size", "patch_size", "lr", "lr_milestones", "lr_gamma", "clip_max_norm", "seed",
+               "downscale_prob", "downscale_min", "amp", "init_from", "freeze", "train_only", "lr_groups")
+
+
+def _recipe(train_config: dict) -> dict:
+    """The settings of the run's (last) training configuration that shape the weights."""
+    return {k: train_config[k] for k in RECIPE_KEYS if k in train_config}
 
 
 def _model_from_meta(meta: dict, build_model: Any) -> Any:

@@ -1,0 +1,101 @@
+"""Install exported weights as the package's bundled models (``src/hpcm/weights/``) and update the manifest.
+
+Each input is an ``hpcm export`` file (``.safetensors`` + ``.json``) of one quality. The weights are
+copied tensor for tensor (the fingerprint is re-checked on load); the metadata gets a ``note`` (how the
+model was trained and what it measured, printed by ``hpcm compress``), the absolute checkpoint path is
+made relative to the repository, and ``src/hpcm/weights/SHA256SUMS`` lists every shipped file with its
+digest (``tests/test_bundled_weights.py`` checks it).
+
+Usage::
+
+    .venv/bin/python experiments/install_weights.py runs/tiny-q2.safetensors ... \\
+        --note "hpcm-tiny, 5,000 steps of batch 8 x 128² on CPU; Kodak BD-rate vs JPEG -40 %"
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "src" / "hpcm" / "weights"
+MAX_BYTES = 10 * 1024 * 1024
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_manifest(folder: Path) -> Path:
+    """``SHA256SUMS`` (``sha256sum`` format) of every ``.safetensors``/``.json`` file in ``folder``."""
+    lines = [f"{sha256(p)}  {p.name}" for p in sorted(folder.iterdir())
+             if p.suffix in (".safetensors", ".json")]
+    out = folder / "SHA256SUMS"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def _portable(path: str) -> str:
+    """``path`` relative to the repository (``../shared/...`` for the shared data), else unchanged."""
+    try:
+        return os.path.relpath(Path(path).resolve(), ROOT)
+    except ValueError:
+        return path
+
+
+def install(src: Path, note: str, folder: Path = WEIGHTS) -> Path:
+    """Copy the exported weights ``src`` into ``folder`` as ``<preset>-q<Q>.safetensors``; return the path."""
+    from hpcm.models.io import load_model, read_weights_metadata, save_weights
+
+    meta = read_weights_metadata(src)
+    model = load_model(str(src))  # checks the fingerprint
+    fingerprint = model.weights_info["fingerprint"]
+    preset, quality = meta.get("preset"), meta.get("quality")
+    if not preset or quality is None:
+        raise SystemExit(f"{src}: metadata lacks preset or quality")
+    training = dict(meta.get("training") or {})
+    ckpt = training.get("checkpoint")
+    if ckpt:
+        try:
+            training["checkpoint"] = str(Path(ckpt).resolve().relative_to(ROOT))
+        except ValueError:
+            training["checkpoint"] = Path(ckpt).name
+    training["data"] = [_portable(d) for d in training.get("data") or []]
+    extra = {k: v for k, v in meta.items() if k not in ("config", "fingerprint", "format", "format_version")}
+    extra.update(training=training, note=note, trained=True)
+    model.weights_info = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    dst = folder / f"{preset}-q{quality}.safetensors"
+    save_weights(model, dst, extra, overwrite=True)
+    size = dst.stat().st_size
+    if size > MAX_BYTES:
+        raise SystemExit(f"{dst} is {size} bytes: over the 10 MB limit for shipped weights")
+    reloaded = load_model(str(dst))
+    if reloaded.weights_info["fingerprint"] != fingerprint:
+        raise SystemExit(f"{dst}: fingerprint changed while installing")
+    return dst
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("weights", nargs="+", type=Path, help="exported .safetensors files (one per quality)")
+    p.add_argument("--note", required=True, help="how they were trained and what they measured")
+    p.add_argument("--folder", type=Path, default=WEIGHTS)
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "src"))
+    for src in args.weights:
+        dst = install(src, args.note, args.folder)
+        print(f"installed {dst.relative_to(ROOT) if dst.is_relative_to(ROOT) else dst} "
+              f"({dst.stat().st_size / 1e6:.2f} MB, sha256 {sha256(dst)[:16]}…)", file=sys.stderr)
+    print(f"wrote {write_manifest(args.folder)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
