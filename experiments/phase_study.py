@@ -246,6 +246,17 @@ def eval_stage(args: argparse.Namespace, variant: str, quality: int) -> dict[str
     return doc
 
 
+def eval_in_subprocess(args: argparse.Namespace, variant: str, quality: int) -> None:
+    """``eval_stage`` in a child process (``--eval-one``), so that several evaluations run at once."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--out", str(args.out), "--kodak", str(args.kodak),
+           "--threads", str(args.threads), "--eval-one", variant, str(quality)]
+    if args.limit is not None:
+        cmd += ["--limit", str(args.limit)]
+    rc = subprocess.call(cmd, env=_thread_env(args.threads), cwd=ROOT)
+    if rc != 0:
+        raise StudyError(f"evaluation of {variant} q{quality} failed (exit {rc})")
+
+
 def profile_stage(args: argparse.Namespace, variant: str) -> dict[str, Any]:
     """Profile ``variant`` at 768×512 with its trained weights (highest quality); returns the row dict."""
     import torch
@@ -552,8 +563,8 @@ def render_report(summary: dict[str, Any] | None, study: dict[str, Any], *, raw_
               "```", "",
               "Options: `--variants`, `--qualities`, `--steps`, `--batch-size`, `--patch-size`, `--lr`,",
               "`--seed`, `--limit N` (first N Kodak images), `--out` (run root, default `runs/phase_study`),",
-              "`--threads` (torch threads per process), `--jobs K` (K trainings at once), `--resume`,",
-              "`--report-only`, "
+              "`--threads` (torch threads per process), `--jobs K` (K trainings / evaluations at once),",
+              "`--resume`, `--report-only`, "
               "`--report PATH` (raw files go to the folder of the same stem beside it).", ""]
     budget = (f"{s['steps']} steps × batch {s['batch_size']} × {s['patch_size']}² patches per run "
               f"({s['steps'] * s['batch_size']} crops, seed {s['seed']}, lr {s['lr']}), "
@@ -636,6 +647,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile-repeat", type=int, default=3)
     p.add_argument("--resume", action="store_true", help="skip stages whose marker matches; continue runs")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from --out")
+    p.add_argument("--eval-one", nargs=2, metavar=("VARIANT", "QUALITY"), default=None,
+                   help=argparse.SUPPRESS)  # internal: one evaluation stage (used with --jobs > 1)
     args = p.parse_args(argv)
     args.out = args.out.resolve()
     if args.steps < 1 or args.batch_size < 1 or args.jobs < 1 or args.threads < 1:
@@ -752,8 +765,13 @@ def run_study(args: argparse.Namespace) -> Path:
                 f.result()
     for v, q in jobs:
         export_stage(args, v, q)
-    for v, q in jobs:
-        eval_stage(args, v, q)
+    if args.jobs == 1:
+        for v, q in jobs:
+            eval_stage(args, v, q)
+    else:  # one process per evaluation (each with --threads torch threads), --jobs at a time
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for f in [pool.submit(eval_in_subprocess, args, v, q) for v, q in jobs]:
+                f.result()
     for v in args.variants:
         profile_stage(args, v)
     return write_report(args, study)
@@ -764,6 +782,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
     try:
+        if args.eval_one:
+            import torch
+
+            torch.set_num_threads(args.threads)
+            eval_stage(args, args.eval_one[0], int(args.eval_one[1]))
+            return 0
         report = run_study(args)
     except StudyError as exc:
         print(f"phase_study: error: {exc}", file=sys.stderr)

@@ -134,7 +134,11 @@ def test_describe_cli(capsys):
     out = capsys.readouterr().out
     assert "RWKVSpatialPrior" in out and "phase4 ×" in out
     assert cli_main(["models"]) == 0
-    assert "hpcm-multiref-phase2-tiny" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("hpcm-multiref-phase2-tiny ") for line in lines)
+    tiny = next(line for line in lines if line.startswith("hpcm-tiny "))
+    assert "[trained weights: quality 2, 3, 4, 5]" in tiny
+    assert not any("trained weights" in line for line in lines if line.startswith("hpcm-base "))
     assert cli_main(["describe", "no-such-model"]) == 1
 
 

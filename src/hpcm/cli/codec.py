@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hpcm.errors import HPCMError, ModelMismatchError
 
-DEFAULT_MODEL = "hpcm-base"
+DEFAULT_MODEL = "hpcm-tiny"  # the preset with trained weights shipped in the package (src/hpcm/weights)
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_DEMO_IMAGE = Path("..") / "shared" / "data" / "kodak" / "kodim23.png"
 
@@ -219,7 +219,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help="preset name (see `hpcm models`); with a .pth.tar "
                    "checkpoint, the architecture to load it into")
     p.add_argument("--quality", type=_quality, default=None,
-                   help="rate point 1..6 (low..high) for presets with trained weights; default 3")
+                   help="rate point (low..high) among the preset's shipped trained weights (listed by "
+                   "`hpcm models`; hpcm-tiny: 2..5); default 3")
     p.add_argument("--checkpoint", metavar="PATH",
                    help=".safetensors weights or official .pth.tar checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")

@@ -107,12 +107,15 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
+    from hpcm.models.io import bundled_qualities
     from hpcm.models.registry import list_models
 
     models = list_models()
     width = max(len(n) for n in models)
     for name, desc in models.items():
-        print(f"{name:<{width}}  {desc}")
+        shipped = bundled_qualities(name)
+        weights = f" [trained weights: quality {', '.join(map(str, shipped))}]" if shipped else ""
+        print(f"{name:<{width}}  {desc}{weights}")
     return 0
 
 
@@ -120,5 +123,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("describe", help="components, parameter counts and phase table of a preset")
     p.add_argument("model", nargs="+", help="registered preset name(s), see 'hpcm models'")
     p.set_defaults(func=_cmd_describe)
-    p = sub.add_parser("models", help="list the registered presets")
+    p = sub.add_parser("models", help="list the registered presets (and which ship trained weights)")
     p.set_defaults(func=_cmd_models)
