@@ -116,3 +116,20 @@ def test_merge_points_keeps_order(ps):
     merged = ps.merge_points("v", [a, b])
     assert merged["quality"] == [2, 4] and merged["results"]["bpp"] == [0.3, 0.6]
     assert len(merged["per_image"]) == 2 and not math.isnan(merged["results"]["psnr-rgb"][1])
+
+
+def test_warm_start_settings_command_and_protocol(ps, tmp_path):
+    for q in (2, 5):
+        (tmp_path / f"init-q{q}.safetensors").write_bytes(bytes([q]) * 10)
+    template = str(tmp_path / "init-q{q}.safetensors")
+    args = ps.parse_args(["--out", str(tmp_path / "out"), "--init-from", template, "--qualities", "2", "5"])
+    s2, s5 = (ps.train_settings(args, "hpcm-phase1-tiny", q) for q in (2, 5))
+    assert s2["init_from"]["path"].endswith("init-q2.safetensors")
+    assert s2["init_from"]["sha256"] != s5["init_from"]["sha256"]  # per-quality weights, recorded by digest
+    cmd = ps.train_command(args, "hpcm-phase1-tiny", 5, resume=False)
+    assert cmd[cmd.index("--init-from") + 1] == s5["init_from"]["path"]
+    assert "--init-from" not in ps.train_command(args, "hpcm-phase1-tiny", 5, resume=True)
+    assert "Warm start" in ps.protocol_text(ps.study_settings(args))
+    assert "from scratch" in ps.protocol_text({**ps.study_settings(args), "init_from": None})
+    with pytest.raises(SystemExit):  # a missing quality's weights are refused up front
+        ps.parse_args(["--init-from", template, "--qualities", "2", "3"])
