@@ -25,3 +25,11 @@ def kodak_dir(shared_dir) -> Path:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def no_bundled_weights(tmp_path, monkeypatch):
+    """Hide the shipped trained weights: presets load their deterministic initial (untrained) weights."""
+    import hpcm.models.io as mio
+
+    monkeypatch.setattr(mio, "WEIGHTS_DIR", tmp_path / "no-bundled-weights")

@@ -54,10 +54,11 @@ def assert_one_line_error(rc: int, err: str, pattern: str) -> None:
 
 def test_full_kodak_image_in_process_then_console_script(kodak_image, tmp_path, capsys):
     out = tmp_path / "k.hpcm"
-    rc, stdout, err = run(capsys, "compress", kodak_image, "-o", out, "--model", "hpcm-tiny")
+    rc, stdout, err = run(capsys, "compress", kodak_image, "-o", out, "--quality", "2")  # default model
     assert rc == 0, err
     assert "768x512" in stdout and "bpp" in stdout and "encode" in stdout
-    assert "UNTRAINED" in err
+    assert "hpcm-tiny q2" in stdout  # the shipped trained weights, picked by --quality
+    assert "UNTRAINED" not in err and "note: weights hpcm-tiny q2" in err
     png = tmp_path / "k.png"
     proc = subprocess.run(
         [str(HPCM_SCRIPT), "decompress", str(out), "-o", str(png)],
@@ -67,8 +68,9 @@ def test_full_kodak_image_in_process_then_console_script(kodak_image, tmp_path, 
     assert "decode" in proc.stdout
     decoded = read_image(png)
     assert decoded.shape == (512, 768, 3)
-    # another process rebuilt the same deterministic model and decoded the same image
-    np.testing.assert_array_equal(decoded, decompress_image(out.read_bytes(), load_model("hpcm-tiny")))
+    # another process loaded the shipped q2 weights named in the header and decoded the same image
+    expected = decompress_image(out.read_bytes(), load_model("hpcm-tiny", quality=2))
+    np.testing.assert_array_equal(decoded, expected)
 
 
 def test_verify_info_and_default_names(kodak_crop, capsys):
@@ -175,7 +177,7 @@ def test_transparency_refused_unless_asked(tmp_path, capsys):
     assert "white" in err
 
 
-def test_demo(kodak_crop, tmp_path, capsys):
+def test_demo(kodak_crop, tmp_path, capsys, no_bundled_weights):
     rc, stdout, err = run(capsys, "demo", kodak_crop, "--model", "hpcm-tiny", "--out-dir", tmp_path / "d")
     assert rc == 0, err
     assert "UNTRAINED" in stdout and "PSNR" in stdout and "bpp" in stdout and "decode" in stdout

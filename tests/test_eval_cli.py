@@ -61,7 +61,7 @@ def test_eval_cli(crops, tmp_path):
     assert main(argv) == 0
     doc = load_results(out)
     assert doc["name"] == "hpcm-tiny" and len(doc["per_image"]) == 1
-    assert doc["meta"]["points"][0]["trained"] is False
+    assert doc["meta"]["points"][0]["trained"] is True and doc["quality"] == [3]  # shipped weights, default q
     assert main(["eval", str(crops)]) == 1
     assert main(["eval", "hpcm-tiny", str(tmp_path / "nowhere")]) == 1
 

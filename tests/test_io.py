@@ -15,8 +15,11 @@ from hpcm.models.registry import create_model
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return mio.load_model("hpcm-tiny")
+def tiny(tmp_path_factory):
+    """hpcm-tiny with its deterministic initial weights (the shipped trained weights hidden)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mio, "WEIGHTS_DIR", tmp_path_factory.mktemp("no-bundled-weights"))
+        return mio.load_model("hpcm-tiny")
 
 
 def official_state(model) -> dict[str, torch.Tensor]:
@@ -38,7 +41,7 @@ def trained_like(seed: int = 1):
     return model
 
 
-def test_initial_weights_are_deterministic_and_leave_global_rng(tiny):
+def test_initial_weights_are_deterministic_and_leave_global_rng(tiny, no_bundled_weights):
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)

@@ -1,0 +1,70 @@
+"""The trained weights shipped in ``src/hpcm/weights``: manifest, limits, metadata, default model, RD order."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hpcm.cli.codec import DEFAULT_MODEL
+from hpcm.codec.image_io import read_image
+from hpcm.models import io as mio
+from hpcm.train.loss import lambda_for
+
+MAX_BYTES = 10 * 1024 * 1024
+
+
+def manifest() -> dict[str, str]:
+    """``SHA256SUMS`` as {file name: hex digest}."""
+    entries = {}
+    for line in (mio.WEIGHTS_DIR / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split("  ", 1)
+        entries[name] = digest
+    return entries
+
+
+def test_manifest_lists_every_shipped_file_with_its_digest():
+    files = {p.name for p in mio.WEIGHTS_DIR.iterdir() if p.suffix in (".safetensors", ".json")}
+    entries = manifest()
+    assert set(entries) == files
+    for name, digest in entries.items():
+        data = (mio.WEIGHTS_DIR / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == digest, name
+        if name.endswith(".safetensors"):
+            assert len(data) <= MAX_BYTES, name
+
+
+def test_default_model_ships_at_least_four_trained_qualities():
+    qualities = mio.bundled_qualities(DEFAULT_MODEL)
+    assert len(qualities) >= 4
+    for q in qualities:
+        model = mio.load_model(DEFAULT_MODEL, quality=q)
+        info = model.weights_info
+        assert info["trained"] is True and info["quality"] == q
+        assert info["source"] == f"bundled:{DEFAULT_MODEL}-q{q}"
+        assert math.isclose(info["lambda"], lambda_for(q, "mse")) and info["metric"] == "mse"
+        training = info["training"]
+        assert training["step"] > 0 and training["recipe"]["batch_size"] > 0
+        assert all("kodak" not in d.lower() for d in training["data"])  # never trained on the test set
+        assert info["note"]
+    assert mio.load_model(DEFAULT_MODEL).weights_info["quality"] == mio.DEFAULT_QUALITY
+
+
+def test_shipped_qualities_are_ordered_in_rate_and_distortion(kodak_dir):
+    """Higher quality (larger λ) → more bits and higher PSNR on a Kodak crop (model estimate)."""
+    x = torch.from_numpy(read_image(kodak_dir / "kodim23.png")[128:256, 256:384].copy())
+    x = x.permute(2, 0, 1)[None].float() / 255.0
+    points = []
+    for q in mio.bundled_qualities(DEFAULT_MODEL):
+        model = mio.load_model(DEFAULT_MODEL, quality=q)
+        with torch.no_grad():
+            out = model(x)
+        bits = sum(-torch.log2(lk).sum().item() for lk in out["likelihoods"].values())
+        mse = torch.mean((out["x_hat"].clamp(0, 1) - x) ** 2).item()
+        points.append((bits / (128 * 128), 10 * math.log10(1 / mse)))
+    bpp, psnr = np.array(points).T
+    assert np.all(np.diff(bpp) > 0), points
+    assert psnr[-1] > psnr[0], points
