@@ -2,7 +2,8 @@
 # Train, export, evaluate and install the bundled hpcm-tiny models (qualities 2..5), as done in session 1.
 # Usage: bash experiments/bundled_models.sh train   # starts/resumes the 4 runs (1 thread each) in runs/
 #        bash experiments/bundled_models.sh stop    # SIGTERM: each run saves checkpoint_last and exits
-#        bash experiments/bundled_models.sh finish  # export last checkpoints, evaluate on Kodak, BD-rates, plot
+#        bash experiments/bundled_models.sh finish  # export last checkpoints, evaluate on Kodak, then `report`
+#        bash experiments/bundled_models.sh report  # BD-rates (PSNR, MS-SSIM) and RD plot from the eval JSON
 #        bash experiments/bundled_models.sh install "NOTE"  # copy the exports into src/hpcm/weights (+ SHA256SUMS)
 # LR=3e-5 bash experiments/bundled_models.sh train  resumes with another learning rate (the final decay).
 # To continue in a later session from the shipped weights (the Adam state is not shipped), start new runs with
@@ -35,6 +36,8 @@ case "${1:-}" in
       specs+=("runs/tiny-q$q.safetensors")
     done
     "$HPCM" eval "${specs[@]}" "$KODAK" --name hpcm-tiny -o docs/results/hpcm-tiny-kodak.json
+    bash "$0" report ;;
+  report)
     {
       "$HPCM" bdrate ../shared/anchors/kodak/jpeg.json docs/results/hpcm-tiny-kodak.json \
         ../shared/anchors/kodak/webp.json ../shared/anchors/kodak-measured/pillow-webp.json \
@@ -43,6 +46,11 @@ case "${1:-}" in
       "$HPCM" bdrate ../shared/anchors/kodak/webp.json docs/results/hpcm-tiny-kodak.json
       echo
       "$HPCM" bdrate ../shared/anchors/kodak-measured/pillow-webp.json docs/results/hpcm-tiny-kodak.json
+      echo
+      "$HPCM" bdrate -m ms-ssim ../shared/anchors/kodak/jpeg.json docs/results/hpcm-tiny-kodak.json \
+        ../shared/anchors/kodak-measured/pillow-webp.json
+      echo
+      "$HPCM" bdrate -m ms-ssim ../shared/anchors/kodak-measured/pillow-webp.json docs/results/hpcm-tiny-kodak.json
     } | tee docs/results/hpcm-tiny-bdrate.txt
     "$HPCM" plot docs/results/hpcm-tiny-kodak.json ../shared/anchors/kodak-measured/pillow-webp.json \
       ../shared/anchors/kodak-measured/pillow-avif444.json --select jpeg webp bpg_444_x265_ycbcr vtm \
@@ -51,5 +59,5 @@ case "${1:-}" in
     [ -n "${2:-}" ] || { echo "usage: $0 install NOTE" >&2; exit 2; }
     files=(); for q in $QUALITIES; do files+=("runs/tiny-q$q.safetensors"); done
     .venv/bin/python experiments/install_weights.py "${files[@]}" --note "$2" ;;
-  *) echo "usage: $0 train|stop|finish|install NOTE" >&2; exit 2 ;;
+  *) echo "usage: $0 train|stop|finish|report|install NOTE" >&2; exit 2 ;;
 esac
