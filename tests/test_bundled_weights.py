@@ -1,4 +1,4 @@
-"""The trained weights shipped in ``src/hpcm/weights``: manifest, limits, metadata, default model, RD order."""
+"""Shipped trained weights (`src/hpcm/weights`): manifest, size limit, metadata, default model, RD order."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import hashlib
 import math
 
 import numpy as np
-import pytest
 import torch
 
 from hpcm.cli.codec import DEFAULT_MODEL

@@ -90,11 +90,10 @@ def test_estimate_mode_with_double(two_crops):
 
 
 def test_hpcm_tiny_real_vs_estimate(two_crops):
-    """Real coding on hpcm-tiny: file bytes ≈ likelihood bits (+ header), same reconstruction."""
+    """Real coding on hpcm-tiny (shipped q3): file bytes ≈ likelihood bits (+ header), same reconstruction."""
     pytest.importorskip("hpcm.codec.api")
-    with pytest.warns(UserWarning, match="untrained"):
-        real = evaluate(["hpcm-tiny"], two_crops, show_progress=False)
-        est = evaluate(["hpcm-tiny"], two_crops, estimate=True, show_progress=False)
+    real = evaluate(["hpcm-tiny"], two_crops, show_progress=False)
+    est = evaluate(["hpcm-tiny"], two_crops, estimate=True, show_progress=False)
     for doc in (real, est):
         validate_results(doc)
         assert doc["name"] == "hpcm-tiny" and len(doc["per_image"]) == 2
@@ -107,3 +106,9 @@ def test_hpcm_tiny_real_vs_estimate(two_crops):
         assert est_bytes < real_bytes < 1.05 * est_bytes + 300
         assert r["results"]["psnr-rgb"] == pytest.approx(e["results"]["psnr-rgb"], abs=0.01)
         assert np.isfinite(r["results"]["ms-ssim-db-rgb"])
+
+
+def test_untrained_preset_warns(two_crops, no_bundled_weights):
+    with pytest.warns(UserWarning, match="untrained"):
+        doc = evaluate(["hpcm-tiny"], two_crops, estimate=True, limit=1, show_progress=False)
+    assert doc["meta"]["points"][0]["trained"] is False
