@@ -52,6 +52,7 @@ VARIANTS = (
 BASELINE = "hpcm-tiny"
 PROFILE_SIZE = (512, 768)  # (H, W): a landscape Kodak image
 MARKER_VERSION = 1
+NARROW_OVERLAP_DB = 0.5  # BD-rates over a narrower common PSNR range are flagged as dominated by noise
 
 
 class StudyError(RuntimeError):
@@ -328,6 +329,12 @@ def bd_vs_baseline(anchor: dict[str, Any], test: dict[str, Any]) -> dict[str, An
     shape = "a straight line in log bpp vs PSNR" if n == 2 else "a monotone cubic"
     out["note"] = ("pchip BD-rate" if n >= 4 else
                    f"{n}-point BD-rate: pchip through {n} points ({shape}); indicative only")
+    width = overlap[1] - overlap[0]
+    out["overlap_width_db"] = width
+    if width < NARROW_OVERLAP_DB:
+        out["narrow"] = True
+        out["note"] += (f"; the curves overlap over only {width:.2f} dB, so a few hundredths of a dB of "
+                        "PSNR noise move it by many percent: read the per-λ differences instead")
     return out
 
 
@@ -418,7 +425,8 @@ def results_table(summary: dict[str, Any]) -> str:
         elif bd["bd_rate"] is None:
             bd_text = bd["note"]
         else:
-            bd_text = f"{bd['bd_rate']:+.2f} % ({min(bd['points'])}-pt)"
+            bd_text = f"{bd['bd_rate']:+.2f} % ({min(bd['points'])}-pt"
+            bd_text += f"; only {bd['overlap_width_db']:.2f} dB overlap: noise)" if bd.get("narrow") else ")"
         peak = e.get("peak_mib") or {}
         lines.append(
             f"| {v} | {_f(e['params'] / 1e6 if e.get('params') else None, '.3f')} | "
@@ -490,8 +498,9 @@ PROTOCOL = """\
   package, pchip, overlapping PSNR range). With only two λ per curve pchip is the straight line through
   the two points (log bpp linear in PSNR), so the value is a *2-point* BD-rate: defined, but it says only
   how far apart two straight segments are over their common PSNR range and carries the full noise of each
-  point. When the PSNR ranges do not overlap it is undefined and the table says so. The per-λ differences
-  (Δbpp in % and ΔPSNR in dB at equal λ) are always given beside it.
+  point. When the PSNR ranges do not overlap it is undefined and the table says so; when they overlap over
+  less than 0.5 dB the table flags it (a few hundredths of a dB of noise then move it by many percent).
+  The per-λ differences (Δbpp in % and ΔPSNR in dB at equal λ) are always given beside it.
 """
 
 

@@ -133,3 +133,15 @@ def test_warm_start_settings_command_and_protocol(ps, tmp_path):
     assert "from scratch" in ps.protocol_text({**ps.study_settings(args), "init_from": None})
     with pytest.raises(SystemExit):  # a missing quality's weights are refused up front
         ps.parse_args(["--init-from", template, "--qualities", "2", "3"])
+
+
+def test_narrow_overlap_is_flagged(ps):
+    base = _doc("base", [(2, 0.15, 25.02), (5, 0.25, 25.24)])
+    near = _doc("near", [(2, 0.146, 25.18), (5, 0.254, 25.27)])  # per-λ: ±3 % bpp, +0.03..0.16 dB
+    bd = ps.bd_vs_baseline(base, near)
+    assert bd["narrow"] and bd["overlap_width_db"] == pytest.approx(0.06) and "per-λ" in bd["note"]
+    wide = ps.bd_vs_baseline(_doc("b", [(2, 0.30, 28.0), (4, 0.60, 31.0)]),
+                             _doc("t", [(2, 0.32, 28.3), (4, 0.62, 31.1)]))
+    assert "narrow" not in wide
+    summary = ps.build_summary({"base": base, "near": near}, {}, {}, baseline="base")
+    assert "overlap: noise" in ps.results_table(summary)
