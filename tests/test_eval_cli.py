@@ -64,6 +64,7 @@ def test_eval_cli(crops, tmp_path):
     assert doc["meta"]["points"][0]["trained"] is True and doc["quality"] == [3]  # shipped weights, default q
     assert main(["eval", str(crops)]) == 1
     assert main(["eval", "hpcm-tiny", str(tmp_path / "nowhere")]) == 1
+    assert main(["eval", "hpcm-tiny", "-q", "2", str(crops)]) == 1  # -q swallowed the folder: clear error
 
 
 def test_profile_cli(tmp_path, capsys):

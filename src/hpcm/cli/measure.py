@@ -46,7 +46,11 @@ def _qualities(text: list[str] | None) -> list[float] | None:
     for item in text:
         for part in item.split(","):
             if part.strip():
-                v = float(part)
+                try:
+                    v = float(part)
+                except ValueError:
+                    raise HPCMError(f"quality {part!r} is not a number (-q takes every word after it: "
+                                    "put it after the model and data set arguments)") from None
                 out.append(int(v) if v.is_integer() else v)
     return out
 
@@ -55,12 +59,12 @@ def _qualities(text: list[str] | None) -> list[float] | None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from hpcm.eval.runner import evaluate
 
+    qualities = _qualities(args.quality)
     *specs, dataset = args.inputs
     if not specs:
         raise HPCMError("eval needs at least one MODEL_OR_CHECKPOINT before DATASET_DIR")
     if not Path(dataset).exists():
         raise HPCMError(f"no such data set: {dataset}")
-    qualities = _qualities(args.quality)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         doc = evaluate(specs, dataset, qualities=[int(q) for q in qualities] if qualities else None,
