@@ -15,7 +15,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 from collections.abc import Sequence
@@ -26,14 +25,11 @@ WEIGHTS = ROOT / "src" / "hpcm" / "weights"
 MAX_BYTES = 10 * 1024 * 1024
 
 
-def sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def write_manifest(folder: Path) -> Path:
     """``SHA256SUMS`` (``sha256sum`` format) of every ``.safetensors``/``.json`` file in ``folder``."""
-    lines = [f"{sha256(p)}  {p.name}" for p in sorted(folder.iterdir())
+    from hpcm.models.io import file_sha256
+
+    lines = [f"{file_sha256(p)}  {p.name}" for p in sorted(folder.iterdir())
              if p.suffix in (".safetensors", ".json")]
     out = folder / "SHA256SUMS"
     out.write_text("\n".join(lines) + "\n")
@@ -59,12 +55,8 @@ def install(src: Path, note: str, folder: Path = WEIGHTS) -> Path:
     if not preset or quality is None:
         raise SystemExit(f"{src}: metadata lacks preset or quality")
     training = dict(meta.get("training") or {})
-    ckpt = training.get("checkpoint")
-    if ckpt:
-        try:
-            training["checkpoint"] = str(Path(ckpt).resolve().relative_to(ROOT))
-        except ValueError:
-            training["checkpoint"] = Path(ckpt).name
+    if training.get("checkpoint"):
+        training["checkpoint"] = _portable(training["checkpoint"])
     training["data"] = [_portable(d) for d in training.get("data") or []]
     extra = {k: v for k, v in meta.items() if k not in ("config", "fingerprint", "format", "format_version")}
     extra.update(training=training, note=note, trained=True)
@@ -89,10 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--folder", type=Path, default=WEIGHTS)
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
+    from hpcm.models.io import file_sha256
+
     for src in args.weights:
         dst = install(src, args.note, args.folder)
         print(f"installed {dst.relative_to(ROOT) if dst.is_relative_to(ROOT) else dst} "
-              f"({dst.stat().st_size / 1e6:.2f} MB, sha256 {sha256(dst)[:16]}…)", file=sys.stderr)
+              f"({dst.stat().st_size / 1e6:.2f} MB, sha256 {file_sha256(dst)[:16]}…)", file=sys.stderr)
     print(f"wrote {write_manifest(args.folder)}", file=sys.stderr)
     return 0
 

@@ -101,22 +101,10 @@ def init_path(args: argparse.Namespace, quality: int) -> Path | None:
     return Path(args.init_from.format(q=quality)).resolve()
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def train_settings(args: argparse.Namespace, variant: str, quality: int) -> dict[str, Any]:
     """Everything that determines the trained weights of one run (compared by the resume markers)."""
     from hpcm.train.loss import lambda_for
 
-    init = init_path(args, quality)
     return {
         "model": variant,
         "quality": quality,
@@ -129,7 +117,7 @@ def train_settings(args: argparse.Namespace, variant: str, quality: int) -> dict
         "seed": args.seed,
         "lr": args.lr,
         "downscale_prob": args.downscale_prob,
-        "init_from": None if init is None else {"path": str(init), "sha256": file_sha256(init)},
+        "init_from": args.init_files.get(quality),
     }
 
 
@@ -664,23 +652,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--steps, --batch-size, --jobs and --threads must be ≥ 1")
     if len(set(args.qualities)) != len(args.qualities):
         p.error("--qualities must be distinct")
+    args.init_files = {}  # quality -> {"path", "sha256"} of the warm-start weights, hashed once here
     if args.init_from and not args.report_only:
+        from hpcm.models.io import file_sha256
+
         for q in args.qualities:
-            if not init_path(args, q).is_file():
-                p.error(f"--init-from: {init_path(args, q)} (quality {q}) does not exist")
+            path = init_path(args, q)
+            if not path.is_file():
+                p.error(f"--init-from: {path} (quality {q}) does not exist")
+            args.init_files[q] = {"path": str(path), "sha256": file_sha256(path)}
     return args
 
 
 def init_weights_info(args: argparse.Namespace) -> dict[str, Any] | None:
     """Per quality: path, sha256 and recorded training of the warm-start weights (``None``: from scratch)."""
-    if not args.init_from or args.report_only:
+    if not args.init_files:
         return None
     out = {}
-    for q in args.qualities:
-        path = init_path(args, q)
-        meta = read_json(path.with_suffix(".json")) or {}
-        out[str(q)] = {"path": str(path), "sha256": file_sha256(path), "preset": meta.get("preset"),
-                       "training": meta.get("training")}
+    for q, init in args.init_files.items():
+        meta = read_json(Path(init["path"]).with_suffix(".json")) or {}
+        out[str(q)] = {**init, "preset": meta.get("preset"), "training": meta.get("training")}
     return out
 
 
@@ -788,8 +779,8 @@ def run_study(args: argparse.Namespace) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    args = parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
+    args = parse_args(argv)
     try:
         if args.eval_one:
             import torch

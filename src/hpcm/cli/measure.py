@@ -50,7 +50,7 @@ def _qualities(text: list[str] | None) -> list[float] | None:
                     v = float(part)
                 except ValueError:
                     raise HPCMError(f"quality {part!r} is not a number (-q takes every word after it: "
-                                    "put it after the model and data set arguments)") from None
+                                    "put it after the positional arguments)") from None
                 out.append(int(v) if v.is_integer() else v)
     return out
 

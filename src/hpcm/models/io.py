@@ -65,6 +65,15 @@ def fingerprint_state(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:FINGERPRINT_HEX]
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks): the digest recorded for shipped weights."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def weights_fingerprint(model: nn.Module) -> str:
     """Fingerprint of the model's current learned weights (see ``fingerprint_state``)."""
     return fingerprint_state(learned_state(model))
