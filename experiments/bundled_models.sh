@@ -5,9 +5,15 @@
 #        bash experiments/bundled_models.sh finish  # export last checkpoints, evaluate on Kodak, then `report`
 #        bash experiments/bundled_models.sh report  # BD-rates (PSNR, MS-SSIM) and RD plot from the eval JSON
 #        bash experiments/bundled_models.sh install "NOTE"  # copy the exports into src/hpcm/weights (+ SHA256SUMS)
-# LR=3e-5 bash experiments/bundled_models.sh train  resumes with another learning rate (the final decay).
-# To continue in a later session from the shipped weights (the Adam state is not shipped), start new runs with
-#   --init-from src/hpcm/weights/hpcm-tiny-qQ.safetensors
+# Environment:
+#   LR=3e-5        resume with another learning rate (the final decay).
+#   QUALITIES="4"  act on some levels only.
+#   NPROC=2        train each run with torchrun over NPROC processes (DDP on CPU, gloo; --batch-size stays
+#                  per process, so the step holds NPROC x 8 crops). Session 3 trained the q4 run this way.
+#   INIT_FROM=PATH start runs that have no checkpoint yet from PATH (%q is replaced by the quality), e.g.
+#                  INIT_FROM=src/hpcm/weights/hpcm-tiny-q%q.safetensors (the shipped weights; Adam state is
+#                  not shipped) or INIT_FROM=runs/tiny-q4/checkpoint_last.safetensors (fine-tune every level
+#                  from one base run, as session 3 did). INIT_FROM=1 means the shipped weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HPCM=.venv/bin/hpcm
@@ -19,15 +25,31 @@ case "${1:-}" in
     mkdir -p runs
     for q in $QUALITIES; do
       resume=(); [ -f "runs/tiny-q$q/checkpoint_last.safetensors" ] && resume=(--resume)
-      init=(); [ -n "${INIT_FROM:-}" ] && [ ${#resume[@]} -eq 0 ] && init=(--init-from "src/hpcm/weights/hpcm-tiny-q$q.safetensors")
-      OMP_NUM_THREADS=1 nohup "$HPCM" train --model hpcm-tiny --data ../shared/data/train --val "$KODAK" \
+      init=()
+      if [ -n "${INIT_FROM:-}" ] && [ ${#resume[@]} -eq 0 ]; then
+        src=$INIT_FROM; [ "$src" = 1 ] && src=src/hpcm/weights/hpcm-tiny-q%q.safetensors
+        init=(--init-from "${src//%q/$q}")
+      fi
+      launch=("$HPCM")
+      [ "${NPROC:-1}" -gt 1 ] && launch=(.venv/bin/torchrun --standalone --nproc_per_node="$NPROC" -m hpcm)
+      OMP_NUM_THREADS=1 nohup "${launch[@]}" train --model hpcm-tiny --data ../shared/data/train --val "$KODAK" \
         --max-val-images 4 --out "runs/tiny-q$q" --steps 100000 --batch-size 8 --patch-size 128 --quality "$q" \
         --lr "$LR" --downscale-prob 0.5 --val-every 400 --save-every 200 --log-every 20 --num-workers 1 --seed 0 \
         --no-progress "${resume[@]}" "${init[@]}" > "runs/tiny-q$q.log" 2>&1 &
       echo $! > "runs/tiny-q$q.pid"
     done ;;
   stop)
-    for q in $QUALITIES; do kill -TERM "$(cat "runs/tiny-q$q.pid")" 2>/dev/null || true; done ;;
+    # SIGTERM to each training process (with NPROC>1: each torchrun rank; not the data-loader workers, which
+    # are children of a training process): each saves checkpoint_last and exits
+    for q in $QUALITIES; do
+      pids=$(pgrep -f -- "--out runs/tiny-q$q " || true)
+      for p in $pids; do
+        parent=$(ps -o ppid= -p "$p" | tr -d ' ')
+        if ps -o args= -p "$p" | grep -q torchrun; then continue; fi
+        if grep -qw -- "$parent" <<<"$pids" && ! ps -o args= -p "$parent" | grep -q torchrun; then continue; fi
+        kill -TERM "$p"
+      done
+    done ;;
   finish)
     mkdir -p docs/results
     specs=()
