@@ -36,7 +36,6 @@ case "${1:-}" in
         --max-val-images 4 --out "runs/tiny-q$q" --steps 100000 --batch-size 8 --patch-size 128 --quality "$q" \
         --lr "$LR" --downscale-prob 0.5 --val-every 400 --save-every 200 --log-every 20 --num-workers 1 --seed 0 \
         --no-progress "${resume[@]}" "${init[@]}" > "runs/tiny-q$q.log" 2>&1 &
-      echo $! > "runs/tiny-q$q.pid"
     done ;;
   stop)
     # SIGTERM to each training process (with NPROC>1: each torchrun rank; not the data-loader workers, which
