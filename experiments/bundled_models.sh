@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Train, export, evaluate and install the bundled hpcm-tiny models (qualities 2..5), as done in session 1.
-# Usage: bash experiments/bundled_models.sh train   # starts/resumes the 4 runs (1 thread each) in runs/
+# Train, export, evaluate and install the bundled hpcm-tiny models (qualities 1..5; q1 since session 4).
+# Usage: bash experiments/bundled_models.sh train   # starts/resumes the runs (1 thread each) in runs/
 #        bash experiments/bundled_models.sh stop    # SIGTERM: each run saves checkpoint_last and exits
 #        bash experiments/bundled_models.sh finish  # export last checkpoints, evaluate on Kodak, then `report`
 #        bash experiments/bundled_models.sh report  # BD-rates (PSNR, MS-SSIM) and RD plot from the eval JSON
 #        bash experiments/bundled_models.sh install "NOTE"  # copy the exports into src/hpcm/weights (+ SHA256SUMS)
 # Environment:
 #   LR=3e-5        resume with another learning rate (the final decay).
-#   QUALITIES="4"  act on some levels only.
+#   QUALITIES="4"  act on some levels only (default: 1 2 3 4 5).
 #   NPROC=2        train each run with torchrun over NPROC processes (DDP on CPU, gloo; --batch-size stays
 #                  per process, so the step holds NPROC x 8 crops). Session 3 trained the q4 run this way.
 #   INIT_FROM=PATH start runs that have no checkpoint yet from PATH (%q is replaced by the quality), e.g.
@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 HPCM=.venv/bin/hpcm
 KODAK=../shared/data/kodak
-QUALITIES=${QUALITIES:-"2 3 4 5"}
+QUALITIES=${QUALITIES:-"1 2 3 4 5"}
 LR=${LR:-3e-4}
 case "${1:-}" in
   train)

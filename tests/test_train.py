@@ -247,6 +247,16 @@ def test_cli_export_init_from_and_freeze(data_dirs, tmp_path, capsys):
     changed = [k for k in ck2 if k.startswith("model/") and not torch.equal(ck2[k], ck[k])]
     assert changed and all(k.startswith("model/h_s") for k in changed), changed
     assert json.loads((run2 / "init_migration.json").read_text())["copied"]
+    # resuming without --init-from keeps the run's origin in its provenance
+    rc = cli_main(["train", "--model", "hpcm-tiny", "--data", str(train_dir), "--out", str(run2),
+                   "--steps", "2", "--batch-size", "1", "--patch-size", "64", "--quality", "1",
+                   "--num-workers", "0", "--device", "cpu", "--train-only", "h_s*", "--no-progress",
+                   "--resume"])
+    assert rc == 0
+    out2 = tmp_path / "model2.safetensors"
+    assert cli_main(["export", str(run2 / "checkpoint_last.safetensors"), "-o", str(out2)]) == 0
+    recipe = json.loads(out2.with_suffix(".json").read_text())["training"]["recipe"]
+    assert recipe["init_from"] == str(out)
 
 
 def test_cli_bad_data_gives_one_line_error(tmp_path, capsys):

@@ -220,7 +220,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "checkpoint, the architecture to load it into")
     p.add_argument("--quality", type=_quality, default=None,
                    help="rate point (low..high) among the preset's shipped trained weights (listed by "
-                   "`hpcm models`; hpcm-tiny: 2..5); default 3")
+                   "`hpcm models`; hpcm-tiny: 1..5); default 3")
     p.add_argument("--checkpoint", metavar="PATH",
                    help=".safetensors weights or official .pth.tar checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")

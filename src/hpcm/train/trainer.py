@@ -309,6 +309,8 @@ def _train(
     if cfg.resume:
         tensors, meta, optim_json = read_checkpoint(last_path)
         _check_resumable(cfg, meta)
+        if not cfg.init_from:  # keep the run's origin in its provenance across resumes
+            cfg.init_from = meta.get("train_config", {}).get("init_from")
         rep = migrate(model_state(tensors), model)
         if any(not is_derived_key(k) for k in rep.initialised):
             raise CheckpointError(f"{last_path} does not fit model {cfg.model!r}:\n{rep}")
