@@ -63,6 +63,9 @@ case "${1:-}" in
       "$HPCM" bdrate ../shared/anchors/kodak/jpeg.json docs/results/hpcm-tiny-kodak.json \
         ../shared/anchors/kodak/webp.json ../shared/anchors/kodak-measured/pillow-webp.json \
         ../shared/anchors/kodak-measured/pillow-avif444.json
+      echo "# the same without the lowest level (BD-rate depends on the overlapping range; see docs/results)"
+      "$HPCM" bdrate ../shared/anchors/kodak/jpeg.json docs/results/hpcm-tiny-kodak.json -q 2,3,4,5
+      "$HPCM" bdrate ../shared/anchors/kodak-measured/pillow-webp.json docs/results/hpcm-tiny-kodak.json -q 2,3,4,5
       echo
       "$HPCM" bdrate ../shared/anchors/kodak/webp.json docs/results/hpcm-tiny-kodak.json
       echo

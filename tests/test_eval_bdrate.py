@@ -70,3 +70,21 @@ def test_ms_ssim_metric_and_table(shared_dir):
         bd_compare(vtm, paper, metric="ms-ssim")
     table = format_table([res])
     assert "BD-MS-SSIM" in table and "JPEG" in table and f"{res.bd_rate:+.2f}" in table
+
+
+def test_select_points_by_quality():
+    from hpcm.eval.results import select_points
+
+    recs = [{"source": f"im{i}", "name": "m", "description": "", "quality": q, "results": {"bpp": 0.1 * q}}
+            for q in (1, 2, 3) for i in range(2)]
+    doc = {"name": "m", "description": "", "quality": [1, 2, 3],
+           "results": {"bpp": [0.1, 0.2, 0.3], "psnr-rgb": [25.0, 27.0, 29.0]}, "per_image": recs}
+    sub = select_points(doc, ["3", "2"])  # labels compare as strings; file order is kept
+    assert sub["quality"] == [2, 3] and sub["name"] == "m [q=2,3]"
+    assert sub["results"] == {"bpp": [0.2, 0.3], "psnr-rgb": [27.0, 29.0]}
+    assert [r["quality"] for r in sub["per_image"]] == [2, 2, 3, 3]
+    assert doc["quality"] == [1, 2, 3] and len(doc["per_image"]) == 6  # the input is not changed
+    with pytest.raises(ValueError, match="no point with quality 7"):
+        select_points(doc, [7])
+    with pytest.raises(ValueError, match="no per-point 'quality' list"):
+        select_points({"name": "a", "description": "", "results": {"bpp": [0.1], "psnr-rgb": [30.0]}}, [1])

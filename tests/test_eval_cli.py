@@ -51,6 +51,13 @@ def test_bench_plot_bdrate(kodak_dir, tmp_path, capsys):
     numbers = json.loads(out[out.index("["):])
     assert numbers[0]["test"] == "pillow-webp" and numbers[0]["bd_rate"] < 0  # WebP beats JPEG
 
+    assert main(["bdrate", str(jpeg), str(webp), "--quality", "50,80", "--json"]) == 0
+    out = capsys.readouterr().out
+    two = json.loads(out[out.index("\n[") + 1:])[0]
+    assert two["test"] == "pillow-webp [q=50,80]" and two["bd_rate"] != numbers[0]["bd_rate"]
+    assert main(["bdrate", str(jpeg), str(webp), "--quality", "99"]) == 1
+    assert "no point with quality 99" in capsys.readouterr().err
+
     assert main(["bdrate", str(jpeg), str(tmp_path / "missing.json")]) == 1
 
 

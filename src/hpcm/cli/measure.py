@@ -131,13 +131,15 @@ def _load_doc(path: str, loader):
 # ---------------------------------------------------------------- bdrate
 def _cmd_bdrate(args: argparse.Namespace) -> int:
     from hpcm.eval.bdrate import bd_compare, format_table
-    from hpcm.eval.results import load_results
+    from hpcm.eval.results import load_results, select_points
 
     anchor = _load_doc(args.anchor, load_results)
     rows = []
     for path in args.tests:
         test = _load_doc(path, load_results)
         try:
+            if args.quality:
+                test = select_points(test, args.quality.split(","))
             rows.append(bd_compare(anchor, test, metric=args.metric, method=args.method))
         except (KeyError, ValueError) as exc:
             raise HPCMError(f"{path}: {exc}") from exc
@@ -224,6 +226,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=METHODS, default="pchip",
                    help="interpolation (pchip default; cubic = classic VCEG-M33 polynomial)")
     p.add_argument("--json", action="store_true", help="also print the numbers as JSON")
+    p.add_argument("-q", "--quality", metavar="Q[,Q...]",
+                   help="use only the TEST points with these quality labels, e.g. 2,3,4,5 (BD-rate depends on "
+                   "the overlapping rate range, so adding or dropping a level moves it)")
     p.set_defaults(func=_cmd_bdrate)
 
     p = subparsers.add_parser(

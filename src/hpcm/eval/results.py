@@ -100,6 +100,35 @@ def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
     return doc
 
 
+def select_points(doc: dict[str, Any], qualities: Sequence[Any]) -> dict[str, Any]:
+    """Copy of ``doc`` keeping only the RD points whose ``quality`` label is in ``qualities`` (in file order).
+
+    Labels compare as strings, so ``"2"`` selects quality 2. ``per_image`` records of the dropped points go
+    too, and ``name`` gets a ``[q=...]`` suffix so a table says which points were used. Raises
+    ``ValueError`` when the document has no ``quality`` list or a requested label is not in it.
+    """
+    labels = doc.get("quality")
+    if not isinstance(labels, list) or len(labels) != len(doc["results"]["bpp"]):
+        raise ValueError(f"{doc.get('name', 'results')}: no per-point 'quality' list to select from")
+    wanted = [str(q) for q in qualities]
+    have = [str(q) for q in labels]
+    missing = [q for q in wanted if q not in have]
+    if missing:
+        raise ValueError(f"{doc['name']}: no point with quality {', '.join(missing)} (has {', '.join(have)})")
+    keep = [i for i, q in enumerate(have) if q in wanted]
+    out = dict(doc)
+    out["name"] = f"{doc['name']} [q={','.join(have[i] for i in keep)}]"
+    out["quality"] = [labels[i] for i in keep]
+    out["results"] = {
+        k: ([v[i] for i in keep] if isinstance(v, list) and len(v) == len(labels) else v)
+        for k, v in doc["results"].items()
+    }
+    if "per_image" in doc:
+        out["per_image"] = [r for r in doc["per_image"] if str(r.get("quality")) in wanted]
+    validate_results(out)
+    return out
+
+
 def rd_points(doc: dict[str, Any], metric: str) -> tuple[list[float], list[float]]:
     """(bpp, distortion) lists of a results document; ``metric`` is ``psnr`` or ``ms-ssim`` (in dB).
 
