@@ -227,8 +227,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="interpolation (pchip default; cubic = classic VCEG-M33 polynomial)")
     p.add_argument("--json", action="store_true", help="also print the numbers as JSON")
     p.add_argument("-q", "--quality", metavar="Q[,Q...]",
-                   help="use only the TEST points with these quality labels, e.g. 2,3,4,5 (BD-rate depends on "
-                   "the overlapping rate range, so adding or dropping a level moves it)")
+                   help="use only the TEST points with these quality labels, e.g. 2,3,4,5 (BD-rate depends "
+                   "on the overlapping rate range, so adding or dropping a level moves it)")
     p.set_defaults(func=_cmd_bdrate)
 
     p = subparsers.add_parser(
