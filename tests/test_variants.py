@@ -162,3 +162,15 @@ def test_migration_phase3_to_phase4_copies_all_but_spatial_priors():
     for key in report.copied:
         assert torch.equal(src_sd[key], dst_sd[key])
     assert len(report.copied) + len(report.initialised) == len(dst_sd)
+
+
+def test_config_overrides_and_unknown_fields_are_refused():
+    from hpcm.layers.memory_bank import MemoryBankConfig
+    from hpcm.models.registry import get_config
+
+    cfg = get_config("hpcm-tiny", M=48, cells=[{"kind": "cross", "window": 4, "heads": 8}] * 3)
+    assert cfg.M == 48 and cfg.cells[0].window == 4 and cfg.N == get_config("hpcm-tiny").N
+    with pytest.raises(ValueError, match=r"unknown HPCMConfig fields: \['bogus'\]"):
+        hpcm.create_model("hpcm-tiny", bogus=1)
+    with pytest.raises(ValueError, match=r"unknown MemoryBankConfig fields: \['nope'\]"):
+        MemoryBankConfig.from_dict({"nope": 1})

@@ -81,12 +81,14 @@ matmul, hence no TF32).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from hpcm._fields import unknown_fields
 
 SCALES: tuple[str, str, str] = ("s1", "s2", "s3")
 MODES: tuple[str, str] = ("topk", "soft")
@@ -167,10 +169,9 @@ class MemoryBankConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MemoryBankConfig:
         """Inverse of ``to_dict``; unknown keys raise ``ValueError``."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
+        unknown = unknown_fields(cls, data)
         if unknown:
-            raise ValueError(f"unknown MemoryBankConfig fields: {sorted(unknown)}")
+            raise ValueError(f"unknown MemoryBankConfig fields: {unknown}")
         kw = dict(data)
         if "enabled_scales" in kw:
             kw["enabled_scales"] = tuple(kw["enabled_scales"])

@@ -6,9 +6,10 @@ The defaults describe the official HPCM-Base (spec hpcm.md §2, §3.2, §4.7, §
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hpcm._fields import unknown_fields
 from hpcm.models.components import CellSpec, ContextNetSpec, PriorSpec
 
 
@@ -84,10 +85,9 @@ class HPCMConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HPCMConfig:
         """Inverse of ``to_dict``; unknown keys raise ``ValueError``."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
+        unknown = unknown_fields(cls, data)
         if unknown:
-            raise ValueError(f"unknown HPCMConfig fields: {sorted(unknown)}")
+            raise ValueError(f"unknown HPCMConfig fields: {unknown}")
         return cls(**data)
 
 

@@ -14,7 +14,7 @@ Presets:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from hpcm.models.components import CellSpec, PriorSpec
@@ -46,17 +46,7 @@ def get_config(name: str, **overrides: Any) -> HPCMConfig:
     """The preset's config with ``overrides`` (HPCMConfig fields) applied."""
     if name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    data = _REGISTRY[name].factory().to_dict()
-    valid = {f.name for f in fields(HPCMConfig)}
-    bad = set(overrides) - valid
-    if bad:
-        raise ValueError(f"unknown HPCMConfig fields: {sorted(bad)}")
-    cfg = HPCMConfig.from_dict(data)
-    if overrides:
-        kw = {f.name: getattr(cfg, f.name) for f in fields(HPCMConfig)}
-        kw.update(overrides)
-        cfg = HPCMConfig(**kw)
-    return cfg
+    return HPCMConfig.from_dict({**_REGISTRY[name].factory().to_dict(), **overrides})
 
 
 def create_model(name: str, **overrides: Any):

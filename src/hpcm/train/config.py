@@ -8,10 +8,11 @@ Keys in TOML use the flag names with ``_`` instead of ``-`` (``batch_size``, ``l
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpcm._fields import unknown_fields
 from hpcm.errors import HPCMError
 from hpcm.train.loss import METRICS, MIN_MS_SSIM_SIDE, lambda_for
 
@@ -129,8 +130,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a dict; unknown keys raise :class:`ConfigError`."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = unknown_fields(cls, data)
         if unknown:
             raise ConfigError(f"unknown training settings: {unknown}")
         cfg = cls()
