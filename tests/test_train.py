@@ -140,8 +140,9 @@ def test_config_precedence_milestones_and_toml(tmp_path):
     path.write_text(dumps_toml(cfg.to_dict()))
     again = TrainConfig.from_dict(load_toml(path))
     assert again.to_dict() == cfg.to_dict()
-    with pytest.raises(ConfigError, match="exactly one"):
-        TrainConfig.from_dict({"model": "m", "data": ["d"], "out": "o"}).validate()
+    with pytest.raises(ConfigError, match="not both"):
+        TrainConfig.from_dict({"model": "m", "data": "d", "out": "o", "quality": 2, "lmbda": 0.1}).validate()
+    TrainConfig.from_dict({"model": "m", "data": ["d"], "out": "o"}).validate()  # variable rate
     with pytest.raises(ConfigError, match="patch-size"):
         TrainConfig.from_dict({"model": "m", "data": ["d"], "out": "o", "lmbda": 8.0,
                                "metric": "ms-ssim", "patch_size": 128}).validate()

@@ -33,7 +33,9 @@ def register(subparsers: Any) -> None:
     a("--batch-size", type=int, help="images per step and process (default 8)")
     a("--patch-size", type=int, help="square training crops, a multiple of the model's size multiple (256)")
     q = p.add_mutually_exclusive_group()
-    q.add_argument("--quality", type=int, help="1..6: HPCM's lambda table for --metric")
+    q.add_argument("--quality", type=int,
+                   help="1..6: HPCM's lambda table for --metric (variable-rate models: train this quality "
+                   "only; give neither --quality nor --lmbda to train every quality)")
     q.add_argument("--lmbda", type=float, help="explicit rate-distortion lambda")
     a("--metric", choices=["mse", "ms-ssim"], help="distortion term (default mse)")
     a("--lr", type=float, help="base learning rate (default 1e-4)")
@@ -50,6 +52,8 @@ def register(subparsers: Any) -> None:
     a("--save-every", type=int, help="write checkpoint_last every N steps (default 1000)")
     a("--log-every", type=int, help="metrics log interval in steps (default 10)")
     a("--max-val-images", type=int, help="use at most N validation images")
+    a("--val-holdout", type=int, metavar="N",
+      help="hold N training images out of training and validate on them (instead of --val)")
     a("--num-workers", type=int, help="data loader processes per rank (default 2)")
     a("--seed", type=int, help="seed of the data order, crops and training noise (default 0)")
     a("--downscale-prob", type=float,

@@ -31,6 +31,8 @@ class HPCMConfig:
     cells: per-scale (s1, s2, s3) context cells; context_nets: the s1->s2 and s2->s3 nets;
     prior_s12 / prior_s3: spatial priors. GGM beta and bounds, scale table (min, max, levels).
     memory: reserved for a multi-reference memory bank (not used by the base model).
+    rate_lambdas: anchor λ of a variable-rate model (``hpcm.layers.gain.QualityGains``; quality k has
+    ``rate_lambdas[k - 1]``); empty for a fixed-rate model (the official architecture).
     """
 
     M: int = 320
@@ -50,8 +52,10 @@ class HPCMConfig:
     likelihood_bound: float = 1e-9
     scale_table: tuple[float, float, int] = (0.12, 64.0, 60)
     memory: dict | None = None
+    rate_lambdas: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        self.rate_lambdas = tuple(float(v) for v in self.rate_lambdas)
         self.g_channels = tuple(int(c) for c in self.g_channels)
         self.g_depths = tuple(int(d) for d in self.g_depths)
         self.h_a_depths = tuple(int(d) for d in self.h_a_depths)
@@ -74,6 +78,9 @@ class HPCMConfig:
         for c in (*self.g_channels, self.M, self.N, 2 * self.M):
             if c % self.partial_ratio:
                 raise ValueError(f"channel count {c} not divisible by partial_ratio {self.partial_ratio}")
+        lam = self.rate_lambdas
+        if lam and (len(lam) < 2 or lam[0] <= 0 or any(b <= a for a, b in zip(lam, lam[1:], strict=False))):
+            raise ValueError(f"rate_lambdas must be >= 2 increasing positive values, got {list(lam)}")
         for cell in self.cells:
             if cell.kind == "cross" and (2 * self.M) % cell.heads:
                 raise ValueError(f"2M = {2 * self.M} not divisible by {cell.heads} heads")

@@ -31,6 +31,7 @@ from hpcm.layers.conv import (
     deconv2x2_up,
     deconv4x4_up,
 )
+from hpcm.layers.gain import QualityGains
 from hpcm.models import schedule as S
 from hpcm.models.components import build_cell, build_context_net, build_prior
 from hpcm.models.config import HPCMConfig
@@ -262,6 +263,10 @@ class HPCM(nn.Module):
             from hpcm.layers.memory_bank import HierarchicalMemoryManager
 
             self.memory = HierarchicalMemoryManager(2 * M, dict(cfg.memory))
+        # Variable-rate models (config.rate_lambdas): quality-conditioned gains on y (hpcm.layers.gain).
+        self.quality_gains: QualityGains | None = (
+            QualityGains(cfg.rate_lambdas, M) if cfg.rate_lambdas else None
+        )
         self.weights_info: dict[str, Any] = {}
 
     # -- geometry --------------------------------------------------------------------------------
@@ -353,11 +358,42 @@ class HPCM(nn.Module):
 
     # -- forward ---------------------------------------------------------------------------------
 
-    def forward(self, x: Tensor, training: bool | None = None) -> dict[str, Any]:
-        """x (B, 3, H, W) in [0, 1] -> {"x_hat": (B, 3, H, W), "likelihoods": {"y", "z"}} (§8.1)."""
+    # -- variable rate ---------------------------------------------------------------------------
+
+    @property
+    def variable_rate(self) -> bool:
+        """True when one set of weights codes every quality in ``quality_range`` (gain vectors)."""
+        return self.quality_gains is not None
+
+    def _gains(self, quality: float | Tensor | None, batch: int) -> tuple[Tensor, Tensor] | None:
+        """(gain, inverse gain) (B, M, 1, 1) for ``quality`` (a number or (B,)); None for fixed rate."""
+        if self.quality_gains is None:
+            if quality is not None:
+                raise ValueError("this model has a fixed rate: it takes no quality argument")
+            return None
+        if quality is None:
+            raise ValueError(f"variable-rate model: give a quality in {self.quality_gains.quality_range}")
+        if not isinstance(quality, Tensor):
+            quality = torch.full((batch,), self.quality_gains.check_quality(quality))
+        if quality.numel() == 1:
+            quality = quality.reshape(-1).expand(batch)
+        return self.quality_gains.gains(quality)
+
+    # -- forward ---------------------------------------------------------------------------------
+
+    def forward(
+        self, x: Tensor, training: bool | None = None, quality: float | Tensor | None = None
+    ) -> dict[str, Any]:
+        """x (B, 3, H, W) in [0, 1] -> {"x_hat": (B, 3, H, W), "likelihoods": {"y", "z"}} (§8.1).
+
+        ``quality`` (a number or (B,) per image) is required by variable-rate models and refused by others.
+        """
         training = self.training if training is None else training
         self._check_size(x)
+        gains = self._gains(quality, x.shape[0])
         y = self.g_a(x)
+        if gains is not None:
+            y = y * gains[0]
         z = self.h_a(y)
         z_res = z - self.means_hyper
         if training:
@@ -376,6 +412,8 @@ class HPCM(nn.Module):
             "y": ggm.likelihood(y_values, scales),
             "z": ggm.likelihood(z_values, self.scales_hyper),
         }
+        if gains is not None:
+            y_hat = y_hat * gains[1]
         return {"x_hat": self.g_s(y_hat), "likelihoods": likelihoods}
 
     # -- entropy coding --------------------------------------------------------------------------
@@ -412,15 +450,21 @@ class HPCM(nn.Module):
         return torch.arange(self.N, dtype=torch.int32).view(1, self.N, 1, 1).expand(1, self.N, h, w)
 
     @torch.no_grad()
-    def compress(self, x: Tensor) -> dict[str, Any]:
-        """x (1, 3, H, W), H, W multiples of ``size_multiple`` -> {"strings": [y, z], "shape": (h_z, w_z)}."""
+    def compress(self, x: Tensor, quality: float | None = None) -> dict[str, Any]:
+        """x (1, 3, H, W), H, W multiples of ``size_multiple`` -> {"strings": [y, z], "shape": (h_z, w_z)}.
+
+        ``quality``: required by variable-rate models (the decoder needs the same value).
+        """
         from hpcm.entropy.coder import SymbolEncoder
 
         self._check_size(x)
         if x.shape[0] != 1:
             raise ValueError("compress codes one image at a time (batch size 1)")
+        gains = self._gains(quality, 1)
         self.update()
         y = self.g_a(x)
+        if gains is not None:
+            y = y * gains[0]
         z = self.h_a(y)
         z_sym = torch.round(z - self.means_hyper)
         h_z, w_z = z.shape[-2:]
@@ -433,9 +477,15 @@ class HPCM(nn.Module):
         return {"strings": [y_enc.finish(), z_bytes], "shape": (int(h_z), int(w_z))}
 
     @torch.no_grad()
-    def decompress(self, strings: list[bytes], shape: tuple[int, int]) -> dict[str, Tensor]:
+    def decompress(
+        self, strings: list[bytes], shape: tuple[int, int], quality: float | None = None
+    ) -> dict[str, Tensor]:
         """Inverse of :meth:`compress` -> {"x_hat": (1, 3, 64 h_z, 64 w_z) clamped to [0, 1]}."""
-        return {"x_hat": self.g_s(self.decompress_latent(strings, shape)).clamp_(0, 1)}
+        gains = self._gains(quality, 1)
+        y_hat = self.decompress_latent(strings, shape)
+        if gains is not None:
+            y_hat = y_hat * gains[1].to(y_hat.dtype)
+        return {"x_hat": self.g_s(y_hat).clamp_(0, 1)}
 
     @torch.no_grad()
     def decompress_latent(self, strings: list[bytes], shape: tuple[int, int]) -> Tensor:

@@ -9,12 +9,14 @@ Presets:
   with 8 heads (head_dim 16). 1,952,035 parameters and about 25.8 kMACs/pixel (forward, eval, measured
   with torch FlopCounterMode on a 256x256 input, MACs = FLOPs / 2; the same count gives the base and
   large figures above, equal to the spec's §10.2 values).
+- ``hpcm-tiny-vr``: ``hpcm-tiny`` with quality-conditioned gains (``hpcm.layers.gain``): one set of
+  weights for every quality in 1..8 (fractional qualities interpolate), anchors ``VR_LAMBDAS``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hpcm.models.components import CellSpec, PriorSpec
@@ -82,9 +84,19 @@ def _tiny() -> HPCMConfig:
     )
 
 
+#: Anchor λ (MSE) of the variable-rate presets, quality 1..8: HPCM's six rate points (quality 1..5 keep
+#: the fixed-rate presets' λ) and two above them, continuing the ×1.93 progression, for high quality.
+VR_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932, 0.18)
+
+
+def _tiny_vr() -> HPCMConfig:
+    return replace(_tiny(), rate_lambdas=VR_LAMBDAS)
+
+
 register_model("hpcm-base", _base, "official HPCM-Base (68.5 M parameters)")
 register_model("hpcm-large", _large, "official HPCM-Large (89.7 M parameters)")
 register_model("hpcm-tiny", _tiny, "HPCM structure at CPU-trainable size (M=64, N=64)")
+register_model("hpcm-tiny-vr", _tiny_vr, "hpcm-tiny with quality gains: one model for qualities 1..8")
 
 # The RWKV phases and multi-reference presets register themselves on import.
 from hpcm.models import variants as _variants  # noqa: E402,F401

@@ -47,6 +47,7 @@ class TrainConfig:
     save_every: int = 1000
     log_every: int = 10
     max_val_images: int | None = None
+    val_holdout: int = 0  # hold this many training images out of training and validate on them
     num_workers: int = 2
     seed: int = 0
     downscale_prob: float = 0.0
@@ -61,11 +62,13 @@ class TrainConfig:
     progress: bool = True
 
     @property
-    def resolved_lmbda(self) -> float:
-        """λ from ``lmbda`` or from the quality table of ``metric``."""
+    def resolved_lmbda(self) -> float | None:
+        """λ from ``lmbda`` or from the quality table of ``metric``; None for variable-rate training
+        (neither given: every crop draws its own quality, λ comes from the model's anchors)."""
         if self.lmbda is not None:
             return float(self.lmbda)
-        assert self.quality is not None
+        if self.quality is None:
+            return None
         return lambda_for(self.quality, self.metric)
 
     def validate(self) -> None:
@@ -78,8 +81,8 @@ class TrainConfig:
             raise ConfigError("--out is required (the run folder)")
         if self.metric not in METRICS:
             raise ConfigError(f"--metric must be one of {METRICS}, got {self.metric!r}")
-        if (self.quality is None) == (self.lmbda is None):
-            raise ConfigError("give exactly one of --quality 1..6 and --lmbda")
+        if self.quality is not None and self.lmbda is not None:
+            raise ConfigError("give one of --quality and --lmbda, not both (neither: variable-rate model)")
         if self.quality is not None and not 1 <= self.quality <= 6:
             raise ConfigError(f"--quality must be 1..6, got {self.quality}")
         if self.lmbda is not None and not (self.lmbda > 0 and math.isfinite(self.lmbda)):
@@ -89,6 +92,10 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
         if self.num_workers < 0:
             raise ConfigError("--num-workers must be >= 0")
+        if self.val_holdout < 0:
+            raise ConfigError("--val-holdout must be >= 0")
+        if self.val_holdout and self.val:
+            raise ConfigError("give one of --val and --val-holdout")
         if self.metric == "ms-ssim" and self.patch_size < MIN_MS_SSIM_SIDE:
             raise ConfigError(f"MS-SSIM training needs --patch-size >= {MIN_MS_SSIM_SIDE}")
         if self.amp not in (None, "bf16"):

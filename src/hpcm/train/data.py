@@ -213,10 +213,13 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 class ValidationImages:
-    """Full validation images (sorted, recursive), at most ``max_images``; items are (1, 3, H, W) tensors."""
+    """Full validation images, at most ``max_images``; items are (1, 3, H, W) tensors.
 
-    def __init__(self, folder: str | Path, max_images: int | None = None) -> None:
-        paths = find_images([folder])
+    ``source``: a folder (its images, sorted, recursive) or a list of image paths (used as given).
+    """
+
+    def __init__(self, source: str | Path | Sequence[Path], max_images: int | None = None) -> None:
+        paths = find_images([source]) if isinstance(source, str | Path) else list(source)
         if max_images is not None:
             if max_images <= 0:
                 raise ValueError("max_images must be positive")

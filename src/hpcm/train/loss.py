@@ -37,30 +37,54 @@ def bits_per_pixel(likelihoods: dict[str, torch.Tensor], num_pixels: int) -> dic
 
 
 class RateDistortionLoss(nn.Module):
-    """λ-weighted distortion plus bpp: ``loss``, ``bpp``, ``bpp_y``, ``bpp_z``, ``mse`` (and ``ms_ssim``)."""
+    """λ-weighted distortion plus bpp: ``loss``, ``bpp``, ``bpp_y``, ``bpp_z``, ``mse`` (and ``ms_ssim``).
 
-    def __init__(self, lmbda: float, metric: str = "mse") -> None:
+    ``lmbda`` is the trade-off of every call, or None when each call passes a per-image λ (B,)
+    (variable-rate training, where every crop has its own quality); the loss is then the batch mean of
+    ``λ_b·D_b + R_b``, which equals the fixed-λ loss when all λ_b are equal.
+    """
+
+    def __init__(self, lmbda: float | None, metric: str = "mse") -> None:
         super().__init__()
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r} (expected one of {METRICS})")
-        if not lmbda > 0:
+        if lmbda is not None and not lmbda > 0:
             raise ValueError(f"lambda must be positive, got {lmbda}")
-        self.lmbda = float(lmbda)
+        self.lmbda = None if lmbda is None else float(lmbda)
         self.metric = metric
 
-    def forward(self, output: dict, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``output``: the model's forward dict; ``target``: (B, 3, H, W) in [0, 1]. All terms in float32."""
+    def forward(
+        self, output: dict, target: torch.Tensor, lmbda: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``output``: the model's forward dict; ``target``: (B, 3, H, W) in [0, 1]; ``lmbda``: (B,) or None.
+
+        All terms in float32.
+        """
         b, _, h, w = target.shape
+        if lmbda is None:
+            if self.lmbda is None:
+                raise ValueError("this loss has no fixed lambda: pass one per image")
+            lam = torch.full((b,), self.lmbda, device=target.device)
+        else:
+            lam = lmbda.to(device=target.device, dtype=torch.float32).reshape(-1).expand(b)
         x_hat = output["x_hat"].float()
         target = target.float()
-        out = bits_per_pixel(output["likelihoods"], b * h * w)
-        out["bpp"] = sum(out.values())
-        out["mse"] = torch.mean((x_hat - target) ** 2)
+        scale = -math.log(2) * h * w
+        per_image = {
+            f"bpp_{k}": torch.log(v.float()).reshape(b, -1).sum(1) / scale
+            for k, v in output["likelihoods"].items()
+        }
+        out = {k: v.mean() for k, v in per_image.items()}
+        rate = sum(per_image.values())
+        out["bpp"] = rate.mean()
+        mse = torch.mean((x_hat - target) ** 2, dim=(1, 2, 3))
+        out["mse"] = mse.mean()
         if self.metric == "mse":
-            out["loss"] = self.lmbda * 255.0**2 * out["mse"] + out["bpp"]
+            out["loss"] = (lam * 255.0**2 * mse + rate).mean()
         else:
-            out["ms_ssim"] = ms_ssim(x_hat, target, data_range=1.0, size_average=True)
-            out["loss"] = self.lmbda * (1.0 - out["ms_ssim"]) + out["bpp"]
+            msssim = ms_ssim(x_hat, target, data_range=1.0, size_average=False)
+            out["ms_ssim"] = msssim.mean()
+            out["loss"] = (lam * (1.0 - msssim) + rate).mean()
         return out
 
 

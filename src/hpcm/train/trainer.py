@@ -143,16 +143,23 @@ def evaluate(
     *,
     device: torch.device,
     amp: bool = False,
+    quality: float | None = None,
 ) -> dict[str, float]:
     """Mean loss, bpp (y, z), MSE, 8-bit PSNR (and MS-SSIM) over full images padded to ``size_multiple``.
 
     bpp is the likelihood estimate of the padded latents divided by the *unpadded* pixel count.
+    ``quality``: for variable-rate models (λ then comes from the model's anchors).
     """
     from pytorch_msssim import ms_ssim
 
     from hpcm.eval.metrics import psnr, to_uint8
 
     multiple = int(getattr(model, "size_multiple", 1))
+    lmbda = criterion.lmbda
+    kwargs = {}
+    if quality is not None:
+        kwargs["quality"] = quality
+        lmbda = float(model.quality_gains.lmbda(torch.tensor([float(quality)])))
     was_training = model.training
     model.eval()
     totals: dict[str, float] = {}
@@ -161,7 +168,7 @@ def evaluate(
             x = x.to(device)
             h, w = x.shape[-2:]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                out = model(pad_to_multiple(x, multiple), training=False)
+                out = model(pad_to_multiple(x, multiple), training=False, **kwargs)
             x_hat = out["x_hat"].float()[..., :h, :w].clamp(0, 1)
             terms = {k: float(v) for k, v in bits_per_pixel(out["likelihoods"], h * w).items()}
             terms["bpp"] = sum(terms.values())
@@ -169,9 +176,9 @@ def evaluate(
             terms["psnr"] = psnr(to_uint8(x), to_uint8(x_hat))
             if criterion.metric == "ms-ssim":
                 terms["ms_ssim"] = float(ms_ssim(x_hat, x, data_range=1.0)) if min(h, w) > 160 else math.nan
-                terms["loss"] = criterion.lmbda * (1 - terms["ms_ssim"]) + terms["bpp"]
+                terms["loss"] = lmbda * (1 - terms["ms_ssim"]) + terms["bpp"]
             else:
-                terms["loss"] = criterion.lmbda * 255.0**2 * terms["mse"] + terms["bpp"]
+                terms["loss"] = lmbda * 255.0**2 * terms["mse"] + terms["bpp"]
             for k, v in terms.items():
                 totals[k] = totals.get(k, 0.0) + v
     finally:
@@ -300,6 +307,14 @@ def _train(
     if cfg.patch_size % multiple:
         raise ConfigError(f"--patch-size {cfg.patch_size} is not a multiple of the model's {multiple}")
     lmbda = cfg.resolved_lmbda
+    gains = getattr(model, "quality_gains", None)
+    if gains is None and lmbda is None:
+        raise ConfigError(f"give --quality or --lmbda ({cfg.model} is not a variable-rate model)")
+    if gains is not None and cfg.lmbda is not None:
+        raise ConfigError(f"{cfg.model} is variable-rate: give --quality to train one quality, or neither")
+    fixed_quality = float(cfg.quality) if gains is not None and cfg.quality is not None else None
+    if gains is not None:
+        lmbda = None  # per crop, from the model's anchors
     criterion = RateDistortionLoss(lmbda, cfg.metric)
 
     # ---- weights: resume > init-from > fresh
@@ -355,6 +370,7 @@ def _train(
     # ---- data
     paths = find_images(cfg.data)
     check_images(paths)
+    paths, held_out = split_holdout(paths, cfg.val_holdout)
     dataset = PatchDataset(
         paths, cfg.patch_size, downscale_prob=cfg.downscale_prob, downscale_min=cfg.downscale_min
     )
@@ -374,7 +390,11 @@ def _train(
         pin_memory=device.type == "cuda",
         worker_init_fn=_worker_init if cfg.num_workers else None,
     )
-    val_images = ValidationImages(cfg.val, cfg.max_val_images) if cfg.val and info.is_main else None
+    val_images = None
+    if info.is_main and cfg.val:
+        val_images = ValidationImages(cfg.val, cfg.max_val_images)
+    elif info.is_main and held_out:
+        val_images = ValidationImages(held_out, cfg.max_val_images)
 
     # ---- bookkeeping
     meta_base = {
@@ -382,6 +402,7 @@ def _train(
         "model_config": model_config_dict(model),
         "lmbda": lmbda,
         "quality": cfg.quality,
+        "rate_lambdas": list(gains.log_lambdas.exp().tolist()) if gains is not None else None,
         "metric": cfg.metric,
         "data": [str(Path(d).resolve()) for d in cfg.data],
         "num_train_images": len(paths),
@@ -408,7 +429,7 @@ def _train(
         nonlocal best_val
         res: dict[str, float] = {}
         if val_images is not None:
-            res = evaluate(model, val_images, criterion, device=device, amp=use_amp)
+            res = _validate_all(model, val_images, criterion, device, use_amp, fixed_quality)
             log.write({"split": "val", "step": step, **res})
             if tb is not None:
                 for k, v in res.items():
@@ -451,9 +472,17 @@ def _train(
                 g["lr"] = lr * g["lr_factor"]
             torch.manual_seed(mix_seed(cfg.seed, 0x7EA1, step, info.rank))
             x = batch.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = net(x, training=True)
-            terms = criterion(out, x)
+            if gains is None:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    out = net(x, training=True)
+                terms = criterion(out, x)
+            else:  # variable rate: every crop draws its quality (seeded above, so resume is exact)
+                lo, hi = gains.quality_range
+                q = torch.full((x.shape[0],), fixed_quality) if fixed_quality is not None else (
+                    lo + (hi - lo) * torch.rand(x.shape[0]))
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    out = net(x, training=True, quality=q.to(device))
+                terms = criterion(out, x, lmbda=gains.lmbda(q))
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_max_norm)
@@ -501,13 +530,49 @@ def _train(
                 break
     bar.close()
     if not interrupted:
-        last_val = validate(step) if cfg.val else {}
+        last_val = validate(step) if (cfg.val or cfg.val_holdout) else {}
     save(last_path, step)
     if tb is not None:
         tb.close()
     if interrupted and info.is_main:
         print(f"hpcm train: stopped at step {step}; saved {last_path} (use --resume)", file=sys.stderr)
     return TrainResult(step, interrupted, skipped, best_val, run_dir, last_train, last_val)
+
+
+def _validate_all(
+    model: nn.Module,
+    images: ValidationImages,
+    criterion: RateDistortionLoss,
+    device: torch.device,
+    amp: bool,
+    fixed_quality: float | None,
+) -> dict[str, float]:
+    """Validation metrics; a variable-rate model is measured at every anchor quality (``q<k>/...`` keys)
+    and its ``loss``/``bpp``/``psnr`` are the means over the anchors."""
+    gains = getattr(model, "quality_gains", None)
+    if gains is None:
+        return evaluate(model, images, criterion, device=device, amp=amp)
+    qualities = [fixed_quality] if fixed_quality is not None else list(range(1, gains.num_anchors + 1))
+    res: dict[str, float] = {"images": len(images)}
+    per_q = [evaluate(model, images, criterion, device=device, amp=amp, quality=q) for q in qualities]
+    for q, r in zip(qualities, per_q, strict=True):
+        res |= {f"q{q:g}/{k}": v for k, v in r.items() if k != "images"}
+    for key in ("loss", "bpp", "psnr", "mse"):
+        res[key] = sum(r[key] for r in per_q) / len(per_q)
+    return res
+
+
+def split_holdout(paths: list[Path], count: int) -> tuple[list[Path], list[Path]]:
+    """(training paths, ``count`` held-out paths): evenly spaced over the sorted list, so every source
+    folder contributes; a pure function of the list (the same images on every machine and resume)."""
+    if count <= 0:
+        return paths, []
+    if count >= len(paths):
+        raise ConfigError(f"--val-holdout {count} leaves no training images (found {len(paths)})")
+    picked = {round((i + 0.5) * len(paths) / count) for i in range(count)}
+    picked = {min(i, len(paths) - 1) for i in picked}
+    kept = [p for i, p in enumerate(paths) if i not in picked]
+    return kept, [p for i, p in enumerate(paths) if i in picked]
 
 
 def _reduce_window(
@@ -532,5 +597,8 @@ def _check_resumable(cfg: TrainConfig, meta: dict[str, Any]) -> None:
             raise CheckpointError(
                 f"--resume: {key} differs from the checkpoint ({saved.get(key)!r} vs {getattr(cfg, key)!r})"
             )
-    if not math.isclose(float(meta.get("lmbda", math.nan)), cfg.resolved_lmbda):
+    saved_lmbda = meta.get("lmbda")
+    if saved_lmbda is None and meta.get("rate_lambdas"):
+        return  # variable-rate run: λ comes from the model's anchors
+    if cfg.resolved_lmbda is None or not math.isclose(float(saved_lmbda or math.nan), cfg.resolved_lmbda):
         raise CheckpointError(f"--resume: lambda differs from the checkpoint ({meta.get('lmbda')})")

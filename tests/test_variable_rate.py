@@ -1,0 +1,162 @@
+"""Variable-rate models: quality gains, per-crop λ training, fractional-quality coding."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from hpcm.layers.gain import QualityGains
+from hpcm.models.registry import VR_LAMBDAS, create_model
+from hpcm.train.config import ConfigError, TrainConfig
+from hpcm.train.loss import RateDistortionLoss
+from hpcm.train.trainer import split_holdout, train
+
+
+def test_gains_interpolate_between_anchors():
+    g = QualityGains((0.01, 0.02, 0.08), channels=4)
+    with torch.no_grad():
+        g.log_gain.copy_(torch.arange(12.0).view(3, 4))
+    gain, inv = g.gains(torch.tensor([1.0, 2.0, 3.0, 2.5]))
+    assert gain.shape == (4, 4, 1, 1)
+    assert torch.allclose(gain[:3, :, 0, 0].log(), g.log_gain.detach(), atol=1e-6)
+    assert torch.allclose(gain[3, :, 0, 0].log(), g.log_gain[1:].detach().mean(0), atol=1e-6)
+    lam = g.lmbda(torch.tensor([1.0, 1.5, 3.0]))
+    assert lam[0].item() == pytest.approx(0.01) and lam[2].item() == pytest.approx(0.08)
+    assert lam[1].item() == pytest.approx(math.sqrt(0.01 * 0.02), rel=1e-5)
+    # initial gains scale the step like 1/sqrt(λ) and invert each other
+    h = QualityGains((0.01, 0.04), channels=2)
+    gain, inv = h.gains(torch.tensor([1.0, 2.0]))
+    assert (gain[1] / gain[0]).flatten().tolist() == pytest.approx([2.0, 2.0], rel=1e-5)
+    assert torch.allclose(gain * inv, torch.ones_like(gain))
+    assert g.check_quality(2) == 2.0
+    for bad in (0.5, 3.5, float("nan")):
+        with pytest.raises(ValueError, match="quality must be in 1..3"):
+            g.check_quality(bad)
+    with pytest.raises(ValueError, match="increasing"):
+        QualityGains((0.02, 0.01), 4)
+
+
+def test_fixed_and_variable_rate_quality_arguments():
+    x = torch.rand(1, 3, 64, 64)
+    fixed = create_model("hpcm-tiny").eval()
+    with pytest.raises(ValueError, match="fixed rate"):
+        fixed(x, quality=2.0)
+    vr = create_model("hpcm-tiny-vr").eval()
+    assert vr.variable_rate and not fixed.variable_rate
+    assert vr.config.rate_lambdas == VR_LAMBDAS
+    with pytest.raises(ValueError, match="give a quality"):
+        vr(x)
+    with pytest.raises(ValueError, match="quality must be in"):
+        vr(x, quality=9.0)
+
+
+@pytest.mark.parametrize("quality", [1.0, 3.37, 8.0])
+def test_variable_rate_roundtrip_is_exact(quality):
+    torch.manual_seed(0)
+    model = create_model("hpcm-tiny-vr").eval()
+    with torch.no_grad():  # distinct per-channel gains, so a wrong quality would show
+        model.quality_gains.log_gain.add_(0.1 * torch.randn_like(model.quality_gains.log_gain))
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        ref = model(x, training=False, quality=quality)["x_hat"].clamp(0, 1)
+    enc = model.compress(x, quality=quality)
+    dec = model.decompress(enc["strings"], enc["shape"], quality=quality)["x_hat"]
+    assert torch.equal(dec, ref)
+    other_q = 9.0 - quality if quality != 4.5 else 1.0
+    other = model.decompress(enc["strings"], enc["shape"], quality=other_q)["x_hat"]
+    assert not torch.equal(other, ref)
+
+
+def test_higher_quality_spends_more_bits(shared_dir):
+    from hpcm.codec.image_io import read_image
+    from hpcm.models.io import load_model
+
+    model = create_model("hpcm-tiny-vr").eval()  # fixed-rate trained weights + the initial gains
+    model.load_state_dict(load_model("hpcm-tiny", quality=4).state_dict(), strict=False)
+    image = read_image(shared_dir / "data" / "kodak" / "kodim23.png")[:128, :128]
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    sizes = [len(model.compress(x, quality=q)["strings"][0]) for q in (1.0, 4.0, 8.0)]
+    assert sizes[0] < sizes[1] < sizes[2], sizes
+
+
+def test_per_image_lambda_loss():
+    torch.manual_seed(2)
+    x = torch.rand(2, 3, 16, 16)
+    x_hat = x + 0.05 * torch.randn_like(x)
+    lik = {"y": torch.rand(2, 4, 2, 2) * 0.9 + 0.05, "z": torch.rand(2, 2, 1, 1) * 0.9 + 0.05}
+    out = {"x_hat": x_hat, "likelihoods": lik}
+    fixed = RateDistortionLoss(0.01)(out, x)
+    same = RateDistortionLoss(None)(out, x, lmbda=torch.tensor([0.01, 0.01]))
+    assert same["loss"].item() == pytest.approx(fixed["loss"].item(), rel=1e-6)
+    mixed = RateDistortionLoss(None)(out, x, lmbda=torch.tensor([0.01, 0.1]))
+    mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
+    rate = sum(torch.log(v).reshape(2, -1).sum(1) for v in lik.values()) / (-math.log(2) * 256)
+    expect = ((torch.tensor([0.01, 0.1]) * 255**2 * mse + rate).mean()).item()
+    assert mixed["loss"].item() == pytest.approx(expect, rel=1e-5)
+    with pytest.raises(ValueError, match="per image"):
+        RateDistortionLoss(None)(out, x)
+
+
+def test_split_holdout_is_deterministic_and_disjoint():
+    paths = [Path(f"img{i:03d}.png") for i in range(50)]
+    train_paths, held = split_holdout(paths, 5)
+    assert len(held) == 5 and len(train_paths) == 45 and not set(held) & set(train_paths)
+    assert split_holdout(paths, 5) == (train_paths, held)
+    assert held[0] != paths[0] and held[-1] != paths[-1]  # spread over the list, not a prefix
+    assert split_holdout(paths, 0) == (paths, [])
+    with pytest.raises(ConfigError, match="no training images"):
+        split_holdout(paths, 50)
+
+
+@pytest.fixture(scope="module")
+def train_dir(tmp_path_factory, shared_dir) -> Path:
+    root = tmp_path_factory.mktemp("vr-data")
+    src = shared_dir / "data" / "train" / "bsds500" / "test"
+    for name in ("384022.jpg", "112090.jpg", "48017.jpg", "100007.jpg"):
+        with Image.open(src / name) as im:  # small copies keep the validation fast
+            im.convert("RGB").resize((128, 96)).save(root / name.replace(".jpg", ".png"))
+    return root
+
+
+def _cfg(train_dir: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(model="hpcm-tiny-vr", data=[str(train_dir)], out=str(out), steps=4, batch_size=2,
+                patch_size=64, num_workers=0, log_every=1, val_every=2, save_every=1000, val_holdout=1,
+                progress=False, device="cpu")
+    base.update(kw)
+    return TrainConfig.from_dict(base)
+
+
+def test_variable_rate_training_resumes_exactly(train_dir, tmp_path):
+    res = train(_cfg(train_dir, tmp_path / "a"))
+    assert res.step == 4
+    assert {f"q{k}/psnr" for k in range(1, 9)} <= set(res.last_val) and res.last_val["images"] == 1
+    meta = json.loads((tmp_path / "a" / "checkpoint_last.json").read_text())
+    assert meta["lmbda"] is None and meta["rate_lambdas"] == pytest.approx(list(VR_LAMBDAS))
+
+    def stop_at_2(step, _):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    assert train(_cfg(train_dir, tmp_path / "b"), on_step=stop_at_2).interrupted
+    train(_cfg(train_dir, tmp_path / "b", resume=True))
+    la = [json.loads(s) for s in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(s) for s in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    key = [(e["split"], e["step"], e["loss"]) for e in la]
+    assert key == [(e["split"], e["step"], e["loss"]) for e in lb]
+
+
+def test_variable_rate_config_errors(train_dir, tmp_path):
+    with pytest.raises(ConfigError, match="variable-rate"):
+        train(_cfg(train_dir, tmp_path / "c", lmbda=0.01))
+    with pytest.raises(ConfigError, match="not a variable-rate model"):
+        train(_cfg(train_dir, tmp_path / "d", model="hpcm-tiny"))
+    one = train(_cfg(train_dir, tmp_path / "e", quality=6, steps=2))  # one quality of a variable-rate model
+    terms = ("bpp", "bpp_y", "bpp_z", "loss", "mse", "psnr")
+    assert {k for k in one.last_val if k.startswith("q")} == {"q6/" + k for k in terms}
