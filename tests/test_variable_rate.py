@@ -160,3 +160,40 @@ def test_variable_rate_config_errors(train_dir, tmp_path):
     one = train(_cfg(train_dir, tmp_path / "e", quality=6, steps=2))  # one quality of a variable-rate model
     terms = ("bpp", "bpp_y", "bpp_z", "loss", "mse", "psnr")
     assert {k for k in one.last_val if k.startswith("q")} == {"q6/" + k for k in terms}
+
+
+def test_codec_api_and_cli_code_the_chosen_quality(shared_dir, tmp_path, capsys):
+    from hpcm.cli.main import main
+    from hpcm.codec.api import coding_quality, decode, encode
+    from hpcm.codec.image_io import read_image
+    from hpcm.errors import HPCMError
+    from hpcm.models.io import load_model
+
+    image = read_image(shared_dir / "data" / "kodak" / "kodim23.png")[200:270, 300:390]
+    model = load_model("hpcm-tiny-vr")
+    assert coding_quality(model, None) == 3.0 and coding_quality(model, 2.004) == 2.0
+    with pytest.raises(HPCMError, match="quality must be in 1..8"):
+        coding_quality(model, 8.5)
+    low, high = (encode(model, image, quality=q, verify=True) for q in (1, 8))
+    assert low[1].quality == 1 and high[1].quality == 8
+    for data, header, _ in (low, high):
+        decoded, again, _ = decode(data, model)
+        assert decoded.shape == image.shape and again.quality == header.quality
+    fixed = load_model("hpcm-tiny", quality=2)
+    assert coding_quality(fixed, None) is None and coding_quality(fixed, 2) is None
+    with pytest.raises(HPCMError, match="quality 2 only"):
+        encode(fixed, image, quality=4)
+    # CLI: the quality goes to the encoder, the decoder takes it from the header
+    src = tmp_path / "crop.png"
+    from PIL import Image as PILImage
+
+    PILImage.fromarray(image).save(src)
+    for q in ("2", "7"):
+        out = tmp_path / f"q{q}.hpcm"
+        assert main(["compress", str(src), "-o", str(out), "--model", "hpcm-tiny-vr", "--quality", q]) == 0
+        assert main(["decompress", str(out), "-o", str(tmp_path / f"q{q}.png")]) == 0
+    sizes = [(tmp_path / f"q{q}.hpcm").stat().st_size for q in ("2", "7")]
+    assert sizes[0] < sizes[1]
+    capsys.readouterr()
+    assert main(["compress", str(src), "-o", str(tmp_path / "x.hpcm"), "--quality", "2.5"]) == 1
+    assert "variable-rate" in capsys.readouterr().err

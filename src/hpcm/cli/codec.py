@@ -34,7 +34,7 @@ def _untrained_warning(model) -> None:
         _note(f"note: weights {info.get('preset')} q{info.get('quality') or '-'}: {info['note']}")
 
 
-def _load(spec: str, *, quality: int | None, device: str, preset: str | None = None):
+def _load(spec: str, *, quality: float | None, device: str, preset: str | None = None):
     import torch
 
     from hpcm.models.io import load_model
@@ -47,8 +47,18 @@ def _load(spec: str, *, quality: int | None, device: str, preset: str | None = N
         raise HPCMError(f"device {device!r} requested but CUDA is not available")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise HPCMError(f"device {device!r} requested but MPS is not available")
+    from hpcm.models.io import is_variable_rate_preset
+    from hpcm.models.registry import list_models
+
+    if quality is not None and not float(quality).is_integer():
+        if spec not in list_models() or not is_variable_rate_preset(spec):
+            if not str(spec).endswith(".safetensors"):
+                raise HPCMError(f"quality {quality:g} needs a variable-rate model (e.g. hpcm-tiny-vr)")
+        quality_arg = None  # a variable-rate model: the quality is chosen when coding
+    else:
+        quality_arg = None if quality is None else int(quality)
     t0 = time.perf_counter()
-    model = load_model(spec, quality=quality, device=device, preset=preset)
+    model = load_model(spec, quality=quality_arg, device=device, preset=preset)
     return model, time.perf_counter() - t0
 
 
@@ -94,7 +104,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     spec = args.checkpoint or args.model
     model, load_s = _load(spec, quality=args.quality, device=args.device, preset=args.model)
     _untrained_warning(model)
-    data, header, times = encode(model, image, padding=args.padding, verify=args.verify)
+    data, header, times = encode(model, image, quality=args.quality, padding=args.padding, verify=args.verify)
     atomic_write_bytes(out, data, overwrite=args.force)
     h, w = image.shape[:2]
     _say(
@@ -169,7 +179,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     model, load_s = _load(args.model, quality=args.quality, device=args.device)
     info = model.weights_info
     h, w = image.shape[:2]
-    _say(f"hpcm demo: {src.name} ({w}x{h}), model {info['preset']} q{info.get('quality') or '-'} "
+    quality = args.quality if getattr(model, "variable_rate", False) else info.get("quality")
+    _say(f"hpcm demo: {src.name} ({w}x{h}), model {info['preset']} q{quality or '-'} "
          f"on {args.device} (loaded in {load_s:.2f} s)")
     if not info.get("trained", True):
         _say(
@@ -179,7 +190,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     elif info.get("note"):
         _say(f"NOTE: {info['note']}")
-    data, header, enc = encode(model, image)
+    data, header, enc = encode(model, image, quality=args.quality)
     decoded, _, dec = decode(data, model)
     if decoded.shape != image.shape:
         raise HPCMError(f"demo: decoded shape {decoded.shape} differs from {image.shape}")
@@ -198,8 +209,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- argument parsing -------------------------------------------------------------------------------
 
 
-def _quality(text: str) -> int:
-    q = int(text)
+def _quality(text: str) -> float:
+    try:
+        q = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"quality must be a number, got {text!r}") from None
     if not 1 <= q <= 255:
         raise argparse.ArgumentTypeError("quality must be between 1 and 255 (trained presets: 1..6)")
     return q
@@ -219,8 +233,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help="preset name (see `hpcm models`); with a .pth.tar "
                    "checkpoint, the architecture to load it into")
     p.add_argument("--quality", type=_quality, default=None,
-                   help="rate point (low..high) among the preset's shipped trained weights (listed by "
-                   "`hpcm models`; hpcm-tiny: 1..5); default 3")
+                   help="rate point (low..high): one of the preset's shipped trained weights (listed by "
+                   "`hpcm models`; hpcm-tiny: 1..5), or any value in a variable-rate model's range "
+                   "(hpcm-tiny-vr: 1.0..8.0, e.g. 3.5); default 3")
     p.add_argument("--checkpoint", metavar="PATH",
                    help=".safetensors weights or official .pth.tar checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")

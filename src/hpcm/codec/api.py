@@ -83,18 +83,48 @@ def pinned_threads(threads: int) -> Iterator[None]:
             torch.set_num_threads(previous)
 
 
+#: Resolution of a variable-rate model's quality in a file header (1/100).
+QUALITY_STEP = 0.01
+#: Quality a variable-rate model codes at when none is given.
+DEFAULT_VR_QUALITY = 3.0
+
+
+def is_variable_rate(model: nn.Module) -> bool:
+    """True for a model whose quality is chosen per image (``model.variable_rate``)."""
+    return bool(getattr(model, "variable_rate", False))
+
+
+def coding_quality(model: nn.Module, quality: float | None) -> float | None:
+    """The quality ``model`` codes at: for a variable-rate model ``quality`` (default
+    ``DEFAULT_VR_QUALITY``) rounded to the header's ``QUALITY_STEP`` and checked against the model's
+    range; for a fixed-rate model None (its weights are one quality; a different ``quality`` is an error).
+    """
+    if not is_variable_rate(model):
+        own = (getattr(model, "weights_info", None) or {}).get("quality")
+        if quality is not None and own is not None and float(quality) != float(own):
+            raise HPCMError(f"these weights code quality {own} only, not {quality:g}")
+        return None
+    q = DEFAULT_VR_QUALITY if quality is None else float(quality)
+    q = round(round(q / QUALITY_STEP) * QUALITY_STEP, 2)
+    lo, hi = model.quality_gains.quality_range
+    if not lo <= q <= hi:
+        raise HPCMError(f"quality must be in {lo:g}..{hi:g} for this model, got {quality}")
+    return q
+
+
 def model_identity(model: nn.Module) -> tuple[str, int, bytes]:
     """(preset name, quality or 0, 8-byte weights fingerprint) identifying ``model`` in a file header.
 
     Taken from ``model.weights_info`` (set by ``hpcm.models.io.load_model``) when present; otherwise
     the fingerprint is computed from the current weights and the preset is ``model.preset``, the
-    registered preset whose config equals ``model.config``, or "custom".
+    registered preset whose config equals ``model.config``, or "custom". The quality of a variable-rate
+    model is 0 here (it is chosen per image, see :func:`coding_quality`).
     """
     from hpcm.models.io import weights_fingerprint
 
     info = getattr(model, "weights_info", None) or {}
     preset = info.get("preset") or getattr(model, "preset", None) or _matching_preset(model) or "custom"
-    quality = int(info.get("quality") or 0)
+    quality = 0 if is_variable_rate(model) else int(info.get("quality") or 0)
     fp_hex = info.get("fingerprint") or weights_fingerprint(model)
     return str(preset), quality, bytes.fromhex(fp_hex)[: container.FINGERPRINT_BYTES]
 
@@ -161,9 +191,10 @@ def _size_multiple(model: nn.Module) -> int:
 def _decode_streams(model: nn.Module, header: Header, streams: list[bytes]) -> np.ndarray:
     """Run ``model.decompress`` and crop; defects in the streams become ``FormatError``."""
     threads = header.threads if model_device(model).type == "cpu" else 0
+    kwargs = {"quality": coding_quality(model, header.quality)} if is_variable_rate(model) else {}
     try:
         with torch.inference_mode(), pinned_threads(threads):
-            out = model.decompress(list(streams), tuple(header.z_shape))
+            out = model.decompress(list(streams), tuple(header.z_shape), **kwargs)
     except HPCMError:
         raise
     except (MemoryError, KeyboardInterrupt):
@@ -179,9 +210,12 @@ def _decode_streams(model: nn.Module, header: Header, streams: list[bytes]) -> n
     return np.ascontiguousarray(full[t : t + header.height, l : l + header.width])
 
 
-def encode(model: nn.Module, image: np.ndarray, *, padding: str = "replicate",
+def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None, padding: str = "replicate",
            verify: bool = False) -> tuple[bytes, Header, CodecTimes]:
     """Code ``image`` (H, W, 3 uint8); return (file bytes, header, times).
+
+    ``quality``: for variable-rate models, any value in the model's range (stored in the header to
+    1/100; default ``DEFAULT_VR_QUALITY``); fixed-rate models code their weights' quality.
 
     With ``verify`` the streams are decoded again in-process and compared with the reconstruction of
     an eval-mode forward pass; a mismatch raises ``HPCMError``. The header then also carries the
@@ -191,18 +225,20 @@ def encode(model: nn.Module, image: np.ndarray, *, padding: str = "replicate",
     t0 = time.perf_counter()
     device = model_device(model)
     multiple = _size_multiple(model)
-    preset, quality, fingerprint = model_identity(model)
+    vr_quality = coding_quality(model, quality)
+    kwargs = {} if vr_quality is None else {"quality": vr_quality}
+    preset, own_quality, fingerprint = model_identity(model)
     padded, top, left = pad_image(image, multiple, padding)
     x = _to_tensor(padded, device)
     threads = coding_threads(device)
     t1 = time.perf_counter()
     with torch.inference_mode(), pinned_threads(threads):
-        out = model.compress(x)
+        out = model.compress(x, **kwargs)
     t2 = time.perf_counter()
     strings = [bytes(s[0] if isinstance(s, list | tuple) else s) for s in out["strings"]]
     hz, wz = (int(v) for v in out["shape"])
     header = Header(
-        preset=preset, quality=quality, fingerprint=fingerprint,
+        preset=preset, quality=own_quality if vr_quality is None else vr_quality, fingerprint=fingerprint,
         height=image.shape[0], width=image.shape[1],
         padded_height=padded.shape[0], padded_width=padded.shape[1],
         crop_top=top, crop_left=left, padding=padding, device=_device_kind(device),
@@ -213,7 +249,7 @@ def encode(model: nn.Module, image: np.ndarray, *, padding: str = "replicate",
         tv = time.perf_counter()
         decoded = _decode_streams(model, header, strings)
         with torch.inference_mode(), pinned_threads(threads):
-            ref = _to_uint8(model(x, training=False)["x_hat"])[top : top + image.shape[0],
+            ref = _to_uint8(model(x, training=False, **kwargs)["x_hat"])[top : top + image.shape[0],
                                                                left : left + image.shape[1]]
         diff = np.abs(decoded.astype(np.int16) - ref.astype(np.int16))
         if diff.max(initial=0) > 1:
@@ -266,10 +302,12 @@ def decode(
     return image, header, CodecTimes(network=t2 - t1, total=time.perf_counter() - t0)
 
 
-def compress_image(model: nn.Module, image: np.ndarray, *, padding: str = "replicate",
-                   verify: bool = False) -> bytes:
-    """Code an (H, W, 3) uint8 RGB image into a complete ``.hpcm`` file (bytes)."""
-    return encode(model, image, padding=padding, verify=verify)[0]
+def compress_image(model: nn.Module, image: np.ndarray, *, quality: float | None = None,
+                   padding: str = "replicate", verify: bool = False) -> bytes:
+    """Code an (H, W, 3) uint8 RGB image into a complete ``.hpcm`` file (bytes).
+
+    ``quality``: for variable-rate models (see :func:`encode`)."""
+    return encode(model, image, quality=quality, padding=padding, verify=verify)[0]
 
 
 def decompress_image(data: bytes, model: nn.Module, *, allow_cross_device: bool = False) -> np.ndarray:

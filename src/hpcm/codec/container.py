@@ -164,12 +164,14 @@ def pack(header: Header, streams: list[bytes]) -> bytes:
     header.stream_lengths = tuple(len(s) for s in streams)
     header.version = VERSION
     header.validate()
+    if not float(header.quality).is_integer():  # version 1 holds whole qualities only
+        raise FormatError(f"quality {header.quality} cannot be stored in format version {VERSION}")
     preset = header.preset.encode("ascii")
     parts = [
         _FIXED_HEAD.pack(MAGIC, VERSION, header.flags, len(preset)),
         preset,
         _BODY.pack(
-            header.quality,
+            int(header.quality),
             header.fingerprint,
             header.height,
             header.width,

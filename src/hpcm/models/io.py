@@ -164,6 +164,18 @@ def bundled_weights_path(preset: str, quality: int) -> Path:
     return WEIGHTS_DIR / f"{preset}-q{quality}.safetensors"
 
 
+def bundled_variable_rate_path(preset: str) -> Path:
+    """Where the shipped weights of a variable-rate preset live (one file, every quality; may not exist)."""
+    return WEIGHTS_DIR / f"{preset}.safetensors"
+
+
+def is_variable_rate_preset(preset: str) -> bool:
+    """True when the registered preset codes every quality with one set of weights (gain vectors)."""
+    from hpcm.models.registry import get_config
+
+    return bool(get_config(preset).rate_lambdas)
+
+
 def bundled_qualities(preset: str) -> list[int]:
     """Qualities for which trained weights of ``preset`` are shipped."""
     found = []
@@ -280,6 +292,13 @@ def load_model(spec: str | os.PathLike, *, quality: int | None = None, device: s
         if path.exists():
             raise CheckpointError(f"{path}: unknown weights file type (expected .safetensors or .pth.tar)")
         raise CheckpointError(f"unknown model {text!r} (known: {', '.join(presets)})")
+    if is_variable_rate_preset(text):  # one weights file; the quality is chosen per image when coding
+        vr_path = bundled_variable_rate_path(text)
+        if vr_path.is_file():
+            model = _load_safetensors(vr_path, device, None)
+            model.weights_info["source"] = f"bundled:{text}"
+            return model
+        quality = None
     shipped = bundled_qualities(text)
     if quality is None and shipped:
         quality = DEFAULT_QUALITY if DEFAULT_QUALITY in shipped else shipped[-1]
@@ -328,6 +347,8 @@ def _load_safetensors(path: Path, device: str | torch.device, quality: int | Non
     if meta.get("fingerprint") and meta["fingerprint"] != fp:
         raise CheckpointError(f"{path}: weights do not match their recorded fingerprint (file corrupted?)")
     file_quality = meta.get("quality")
+    if getattr(model, "variable_rate", False):
+        file_quality = quality = None  # one model for every quality: chosen per image when coding
     if quality is not None and file_quality is not None and int(file_quality) != int(quality):
         raise CheckpointError(f"{path} holds quality {file_quality}, not {quality}")
     info = {
