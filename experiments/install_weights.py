@@ -52,7 +52,8 @@ def install(src: Path, note: str, folder: Path = WEIGHTS) -> Path:
     model = load_model(str(src))  # checks the fingerprint
     fingerprint = model.weights_info["fingerprint"]
     preset, quality = meta.get("preset"), meta.get("quality")
-    if not preset or quality is None:
+    variable_rate = bool(getattr(model, "variable_rate", False))
+    if not preset or (quality is None and not variable_rate):
         raise SystemExit(f"{src}: metadata lacks preset or quality")
     training = dict(meta.get("training") or {})
     if training.get("checkpoint"):
@@ -62,7 +63,7 @@ def install(src: Path, note: str, folder: Path = WEIGHTS) -> Path:
     extra.update(training=training, note=note, trained=True)
     model.weights_info = {}
     folder.mkdir(parents=True, exist_ok=True)
-    dst = folder / f"{preset}-q{quality}.safetensors"
+    dst = folder / (f"{preset}.safetensors" if variable_rate else f"{preset}-q{quality}.safetensors")
     save_weights(model, dst, extra, overwrite=True)
     size = dst.stat().st_size
     if size > MAX_BYTES:
@@ -70,7 +71,30 @@ def install(src: Path, note: str, folder: Path = WEIGHTS) -> Path:
     reloaded = load_model(str(dst))
     if reloaded.weights_info["fingerprint"] != fingerprint:
         raise SystemExit(f"{dst}: fingerprint changed while installing")
+    record_release(folder, fingerprint, preset, None if variable_rate else quality)
     return dst
+
+
+def record_release(folder: Path, fingerprint: str, preset: str, quality: int | None) -> None:
+    """Append the newly shipped weights to ``RELEASES.json`` (files written with them must stay decodable:
+    the decoder names the release that shipped a fingerprint it no longer has)."""
+    import datetime
+    import json
+    import subprocess
+
+    path = folder / "RELEASES.json"
+    doc = json.loads(path.read_text()) if path.exists() else {"weights": []}
+    if any(e["fingerprint"] == fingerprint for e in doc["weights"]):
+        return
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        release = f"the commit after {head}"
+    except (OSError, subprocess.CalledProcessError):
+        release = None
+    doc["weights"].append({"fingerprint": fingerprint, "preset": preset, "quality": quality,
+                           "release": release, "date": datetime.date.today().isoformat()})
+    path.write_text(json.dumps(doc, indent=1) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

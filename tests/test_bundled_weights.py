@@ -67,3 +67,27 @@ def test_shipped_qualities_are_ordered_in_rate_and_distortion(kodak_dir):
     bpp, psnr = np.array(points).T
     assert np.all(np.diff(bpp) > 0), points
     assert psnr[-1] > psnr[0], points
+
+
+def test_files_of_retired_weights_name_the_release_that_decodes_them(kodak_dir, tmp_path, capsys):
+    """Shipped weights stay addressable: a file whose fingerprint belongs to weights shipped earlier (and
+    since replaced) gets an error naming the release that shipped them, not just 'wrong model'."""
+    import json
+
+    from hpcm.cli.main import main
+    from hpcm.codec import container
+    from hpcm.codec.api import compress_image
+
+    releases = json.loads(mio.RELEASES_FILE.read_text())["weights"]
+    shipped_now = {mio.load_model(DEFAULT_MODEL, quality=q).weights_info["fingerprint"]
+                   for q in mio.bundled_qualities(DEFAULT_MODEL)}
+    assert shipped_now <= {e["fingerprint"] for e in releases}  # every shipped file is on record
+    retired = next(e for e in releases if e["fingerprint"] not in shipped_now and e["quality"] == 3)
+    image = read_image(kodak_dir / "kodim23.png")[:64, :64]
+    header, streams = container.unpack(compress_image(mio.load_model(DEFAULT_MODEL, quality=3), image))
+    header.fingerprint = bytes.fromhex(retired["fingerprint"])
+    path = tmp_path / "old.hpcm"
+    path.write_bytes(container.pack(header, streams))
+    assert main(["decompress", str(path), "-o", str(tmp_path / "old.png")]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hpcm: error:")]
+    assert len(errors) == 1 and retired["release"] in errors[0] and "--checkpoint" in errors[0]

@@ -268,10 +268,18 @@ def check_model(header: Header, model: nn.Module, *, allow_cross_device: bool = 
     """Raise ``ModelMismatchError`` unless ``model`` (on this device kind) wrote ``header``."""
     preset, quality, fingerprint = model_identity(model)
     if fingerprint != header.fingerprint:
+        from hpcm.models.io import shipped_weights_record
+
+        shipped = shipped_weights_record(header.fingerprint_hex)
+        hint = ""
+        if shipped is not None:
+            hint = (f"; those weights shipped with hpcm {shipped.get('release') or '?'} "
+                    f"({shipped.get('date')}): decode the file with that release, or pass its weights "
+                    "with --checkpoint")
         raise ModelMismatchError(
             f"file was written by {header.preset} q{header.quality or '-'} with weights "
             f"{header.fingerprint_hex}, but the model given is {preset} q{quality or '-'} "
-            f"with weights {fingerprint.hex()}"
+            f"with weights {fingerprint.hex()}{hint}"
         )
     multiple = _size_multiple(model)
     if header.padded_height % multiple or header.padded_width % multiple:

@@ -176,6 +176,22 @@ def is_variable_rate_preset(preset: str) -> bool:
     return bool(get_config(preset).rate_lambdas)
 
 
+#: Every weights file ever shipped (fingerprint, preset, quality, the commit that shipped it).
+RELEASES_FILE = WEIGHTS_DIR / "RELEASES.json"
+
+
+def shipped_weights_record(fingerprint: str) -> dict[str, Any] | None:
+    """The ``RELEASES.json`` entry of weights once shipped with this fingerprint (16 hex digits), or None."""
+    try:
+        entries = json.loads(RELEASES_FILE.read_text())["weights"]
+    except (OSError, ValueError, KeyError):
+        return None
+    for entry in entries:
+        if str(entry.get("fingerprint", ""))[:FINGERPRINT_HEX] == fingerprint[:FINGERPRINT_HEX]:
+            return entry
+    return None
+
+
 def bundled_qualities(preset: str) -> list[int]:
     """Qualities for which trained weights of ``preset`` are shipped."""
     found = []
