@@ -527,7 +527,8 @@ def _trace_stats(path: Path, wall_s: float) -> dict[str, Any]:
     """Kernel count, summed and merged GPU-busy time from a chrome trace, against the wall time."""
     ev = json.loads(path.read_text()).get("traceEvents", [])
     kern = [e for e in ev if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset") and "dur" in e]
-    launches = [e for e in ev if e.get("cat") == "cuda_runtime" and "Launch" in str(e.get("name", ""))]
+    launches = [e for e in ev if e.get("cat") in ("cuda_runtime", "cuda_driver")  # Triton: cuLaunchKernel
+                and "Launch" in str(e.get("name", ""))]
     cpu_ops = [e for e in ev if e.get("cat") == "cpu_op"]
     spans = sorted((float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in kern)
     busy, end = 0.0, -math.inf

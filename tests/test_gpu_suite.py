@@ -96,10 +96,11 @@ def test_trace_stats_and_summary_of_failures(tmp_path):
         {"cat": "kernel", "name": "b", "ts": 5, "dur": 10},  # overlaps a: busy 0..15
         {"cat": "gpu_memcpy", "name": "c", "ts": 100, "dur": 5},
         {"cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 0, "dur": 3},
+        {"cat": "cuda_driver", "name": "cuLaunchKernel", "ts": 4, "dur": 3},
         {"cat": "cpu_op", "name": "aten::add", "ts": 0, "dur": 3},
     ]}))
     st = suite._trace_stats(trace, wall_s=200e-6)
-    assert st["kernels"] == 3 and st["kernel_launch_calls"] == 1 and st["cpu_ops"] == 1
+    assert st["kernels"] == 3 and st["kernel_launch_calls"] == 2 and st["cpu_ops"] == 1
     assert st["gpu_busy_ms"] == pytest.approx(0.020) and st["gpu_busy_fraction"] == pytest.approx(0.1)
     results = {"meta": {"device": "cuda", "device_name": "GPU X"}, "sections": {
         "biwkv": {"status": "failed", "reason": "RuntimeError: 1 of 2 rows failed", "seconds": 3.0, "data": {
