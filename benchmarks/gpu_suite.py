@@ -261,7 +261,7 @@ def section_env(rec: Recorder, dev, quick: bool) -> None:
 def section_pytest_cuda(rec: Recorder, dev, quick: bool, out: Path) -> None:
     log = out / "pytest_cuda.log"
     cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "tests/test_cuda.py", "-v", "-p", "no:cacheprovider",
-           "-o", "addopts=", "-rfEs", "--durations=15", "--color=no"]
+           "-o", "addopts=", "-rfEsP", "--durations=15", "--color=no"]
     if not missing("pytest_timeout"):
         cmd += ["--timeout", "120"]  # one hanging test must not eat the section
     env = dict(os.environ)
