@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 from pathlib import Path
@@ -364,3 +365,33 @@ def test_ms_ssim_loss():
     noisy = crit({"x_hat": (x + 0.1 * torch.randn_like(x)).clamp(0, 1), "likelihoods": lik}, x)
     assert noisy["loss"].item() == pytest.approx(8.73 * (1 - noisy["ms_ssim"].item()) + noisy["bpp"].item())
     assert noisy["loss"] > same["loss"]
+
+
+def test_amp_bf16_keeps_likelihoods_float32(data_dirs, tmp_path):
+    from hpcm.entropy.ggm import GGM
+    from hpcm.models.registry import create_model
+    from hpcm.train.amp import GGMFloat32, keep_likelihoods_fp32
+
+    torch.manual_seed(0)
+    model = create_model("hpcm-tiny")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert keep_likelihoods_fp32(model) == 1 and keep_likelihoods_fp32(model) == 0
+    assert isinstance(model.entropy_estimation, GGMFloat32) and isinstance(model.entropy_estimation, GGM)
+    assert model.state_dict().keys() == state.keys()  # same checkpoints with and without AMP
+    x = torch.rand(1, 3, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, training=True)
+    assert out["x_hat"].dtype == torch.bfloat16  # the networks do run in bf16
+    assert all(v.dtype == torch.float32 for v in out["likelihoods"].values())
+    # outside autocast the float32 path is unchanged, bit for bit
+    ref = create_model("hpcm-tiny")
+    ref.load_state_dict(state)
+    ref.eval()
+    model.eval()
+    with torch.no_grad():
+        a, b = model(x)["likelihoods"]["y"], ref(x)["likelihoods"]["y"]
+    assert torch.equal(a, b)
+    # the trainer applies it with --amp bf16 (2 steps on CPU autocast)
+    cfg = _cfg(data_dirs, tmp_path / "run", steps=2, val=None, amp="bf16")
+    res = train(cfg, model=create_model("hpcm-tiny"))
+    assert res.step == 2 and res.skipped_steps == 0 and math.isfinite(res.last_train["loss"])

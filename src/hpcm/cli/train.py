@@ -63,7 +63,7 @@ def register(subparsers: Any) -> None:
       help="start from a checkpoint/weights of another variant (tensors matching by name and shape)")
     a("--resume", action="store_true", default=None, help="continue RUN_DIR/checkpoint_last exactly")
     a("--device", help="auto (default), cpu, cuda, cuda:K")
-    a("--amp", choices=["bf16"], help="bf16 autocast (GPU)")
+    a("--amp", choices=["bf16"], help="bf16 autocast of the networks (GPU); likelihoods stay float32")
     a("--grad-checkpoint", action="store_true", default=None,
       help="set use_checkpoint=True on every module that has it (RWKV blocks)")
     a("--tensorboard", action="store_true", default=None, help="log to RUN_DIR/tensorboard (if installed)")

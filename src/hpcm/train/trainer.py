@@ -30,6 +30,7 @@ from hpcm.errors import CheckpointError
 from hpcm.models.io import is_derived_key
 from hpcm.models.migrate import MigrationReport, freeze, freeze_except, migrate, param_groups, parse_lr_rules
 from hpcm.train import distributed as D
+from hpcm.train.amp import keep_likelihoods_fp32
 from hpcm.train.checkpoint import (
     is_training_checkpoint,
     model_state,
@@ -347,6 +348,8 @@ def _train(
         freeze(model, cfg.freeze)
 
     device = info.device
+    if cfg.amp == "bf16":
+        keep_likelihoods_fp32(model)  # networks in bf16 autocast, the rate terms in float32
     model.to(device).train()
     groups = param_groups(model, cfg.lr, parse_lr_rules(cfg.lr_groups))
     if not groups:
