@@ -81,13 +81,12 @@ def _model_for_file(header, args) -> tuple[object, float]:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     from hpcm.codec.api import encode
-    from hpcm.codec.atomic import atomic_write_bytes
+    from hpcm.codec.atomic import atomic_write_bytes, check_output_path
     from hpcm.codec.image_io import read_image_with_notes
 
     src = Path(args.input)
     out = Path(args.output) if args.output else src.with_suffix(".hpcm")
-    if out.exists() and not args.force:
-        raise HPCMError(f"{out} already exists (use --force to overwrite)")
+    check_output_path(out, overwrite=args.force)
     image, notes = read_image_with_notes(src, alpha=args.alpha)
     for n in notes:
         _note(f"note: {src}: {n}")
@@ -111,14 +110,14 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 def cmd_decompress(args: argparse.Namespace) -> int:
     from hpcm.codec.api import decode
+    from hpcm.codec.atomic import check_output_path
     from hpcm.codec.container import unpack
     from hpcm.codec.image_io import format_for_path, write_image
 
     src = Path(args.input)
     out = Path(args.output) if args.output else src.with_suffix(".png")
+    check_output_path(out, overwrite=args.force)
     format_for_path(out)
-    if out.exists() and not args.force:
-        raise HPCMError(f"{out} already exists (use --force to overwrite)")
     data = _read_bytes(src)
     header, _ = unpack(data)
     model, load_s = _model_for_file(header, args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from hpcm.errors import HPCMError
@@ -35,20 +36,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+#: Exit status when the reader of stdout went away (128 + SIGPIPE, what a shell reports for ``cmd | head``).
+EXIT_BROKEN_PIPE = 141
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it again at exit raises nothing."""
     try:
-        return int(args.func(args) or 0)
-    except HPCMError as exc:
-        print(f"hpcm: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("hpcm: interrupted", file=sys.stderr)
-        return 130
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        try:
+            rc = int(args.func(args) or 0)
+        except HPCMError as exc:
+            print(f"hpcm: error: {exc}", file=sys.stderr)
+            rc = 1
+        except KeyboardInterrupt:
+            print("hpcm: interrupted", file=sys.stderr)
+            rc = 130
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return rc
+    except BrokenPipeError:  # e.g. `hpcm models | head -1`: the reader closed the pipe; end quietly
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -113,6 +113,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from hpcm.codec.atomic import check_output_path
     from hpcm.models.io import is_derived_key, save_weights
     from hpcm.models.migrate import migrate
     from hpcm.train.checkpoint import model_state, read_checkpoint
@@ -121,8 +122,7 @@ def run_export(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix != ".safetensors":
         raise CheckpointError(f"output must end in .safetensors, got {out.name}")
-    if out.exists() and not args.force:
-        raise CheckpointError(f"{out} already exists (use --force to overwrite)")
+    check_output_path(out, overwrite=args.force)
     tensors, meta, _ = read_checkpoint(args.checkpoint)
     model = _model_from_meta(meta, build_model)
     report = migrate(model_state(tensors), model)

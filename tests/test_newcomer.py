@@ -1,0 +1,91 @@
+"""Defects and rough edges a new user trips over (issue 17): one small CPU test per fix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hpcm.cli.main import main
+from hpcm.codec.atomic import OutputExistsError, atomic_write_bytes, check_output_path
+from hpcm.errors import HPCMError
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_line_error(rc: int, err: str, pattern: str) -> None:
+    assert rc == 1, err
+    lines = [line for line in err.splitlines() if line.startswith("hpcm: error:")]
+    assert len(lines) == 1 and pattern in lines[0], err
+    assert "Traceback" not in err
+
+
+@pytest.fixture
+def small_png(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "small.png"
+    Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+# -- 1: outputs are regular files --------------------------------------------------------------------
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_output_refuses_fifo_and_directory_even_with_force(tmp_path, small_png, capsys):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for force in (False, True):
+        with pytest.raises(HPCMError, match="not a regular file"):
+            atomic_write_bytes(fifo, b"x", overwrite=force)
+    with pytest.raises(HPCMError, match="is a directory"):
+        check_output_path(tmp_path, overwrite=True)
+    rc, _, err = run(capsys, "compress", small_png, "-o", fifo, "--force")
+    one_line_error(rc, err, "not a regular file")
+    assert fifo.is_fifo()
+    rc, _, err = run(capsys, "decompress", small_png, "-o", tmp_path, "--force")
+    one_line_error(rc, err, "is a directory")
+
+
+def test_force_replaces_a_symlink_not_its_target(tmp_path):
+    target = tmp_path / "target.bin"
+    target.write_bytes(b"keep")
+    link = tmp_path / "link.hpcm"
+    link.symlink_to(target)
+    with pytest.raises(OutputExistsError, match="symbolic link"):
+        atomic_write_bytes(link, b"new")
+    dangling = tmp_path / "dangling.hpcm"
+    dangling.symlink_to(tmp_path / "missing")
+    with pytest.raises(OutputExistsError):
+        atomic_write_bytes(dangling, b"new")
+    atomic_write_bytes(link, b"new", overwrite=True)
+    assert not link.is_symlink() and link.read_bytes() == b"new"
+    assert target.read_bytes() == b"keep"
+
+
+# -- 2: a closed pipe ends a command quietly ---------------------------------------------------------
+@pytest.mark.parametrize("argv", [["models"], ["--help"]])
+def test_closed_pipe_is_quiet(argv):
+    proc = subprocess.Popen([sys.executable, "-m", "hpcm", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=_env())
+    proc.stdout.close()  # the reader is gone before the first line is written (like `| head -0`)
+    err = proc.stderr.read().decode()
+    rc = proc.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert rc in (0, 141)
