@@ -89,3 +89,42 @@ def test_closed_pipe_is_quiet(argv):
     rc = proc.wait(timeout=120)
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     assert rc in (0, 141)
+
+
+# -- 3: bench-codec and eval read images by the same rules, with one-line errors naming the file -----
+def _rgba(path: Path) -> Path:
+    arr = np.full((16, 16, 4), 200, dtype=np.uint8)
+    arr[0, 0, 3] = 0
+    Image.fromarray(arr, "RGBA").save(path)
+    return path
+
+
+@pytest.mark.parametrize("command", [["bench-codec", "webp"], ["eval", "hpcm-tiny"]])
+def test_unreadable_or_transparent_images_name_the_file(tmp_path, small_png, capsys, command):
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    (bad_dir / "broken.png").write_bytes(b"not an image at all")
+    rc, _, err = run(capsys, *command, bad_dir, "--quiet")
+    one_line_error(rc, err, "broken.png")
+    alpha_dir = tmp_path / "alpha"
+    alpha_dir.mkdir()
+    _rgba(alpha_dir / "see-through.png")
+    rc, _, err = run(capsys, *command, alpha_dir, "--quiet")
+    one_line_error(rc, err, "see-through.png")
+    assert "transparency" in err
+
+
+# -- 4: AVIF anchors do not depend on the CPUs the process may use -----------------------------------
+def test_avif_bitstream_ignores_cpu_affinity(monkeypatch):
+    from hpcm.eval.classical import ClassicalCodec
+
+    rng = np.random.default_rng(1)
+    image = np.ascontiguousarray(
+        np.repeat(np.repeat(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), 8, 0), 8, 1))
+    codec = ClassicalCodec("avif", chroma="420")
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    many = codec.encode(image, 20)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert codec.encode(image, 20) == many

@@ -144,8 +144,8 @@ def read_image_with_notes(path: str | os.PathLike, *, alpha: str = "refuse") -> 
             im.load()
             im = ImageOps.exif_transpose(im)
             arr = _to_rgb(im, alpha, notes)
-        except ImageError:
-            raise
+        except ImageError as exc:
+            raise ImageError(f"{path}: {exc}") from None
         except (OSError, ValueError, SyntaxError) as exc:
             raise ImageError(f"{path}: cannot decode image ({exc})") from None
     return arr, notes
