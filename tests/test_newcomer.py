@@ -128,3 +128,55 @@ def test_avif_bitstream_ignores_cpu_affinity(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     assert codec.encode(image, 20) == many
+
+
+# -- 5: a tiny file claiming a huge image is refused before the network runs -------------------------
+@pytest.fixture(scope="module")
+def tiny_model():
+    from hpcm.models.io import load_model
+
+    return load_model("hpcm-tiny", quality=3)
+
+
+@pytest.fixture(scope="module")
+def flat_file(tiny_model) -> bytes:
+    from hpcm.codec.api import encode
+
+    return encode(tiny_model, np.full((64, 64, 3), 128, dtype=np.uint8))[0]
+
+
+def test_streams_too_short_for_the_claimed_size_are_refused(tiny_model, flat_file, monkeypatch):
+    import time
+
+    from hpcm.codec import container
+    from hpcm.codec.api import decompress_image
+    from hpcm.errors import FormatError
+
+    header, streams = container.unpack(flat_file)
+    header.height, header.width = 2048, 8192
+    header.padded_height, header.padded_width = 2048, 8192
+    header.crop_top = header.crop_left = 0
+    header.z_shape = (2048 // 64, 8192 // 64)
+    forged = container.pack(header, streams)
+    assert len(forged) < 200
+    monkeypatch.setattr(type(tiny_model), "decompress", lambda *a, **k: pytest.fail("network ran"))
+    t0 = time.perf_counter()
+    with pytest.raises(FormatError, match="cannot describe a 8192x2048 image"):
+        decompress_image(forged, tiny_model)
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_real_files_pass_the_plausibility_bound(tiny_model, flat_file):
+    from hpcm.codec import container
+    from hpcm.codec.plausibility import min_stream_bytes
+
+    header, _ = container.unpack(flat_file)  # a flat image: about the smallest file a size can have
+    assert 0 <= min_stream_bytes(tiny_model, header.z_shape) <= sum(header.stream_lengths)
+
+
+def test_decompress_max_pixels(tmp_path, flat_file, capsys):
+    path = tmp_path / "flat.hpcm"
+    path.write_bytes(flat_file)
+    rc, _, err = run(capsys, "decompress", path, "--max-pixels", "4000")
+    one_line_error(rc, err, "above --max-pixels 4,000")
+    assert not (tmp_path / "flat.png").exists()

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from hpcm.codec.container import MAX_PIXELS
 from hpcm.errors import HPCMError, ModelMismatchError
 
 DEFAULT_MODEL = "hpcm-tiny"  # the preset with trained weights shipped in the package (src/hpcm/weights)
@@ -120,6 +121,10 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     format_for_path(out)
     data = _read_bytes(src)
     header, _ = unpack(data)
+    pixels = header.width * header.height
+    if pixels > args.max_pixels:
+        raise HPCMError(f"{src}: the image is {header.width}x{header.height} = {pixels:,} pixels, "
+                        f"above --max-pixels {args.max_pixels:,}")
     model, load_s = _model_for_file(header, args)
     _untrained_warning(model)
     image, header, times = decode(data, model, allow_cross_device=args.allow_cross_device)
@@ -197,6 +202,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- argument parsing -------------------------------------------------------------------------------
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
 def _quality(text: str) -> int:
     q = int(text)
     if not 1 <= q <= 255:
@@ -243,6 +258,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("--checkpoint", metavar="PATH", help="weights the file was written with")
     p.add_argument("--device", default=None, help="torch device (default: the device kind that encoded)")
+    p.add_argument("--max-pixels", type=_positive_int, default=MAX_PIXELS, metavar="N",
+                   help="refuse files whose image has more pixels than this")
     p.add_argument("--allow-cross-device", action="store_true",
                    help="decode on another device kind than the encoder's (may give a wrong image; a "
                    "verified file detects that)")

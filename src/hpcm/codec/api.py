@@ -21,6 +21,7 @@ from torch import nn
 
 from hpcm.codec import container
 from hpcm.codec.container import Header, check_image_size, read_header
+from hpcm.codec.plausibility import check_stream_lengths
 from hpcm.errors import FormatError, HPCMError, ImageError, ModelMismatchError
 
 __all__ = [
@@ -255,6 +256,7 @@ def decode(
     t0 = time.perf_counter()
     header, streams = container.unpack(data)
     check_model(header, model, allow_cross_device=allow_cross_device)
+    check_stream_lengths(header, model)  # refuse before the network runs (hpcm.codec.plausibility)
     t1 = time.perf_counter()
     image = _decode_streams(model, header, streams)
     t2 = time.perf_counter()
