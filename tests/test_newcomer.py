@@ -180,3 +180,55 @@ def test_decompress_max_pixels(tmp_path, flat_file, capsys):
     rc, _, err = run(capsys, "decompress", path, "--max-pixels", "4000")
     one_line_error(rc, err, "above --max-pixels 4,000")
     assert not (tmp_path / "flat.png").exists()
+
+
+# -- 6: the header's thread count is clamped to the cores this process may use -----------------------
+def test_header_thread_count_is_clamped(monkeypatch):
+    import torch
+
+    from hpcm.codec import api
+    from hpcm.codec.container import Header
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.seen = None
+
+        def decompress(self, strings, shape):
+            self.seen = torch.get_num_threads()
+            return {"x_hat": torch.zeros(1, 3, 64, 64)}
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    header = Header(preset="x", quality=1, fingerprint=b"\0" * 8, height=64, width=64, padded_height=64,
+                    padded_width=64, threads=255, z_shape=(1, 1), stream_lengths=(1, 1))
+    model = Recorder()
+    api._decode_streams(model, header, [b"\0", b"\0"])
+    assert model.seen == 2
+    assert api.decode_threads(1) == 1 and api.decode_threads(0) == 0
+    assert api.decode_threads(2, limit=1) == 1
+
+
+# -- 10: thread count and OpenMP waiting under load --------------------------------------------------
+def test_cli_makes_openmp_threads_sleep_unless_told_otherwise(monkeypatch, capsys):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    run(capsys, "models")
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    run(capsys, "models")
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_compress_and_decompress_threads(tmp_path, small_png, capsys):
+    import torch
+
+    from hpcm.codec.container import read_header
+
+    out = tmp_path / "t.hpcm"
+    before = torch.get_num_threads()
+    rc, _, err = run(capsys, "compress", small_png, "-o", out, "--threads", "1")
+    assert rc == 0, err
+    assert read_header(out.read_bytes()).threads == 1
+    torch.set_num_threads(before)
+    rc, _, err = run(capsys, "decompress", out, "--threads", "1")
+    assert rc == 0, err

@@ -53,6 +53,18 @@ def _load(spec: str, *, quality: int | None, device: str, preset: str | None = N
     return model, time.perf_counter() - t0
 
 
+def _set_threads(threads: int | None) -> int:
+    """Torch's CPU threads for encoding: ``threads``, else torch's default capped at the usable cores."""
+    import torch
+
+    from hpcm.threads import available_cores
+
+    n = threads or min(torch.get_num_threads(), available_cores())
+    if n != torch.get_num_threads():
+        torch.set_num_threads(n)
+    return n
+
+
 def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -92,6 +104,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     for n in notes:
         _note(f"note: {src}: {n}")
     spec = args.checkpoint or args.model
+    _set_threads(args.threads)
     model, load_s = _load(spec, quality=args.quality, device=args.device, preset=args.model)
     _untrained_warning(model)
     data, header, times = encode(model, image, padding=args.padding, verify=args.verify)
@@ -127,7 +140,8 @@ def cmd_decompress(args: argparse.Namespace) -> int:
                         f"above --max-pixels {args.max_pixels:,}")
     model, load_s = _model_for_file(header, args)
     _untrained_warning(model)
-    image, header, times = decode(data, model, allow_cross_device=args.allow_cross_device)
+    image, header, times = decode(data, model, allow_cross_device=args.allow_cross_device,
+                                  max_threads=args.threads)
     write_image(out, image, overwrite=args.force)
     _say(f"{src} -> {out}: {header.width}x{header.height}, {header.bpp():.4f} bpp")
     _say(f"decode {times.network:.2f} s (total {times.total:.2f} s); model load {load_s:.2f} s")
@@ -246,6 +260,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="how the image is padded to the model's size multiple")
     p.add_argument("--alpha", choices=("refuse", "drop", "white"), default="refuse",
                    help="images with transparency: refuse, drop the alpha, or composite on white")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="CPU threads (default: the cores this process may use); recorded in the file, "
+                   "whose decoder uses the same count for an exact decode")
     p.set_defaults(func=cmd_compress)
 
     p = subparsers.add_parser(
@@ -260,6 +277,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="torch device (default: the device kind that encoded)")
     p.add_argument("--max-pixels", type=_positive_int, default=MAX_PIXELS, metavar="N",
                    help="refuse files whose image has more pixels than this")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="at most N CPU threads (default: the encoder's count from the file, capped at the "
+                   "cores this process may use; fewer than the encoder's may change the image, which "
+                   "a --verify file detects)")
     p.add_argument("--allow-cross-device", action="store_true",
                    help="decode on another device kind than the encoder's (may give a wrong image; a "
                    "verified file detects that)")

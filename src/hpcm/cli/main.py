@@ -8,6 +8,7 @@ import os
 import sys
 
 from hpcm.errors import HPCMError
+from hpcm.threads import passive_openmp_waits
 
 # Each module defines register(subparsers) which adds its sub-commands; a sub-command sets
 # ``func=callable(args) -> int`` with ``parser.set_defaults``.
@@ -51,6 +52,7 @@ def _quiet_stdout() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep instead of spinning
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

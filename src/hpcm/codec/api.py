@@ -159,9 +159,24 @@ def _size_multiple(model: nn.Module) -> int:
     return m
 
 
-def _decode_streams(model: nn.Module, header: Header, streams: list[bytes]) -> np.ndarray:
+def decode_threads(recorded: int, limit: int | None = None) -> int:
+    """CPU threads for decoding a file whose header records ``recorded`` (0: leave torch's count).
+
+    The encoder's count, for bit-exact entropy parameters, but never more than the cores this process
+    may use (nor ``limit``): a header must not make the decoder oversubscribe the machine (255 threads
+    on 2 cores). Fewer threads than the encoder's may change the decoded image; a verified file
+    (``--verify``) detects that.
+    """
+    from hpcm.threads import available_cores
+
+    cap = min(available_cores(), limit) if limit else available_cores()
+    return max(1, min(int(recorded), cap)) if recorded else 0
+
+
+def _decode_streams(model: nn.Module, header: Header, streams: list[bytes],
+                    max_threads: int | None = None) -> np.ndarray:
     """Run ``model.decompress`` and crop; defects in the streams become ``FormatError``."""
-    threads = header.threads if model_device(model).type == "cpu" else 0
+    threads = decode_threads(header.threads, max_threads) if model_device(model).type == "cpu" else 0
     try:
         with torch.inference_mode(), pinned_threads(threads):
             out = model.decompress(list(streams), tuple(header.z_shape))
@@ -250,15 +265,18 @@ def check_model(header: Header, model: nn.Module, *, allow_cross_device: bool = 
 
 
 def decode(
-    data: bytes, model: nn.Module, *, allow_cross_device: bool = False
+    data: bytes, model: nn.Module, *, allow_cross_device: bool = False, max_threads: int | None = None
 ) -> tuple[np.ndarray, Header, CodecTimes]:
-    """Decode a complete ``.hpcm`` file with ``model``; return (image, header, times)."""
+    """Decode a complete ``.hpcm`` file with ``model``; return (image, header, times).
+
+    ``max_threads`` caps the CPU threads (see :func:`decode_threads`).
+    """
     t0 = time.perf_counter()
     header, streams = container.unpack(data)
     check_model(header, model, allow_cross_device=allow_cross_device)
     check_stream_lengths(header, model)  # refuse before the network runs (hpcm.codec.plausibility)
     t1 = time.perf_counter()
-    image = _decode_streams(model, header, streams)
+    image = _decode_streams(model, header, streams, max_threads)
     t2 = time.perf_counter()
     if header.recon_crc is not None and image_crc(image) != header.recon_crc:
         raise FormatError(
