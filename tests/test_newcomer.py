@@ -232,3 +232,34 @@ def test_compress_and_decompress_threads(tmp_path, small_png, capsys):
     torch.set_num_threads(before)
     rc, _, err = run(capsys, "decompress", out, "--threads", "1")
     assert rc == 0, err
+
+
+# -- 7: a pickle-bearing .pth.tar: one line, no advice to load it unsafely ----------------------------
+def test_pickle_checkpoint_one_line_without_unsafe_advice(tmp_path, small_png, capsys):
+    import argparse
+
+    import torch
+
+    path = tmp_path / "old.pth.tar"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "args": argparse.Namespace(lr=1e-4)}, path)
+    rc, _, err = run(capsys, "compress", small_png, "-o", tmp_path / "x.hpcm", "--checkpoint", path)
+    one_line_error(rc, err, "argparse.Namespace")
+    assert len(err.strip().splitlines()) == 1 and "weights_only" not in err
+    rc, _, err = run(capsys, "export", path, "-o", tmp_path / "x.safetensors")
+    one_line_error(rc, err, "is a PyTorch checkpoint")
+    assert "header too large" not in err
+
+
+# -- 8: decompress_image accepts a path; other types get a clear TypeError ---------------------------
+def test_decompress_image_accepts_a_path(tmp_path, tiny_model, flat_file):
+    from hpcm.codec.api import decompress_image
+
+    path = tmp_path / "flat.hpcm"
+    path.write_bytes(flat_file)
+    expected = decompress_image(flat_file, tiny_model)
+    assert np.array_equal(decompress_image(str(path), tiny_model), expected)
+    assert np.array_equal(decompress_image(path, tiny_model), expected)
+    with pytest.raises(HPCMError, match="cannot read"):
+        decompress_image(tmp_path / "missing.hpcm", tiny_model)
+    with pytest.raises(TypeError, match="bytes of a .hpcm file or its path"):
+        decompress_image(12, tiny_model)

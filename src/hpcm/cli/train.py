@@ -123,6 +123,7 @@ def run_export(args: argparse.Namespace) -> int:
     if out.suffix != ".safetensors":
         raise CheckpointError(f"output must end in .safetensors, got {out.name}")
     check_output_path(out, overwrite=args.force)
+    _refuse_torch_checkpoint(args.checkpoint)
     tensors, meta, _ = read_checkpoint(args.checkpoint)
     model = _model_from_meta(meta, build_model)
     report = migrate(model_state(tensors), model)
@@ -151,6 +152,20 @@ def run_export(args: argparse.Namespace) -> int:
     save_weights(model, out, metadata, overwrite=True)
     print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
     return 0
+
+
+def _refuse_torch_checkpoint(path: str) -> None:
+    """``hpcm export`` reads run checkpoints (.safetensors); name a torch pickle/zip file as such."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return  # read_checkpoint reports missing / unreadable files
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" or path.endswith((".pth.tar", ".pth", ".pt")):
+        raise CheckpointError(
+            f"{path} is a PyTorch checkpoint (.pth.tar), not a run checkpoint of hpcm train (.safetensors); "
+            "official weights need no export: use them with --checkpoint (compress, eval)"
+        )
 
 
 RECIPE_KEYS = ("batch_size", "patch_size", "lr", "lr_milestones", "lr_gamma", "clip_max_norm", "seed",

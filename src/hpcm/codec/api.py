@@ -10,6 +10,7 @@ the decoder never has to know the padding rule. ``"reflect"`` and ``"zeros"`` ar
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import zlib
 from collections.abc import Iterator
@@ -264,15 +265,29 @@ def check_model(header: Header, model: nn.Module, *, allow_cross_device: bool = 
         )
 
 
+def _file_bytes(data: bytes | str | os.PathLike) -> bytes:
+    """The bytes of a ``.hpcm`` file given as bytes-like or as a path (str / PathLike)."""
+    if isinstance(data, str | os.PathLike):
+        try:
+            with open(data, "rb") as fh:
+                return fh.read()
+        except OSError as exc:
+            raise HPCMError(f"cannot read {os.fspath(data)}: {exc.strerror or exc}") from None
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"expected the bytes of a .hpcm file or its path, got {type(data).__name__}")
+    return bytes(data)
+
+
 def decode(
-    data: bytes, model: nn.Module, *, allow_cross_device: bool = False, max_threads: int | None = None
+    data: bytes | str | os.PathLike, model: nn.Module, *, allow_cross_device: bool = False,
+    max_threads: int | None = None,
 ) -> tuple[np.ndarray, Header, CodecTimes]:
-    """Decode a complete ``.hpcm`` file with ``model``; return (image, header, times).
+    """Decode a complete ``.hpcm`` file (bytes, or a path) with ``model``; return (image, header, times).
 
     ``max_threads`` caps the CPU threads (see :func:`decode_threads`).
     """
     t0 = time.perf_counter()
-    header, streams = container.unpack(data)
+    header, streams = container.unpack(_file_bytes(data))
     check_model(header, model, allow_cross_device=allow_cross_device)
     check_stream_lengths(header, model)  # refuse before the network runs (hpcm.codec.plausibility)
     t1 = time.perf_counter()
@@ -292,8 +307,9 @@ def compress_image(model: nn.Module, image: np.ndarray, *, padding: str = "repli
     return encode(model, image, padding=padding, verify=verify)[0]
 
 
-def decompress_image(data: bytes, model: nn.Module, *, allow_cross_device: bool = False) -> np.ndarray:
-    """Decode ``.hpcm`` bytes into an (H, W, 3) uint8 RGB image.
+def decompress_image(data: bytes | str | os.PathLike, model: nn.Module, *,
+                     allow_cross_device: bool = False) -> np.ndarray:
+    """Decode a ``.hpcm`` file (its bytes, or its path) into an (H, W, 3) uint8 RGB image.
 
     Raises ``FormatError`` for malformed/corrupted data and ``ModelMismatchError`` for a file written
     by another model (preset, quality or weights) or on another device kind.

@@ -215,6 +215,26 @@ def _check_keys(expected: dict[str, torch.Tensor], given: dict[str, Any], source
         raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems))
 
 
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def torch_load_error(path: str | os.PathLike, exc: BaseException) -> str:
+    """One line for a failed ``torch.load(weights_only=True)``; never advises unsafe loading.
+
+    torch's own message for a pickle that holds Python objects is several lines and suggests
+    ``weights_only=False``, which would run arbitrary code from the file.
+    """
+    text = _ANSI.sub("", str(exc))
+    if "weights_only" in text or "Weights only load failed" in text:
+        found = _UNSAFE_GLOBAL.search(text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"cannot load checkpoint {path}: it holds pickled Python objects{what} besides tensors, and "
+                "hpcm does not unpickle code; use a file that holds only the state dict or .safetensors")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"cannot load checkpoint {path}: {type(exc).__name__}: {first[:200]}"
+
+
 def load_official_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load an official HPCM ``.pth.tar`` (raw state dict, or nested under ``"state_dict"``) into ``model``.
 
@@ -229,7 +249,7 @@ def load_official_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Mo
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except Exception as exc:  # UnpicklingError, RuntimeError (zip), EOFError, ...
-        raise CheckpointError(f"cannot load checkpoint {path}: {type(exc).__name__}: {exc}") from None
+        raise CheckpointError(torch_load_error(path, exc)) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj:
