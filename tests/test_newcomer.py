@@ -263,3 +263,36 @@ def test_decompress_image_accepts_a_path(tmp_path, tiny_model, flat_file):
         decompress_image(tmp_path / "missing.hpcm", tiny_model)
     with pytest.raises(TypeError, match="bytes of a .hpcm file or its path"):
         decompress_image(12, tiny_model)
+
+
+# -- 9: commands that need no model do not load torch ------------------------------------------------
+def test_light_commands_do_not_import_torch(tmp_path, flat_file):
+    path = tmp_path / "f.hpcm"
+    path.write_bytes(flat_file)
+    code = (
+        "import sys\n"
+        "from hpcm.cli.main import main\n"
+        f"assert main(['models']) == 0 and main(['info', {str(path)!r}]) == 0\n"
+        "from hpcm.cli.main import build_parser\n"
+        "build_parser()\n"
+        "sys.stdout.flush()\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(),
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "NO-TORCH"
+
+
+# -- 21: phase 4 builds the seed-named spatial priors (same weights) ---------------------------------
+def test_phase4_builds_named_spatial_priors():
+    from hpcm.layers.rwkv import RWKVSpatialPrior_S1_S2, RWKVSpatialPrior_S3
+    from hpcm.models.io import initial_model, weights_fingerprint
+    from hpcm.models.variants import HPCM_Phase4
+
+    model = initial_model("hpcm-phase4-tiny")
+    assert isinstance(model.y_spatial_prior_s1_s2, RWKVSpatialPrior_S1_S2)
+    assert isinstance(model.y_spatial_prior_s3, RWKVSpatialPrior_S3)
+    assert weights_fingerprint(model) == "d5314dcc86d5a81a"  # unchanged by the named classes
+    seed_style = HPCM_Phase4(M=64, N=64)
+    assert type(seed_style.y_spatial_prior_s3).__name__ == "RWKVSpatialPrior_S3"

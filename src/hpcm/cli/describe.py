@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # torch loads only when a command runs, not to build the parser
+    from torch import nn
 
 #: Top-level modules of an HPCM model, in the order they are described.
 COMPONENTS = (
@@ -34,6 +36,8 @@ def count_parameters(module: nn.Module | None) -> int:
 
 def component_type(module: nn.Module | None) -> str:
     """Type name of a component; for a ModuleList, the distinct types of its items."""
+    from torch import nn
+
     if module is None:
         return "-"
     if isinstance(module, nn.ModuleList):
@@ -107,7 +111,7 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from hpcm.models.io import bundled_qualities
+    from hpcm.models.bundled import qualities as bundled_qualities
     from hpcm.models.registry import list_models
 
     models = list_models()

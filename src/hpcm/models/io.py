@@ -25,6 +25,7 @@ from torch import nn
 
 from hpcm.codec.atomic import atomic_write_bytes
 from hpcm.errors import CheckpointError
+from hpcm.models import bundled
 
 #: The six MSE rate points of HPCM (quality 1..6 -> lambda), hpcm.md §8.2.
 MSE_LAMBDAS = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.013, 5: 0.025, 6: 0.0483}
@@ -33,7 +34,7 @@ DEFAULT_QUALITY = 3
 #: Seed of the deterministic initial weights of a preset (offset by a hash of the preset name).
 INIT_SEED = 20250
 FINGERPRINT_HEX = 16
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS_DIR = bundled.WEIGHTS_DIR
 FORMAT_NAME = "hpcm-weights"
 FORMAT_VERSION = 1
 
@@ -165,13 +166,10 @@ def bundled_weights_path(preset: str, quality: int) -> Path:
 
 
 def bundled_qualities(preset: str) -> list[int]:
-    """Qualities for which trained weights of ``preset`` are shipped."""
-    found = []
-    for p in WEIGHTS_DIR.glob(f"{preset}-q*.safetensors") if WEIGHTS_DIR.is_dir() else ():
-        m = re.fullmatch(re.escape(preset) + r"-q(\d+)\.safetensors", p.name)
-        if m:
-            found.append(int(m.group(1)))
-    return sorted(found)
+    """Qualities for which trained weights of ``preset`` are shipped (in ``WEIGHTS_DIR``)."""
+    from hpcm.models.bundled import qualities
+
+    return qualities(preset, WEIGHTS_DIR)
 
 
 def _build_from_config(config: dict[str, Any]) -> nn.Module:
