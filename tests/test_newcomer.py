@@ -296,3 +296,19 @@ def test_phase4_builds_named_spatial_priors():
     assert weights_fingerprint(model) == "d5314dcc86d5a81a"  # unchanged by the named classes
     seed_style = HPCM_Phase4(M=64, N=64)
     assert type(seed_style.y_spatial_prior_s3).__name__ == "RWKVSpatialPrior_S3"
+
+
+def test_codec_commands_skip_the_interpreter_teardown(tmp_path, flat_file):
+    path = tmp_path / "f.hpcm"
+    path.write_bytes(flat_file)
+    code = (
+        "import atexit, sys\n"
+        "from hpcm.cli.main import main\n"
+        "atexit.register(lambda: print('TEARDOWN'))\n"
+        f"sys.argv = ['hpcm', 'info', {str(path)!r}]\n"
+        "main()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(),
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "z_shape" in out.stdout and "TEARDOWN" not in out.stdout

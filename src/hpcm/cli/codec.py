@@ -263,7 +263,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                    help="CPU threads (default: the cores this process may use); recorded in the file, "
                    "whose decoder uses the same count for an exact decode")
-    p.set_defaults(func=cmd_compress)
+    p.set_defaults(func=cmd_compress, fast_exit=True)
 
     p = subparsers.add_parser(
         "decompress", help=".hpcm file -> image", formatter_class=fmt,
@@ -284,13 +284,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-cross-device", action="store_true",
                    help="decode on another device kind than the encoder's (may give a wrong image; a "
                    "verified file detects that)")
-    p.set_defaults(func=cmd_decompress)
+    p.set_defaults(func=cmd_decompress, fast_exit=True)
 
     p = subparsers.add_parser("info", help="show the header of a .hpcm file", formatter_class=fmt,
                               description="Check a .hpcm file (structure and checksum) and print its header.")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_info)
+    p.set_defaults(func=cmd_info, fast_exit=True)
 
     p = subparsers.add_parser(
         "demo", help="compress + decompress one Kodak image", formatter_class=fmt,
@@ -301,4 +301,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quality", type=_quality, default=None, help="rate point (see compress)")
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--out-dir", metavar="DIR", help="also write the .hpcm and decoded PNG here")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, fast_exit=True)

@@ -126,6 +126,6 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("describe", help="components, parameter counts and phase table of a preset")
     p.add_argument("model", nargs="+", help="registered preset name(s), see 'hpcm models'")
-    p.set_defaults(func=_cmd_describe)
+    p.set_defaults(func=_cmd_describe, fast_exit=True)
     p = sub.add_parser("models", help="list the registered presets (and which ship trained weights)")
-    p.set_defaults(func=_cmd_models)
+    p.set_defaults(func=_cmd_models, fast_exit=True)
