@@ -312,3 +312,98 @@ def test_codec_commands_skip_the_interpreter_teardown(tmp_path, flat_file):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "z_shape" in out.stdout and "TEARDOWN" not in out.stdout
+
+
+# -- 11: the output suffix does not silently decide the format ---------------------------------------
+def test_output_suffix_notes(tmp_path, small_png, capsys):
+    out = tmp_path / "x.jpg"
+    rc, _, err = run(capsys, "compress", small_png, "-o", out)
+    assert rc == 0, err
+    assert "is an .hpcm file whatever its suffix" in err and out.read_bytes()[:4] == b"HPCM"
+    rc, _, err = run(capsys, "decompress", out, "-o", tmp_path / "y.jpg")
+    assert rc == 0, err
+    assert "JPEG at quality 95, a lossy format" in err
+    rc, _, err = run(capsys, "decompress", out, "-o", tmp_path / "y.webp")  # lossless WebP: exact
+    assert rc == 0 and "lossy" not in err
+    rc, _, err = run(capsys, "decompress", out, "-o", tmp_path / "y.png")
+    assert rc == 0 and "lossy" not in err
+    exact = np.asarray(Image.open(tmp_path / "y.png"))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "y.webp").convert("RGB")), exact)
+
+
+# -- 12: the long weights note: once in `hpcm models`, a short line elsewhere ------------------------
+def test_weights_note_short_in_codec_full_in_models(tmp_path, small_png, capsys):
+    rc, _, err = run(capsys, "compress", small_png, "-o", tmp_path / "x.hpcm")
+    assert rc == 0, err
+    notes = [line for line in err.splitlines() if "note: weights" in line]
+    assert len(notes) == 1 and len(notes[0]) < 160 and "hpcm models" in notes[0]
+    rc, out, _ = run(capsys, "models")
+    assert " ".join(out.split()).count("far below published HPCM quality") == 1
+
+
+# -- 13: one size convention (W x H) ------------------------------------------------------------------
+def test_info_prints_width_by_height(tmp_path, small_png, capsys):
+    out = tmp_path / "x.hpcm"
+    rc, stdout, err = run(capsys, "compress", small_png, "-o", out)
+    assert rc == 0 and "56x40" in stdout, err
+    rc, stdout, _ = run(capsys, "info", out)
+    size = next(line for line in stdout.splitlines() if line.startswith("size"))
+    assert "56x40" in size
+
+
+# -- 14: no "(default: None)" after a help text that already names the default -----------------------
+@pytest.mark.parametrize("command", ["compress", "decompress", "demo", "info"])
+def test_help_defaults_are_said_once(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    import re
+
+    assert not re.search(r"\(default: [^)]*\) \(default:", text)
+
+
+# -- 15: the quality range comes from the model's shipped levels -------------------------------------
+def test_quality_range_from_shipped_levels(tmp_path, small_png, capsys):
+    from hpcm.cli.codec import shipped_quality_range
+    from hpcm.models.bundled import qualities
+
+    levels = qualities("hpcm-tiny")
+    assert shipped_quality_range("hpcm-tiny") == (levels[0], levels[-1])
+    rc, _, err = run(capsys, "compress", small_png, "-o", tmp_path / "x.hpcm", "--quality", levels[-1] + 1)
+    one_line_error(rc, err, f"quality {levels[0]}..{levels[-1]}")
+    with pytest.raises(SystemExit):
+        main(["compress", "--help"])
+    assert f"hpcm-tiny: {levels[0]}..{levels[-1]}" in " ".join(capsys.readouterr().out.split())
+
+
+# -- 16: a tampered verified file: the file or the decoder may be at fault --------------------------
+def test_checksum_mismatch_names_the_file_as_a_suspect(tiny_model):
+    from hpcm.codec import container
+    from hpcm.codec.api import decompress_image, encode
+    from hpcm.errors import FormatError
+
+    data = encode(tiny_model, np.full((64, 64, 3), 90, dtype=np.uint8), verify=True)[0]
+    header, streams = container.unpack(data)
+    header.recon_crc ^= 1
+    with pytest.raises(FormatError, match="file was altered") as info:
+        decompress_image(container.pack(header, streams), tiny_model)
+    assert "decoder" in str(info.value)
+
+
+# -- 17: a file written with --checkpoint, decoded without it ----------------------------------------
+def test_missing_checkpoint_is_suggested(tmp_path, small_png, capsys):
+    import torch
+
+    from hpcm.models.io import load_model, save_weights
+
+    model = load_model("hpcm-tiny", quality=2)
+    with torch.no_grad():
+        model.means_hyper.add_(0.25)
+    weights = save_weights(model, tmp_path / "mine.safetensors")
+    out = tmp_path / "m.hpcm"
+    rc, _, err = run(capsys, "compress", small_png, "-o", out, "--checkpoint", weights)
+    assert rc == 0, err
+    rc, _, err = run(capsys, "decompress", out)
+    one_line_error(rc, err, "--checkpoint PATH")
+    assert "model given" not in err

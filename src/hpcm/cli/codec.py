@@ -32,7 +32,16 @@ def _untrained_warning(model) -> None:
             "weights shipped); the files are valid and decode exactly, but bpp and quality are meaningless"
         )
     elif info.get("note"):
-        _note(f"note: weights {info.get('preset')} q{info.get('quality') or '-'}: {info['note']}")
+        _note(f"note: weights {info.get('preset')} q{info.get('quality') or '-'}: {short_note(info['note'])} "
+              "(details: hpcm models)")
+
+
+def short_note(note: str, limit: int = 80) -> str:
+    """The head of a weights note (up to its first ': ' or '; '), at most ``limit`` characters."""
+    head = note.strip()
+    for sep in (": ", "; "):
+        head = head.split(sep, 1)[0]
+    return head if len(head) <= limit else head[: limit - 1].rstrip() + "…"
 
 
 def _load(spec: str, *, quality: int | None, device: str, preset: str | None = None):
@@ -86,7 +95,19 @@ def _model_for_file(header, args) -> tuple[object, float]:
             f"file was written by model {header.preset!r}, which is not a built-in preset; "
             "pass the weights with --checkpoint"
         )
-    return _load(header.preset, quality=header.quality or None, device=device)
+    from hpcm.codec.api import model_identity
+    from hpcm.errors import CheckpointError
+
+    hint = (f"file was written by {header.preset} q{header.quality or '-'} with weights "
+            f"{header.fingerprint_hex}, which are not the weights shipped for {header.preset}; pass the "
+            "weights it was written with: --checkpoint PATH")
+    try:
+        model, load_s = _load(header.preset, quality=header.quality or None, device=device)
+    except CheckpointError:  # e.g. a quality that no shipped weights have
+        raise ModelMismatchError(hint) from None
+    if model_identity(model)[2] != header.fingerprint:
+        raise ModelMismatchError(hint)
+    return model, load_s
 
 
 # -- commands ---------------------------------------------------------------------------------------
@@ -100,6 +121,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
     src = Path(args.input)
     out = Path(args.output) if args.output else src.with_suffix(".hpcm")
     check_output_path(out, overwrite=args.force)
+    if not args.checkpoint:
+        check_quality(args.model, args.quality)
+    if out.suffix.lower() != ".hpcm":
+        _note(f"note: {out.name}: the output is an .hpcm file whatever its suffix (decode it with "
+              "hpcm decompress); name it .hpcm to avoid confusion")
     image, notes = read_image_with_notes(src, alpha=args.alpha)
     for n in notes:
         _note(f"note: {src}: {n}")
@@ -126,12 +152,12 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     from hpcm.codec.api import decode
     from hpcm.codec.atomic import check_output_path
     from hpcm.codec.container import unpack
-    from hpcm.codec.image_io import format_for_path, write_image
+    from hpcm.codec.image_io import lossy_write_note, write_image
 
     src = Path(args.input)
     out = Path(args.output) if args.output else src.with_suffix(".png")
     check_output_path(out, overwrite=args.force)
-    format_for_path(out)
+    lossy = lossy_write_note(out)  # also refuses suffixes that name no image format
     data = _read_bytes(src)
     header, _ = unpack(data)
     pixels = header.width * header.height
@@ -143,6 +169,8 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     image, header, times = decode(data, model, allow_cross_device=args.allow_cross_device,
                                   max_threads=args.threads)
     write_image(out, image, overwrite=args.force)
+    if lossy:
+        _note(f"note: {lossy}")
     _say(f"{src} -> {out}: {header.width}x{header.height}, {header.bpp():.4f} bpp")
     _say(f"decode {times.network:.2f} s (total {times.total:.2f} s); model load {load_s:.2f} s")
     return 0
@@ -160,8 +188,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     for key, value in fields.items():
         if isinstance(value, float):
             value = f"{value:.4f}"
-        elif isinstance(value, list):
-            value = " x ".join(map(str, value)) if key.endswith(("size", "shape")) else value
+        elif isinstance(value, list) and key.endswith(("size", "shape")):
+            value = f"{value[1]}x{value[0]} (W x H)"  # JSON keeps [H, W]; text follows compress: WxH
+        elif isinstance(value, list) and key == "crop_offset":
+            value = f"left {value[1]}, top {value[0]}"
         _say(f"{key:<{width}}  {value}")
     return 0
 
@@ -181,6 +211,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from hpcm.eval.metrics import psnr
 
     src = Path(args.image) if args.image else _default_demo_image()
+    check_quality(args.model, args.quality)
     image, notes = read_image_with_notes(src, alpha="white")
     for n in notes:
         _note(f"note: {src}: {n}")
@@ -196,7 +227,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "HPCM's quality."
         )
     elif info.get("note"):
-        _say(f"NOTE: {info['note']}")
+        _say(f"NOTE: {short_note(info['note'])} (details: hpcm models)")
     data, header, enc = encode(model, image)
     decoded, _, dec = decode(data, model)
     if decoded.shape != image.shape:
@@ -227,15 +258,58 @@ def _positive_int(text: str) -> int:
 
 
 def _quality(text: str) -> int:
-    q = int(text)
+    try:
+        q = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if not 1 <= q <= 255:
-        raise argparse.ArgumentTypeError("quality must be between 1 and 255 (trained presets: 1..6)")
+        raise argparse.ArgumentTypeError("quality must be between 1 and 255 (the model's shipped levels: "
+                                         "hpcm models)")
     return q
+
+
+def shipped_quality_range(preset: str) -> tuple[int, int] | None:
+    """(lowest, highest) quality of ``preset``'s shipped trained weights; None when none ship."""
+    import sys
+
+    io = sys.modules.get("hpcm.models.io")  # honours a relocated WEIGHTS_DIR once loaded
+    if io is not None:
+        levels = io.bundled_qualities(preset)
+    else:
+        from hpcm.models.bundled import qualities
+
+        levels = qualities(preset)
+    return (levels[0], levels[-1]) if levels else None
+
+
+def check_quality(preset: str, quality: float | None) -> None:
+    """Refuse a quality outside the range of ``preset``'s shipped levels (no check when none ship)."""
+    span = shipped_quality_range(preset) if quality is not None else None
+    if span and not span[0] <= quality <= span[1]:
+        raise HPCMError(f"--quality {quality}: {preset} ships trained weights for quality "
+                        f"{span[0]}..{span[1]} (see hpcm models)")
+
+
+def _quality_help(preset: str) -> str:
+    span = shipped_quality_range(preset)
+    levels = f"{preset}: {span[0]}..{span[1]}" if span else f"{preset}: none shipped"
+    return ("rate point (low..high) among the preset's shipped trained weights (listed by `hpcm models`; "
+            f"{levels}); default 3")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where there is a default worth saying and the help names none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``compress``, ``decompress``, ``info`` and ``demo`` to the ``hpcm`` command."""
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
 
     p = subparsers.add_parser(
         "compress", help="image -> .hpcm file", formatter_class=fmt,
@@ -246,9 +320,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", metavar="OUT", help="output file (default: IN with suffix .hpcm)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="preset name (see `hpcm models`); with a .pth.tar "
                    "checkpoint, the architecture to load it into")
-    p.add_argument("--quality", type=_quality, default=None,
-                   help="rate point (low..high) among the preset's shipped trained weights (listed by "
-                   "`hpcm models`; hpcm-tiny: 1..5); default 3")
+    p.add_argument("--quality", type=_quality, default=None, help=_quality_help(DEFAULT_MODEL))
     p.add_argument("--checkpoint", metavar="PATH",
                    help=".safetensors weights or official .pth.tar checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")

@@ -111,6 +111,9 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
+    import textwrap
+
+    from hpcm.models.bundled import notes as bundled_notes
     from hpcm.models.bundled import qualities as bundled_qualities
     from hpcm.models.registry import list_models
 
@@ -120,6 +123,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
         shipped = bundled_qualities(name)
         weights = f" [trained weights: quality {', '.join(map(str, shipped))}]" if shipped else ""
         print(f"{name:<{width}}  {desc}{weights}")
+        for note in bundled_notes(name):  # the full note, said here once (codec commands say a short line)
+            print(textwrap.fill(f"weights note: {note}", width=100, initial_indent="  ",
+                                subsequent_indent="    "))
     return 0
 
 

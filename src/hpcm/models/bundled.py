@@ -5,6 +5,7 @@ Torch-free, so that ``hpcm models`` and argument checks answer without loading t
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -20,3 +21,17 @@ def qualities(preset: str, weights_dir: Path | None = None) -> list[int]:
         if m:
             found.append(int(m.group(1)))
     return sorted(found)
+
+
+def notes(preset: str, weights_dir: Path | None = None) -> list[str]:
+    """The distinct ``note`` texts of ``preset``'s shipped weights (from their JSON sidecars)."""
+    folder = WEIGHTS_DIR if weights_dir is None else Path(weights_dir)
+    found: list[str] = []
+    for q in qualities(preset, folder):
+        try:
+            text = json.loads((folder / f"{preset}-q{q}.json").read_text()).get("note")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if text and text not in found:
+            found.append(text)
+    return found
