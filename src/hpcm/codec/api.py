@@ -295,9 +295,9 @@ def decode(
     t2 = time.perf_counter()
     if header.recon_crc is not None and image_crc(image) != header.recon_crc:
         raise FormatError(
-            "decoded image does not match the checksum the encoder stored: the file was altered after it "
-            "was written, or this decoder computes differently from the encoder (device, hardware, library "
-            "version)"
+            "decoded image does not match the encoder's reconstruction (stored checksum): the file was "
+            "altered after it was written, or this decoder computes differently from the encoder (device, "
+            "hardware, library version)"
         )
     return image, header, CodecTimes(network=t2 - t1, total=time.perf_counter() - t0)
 
