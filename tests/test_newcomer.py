@@ -407,3 +407,56 @@ def test_missing_checkpoint_is_suggested(tmp_path, small_png, capsys):
     rc, _, err = run(capsys, "decompress", out)
     one_line_error(rc, err, "--checkpoint PATH")
     assert "model given" not in err
+
+
+# -- 18: anchors only under results of their data set; the legend beside the plot -------------------
+def _results(path: Path, dataset: str | None) -> Path:
+    import json
+
+    doc = {"name": f"mine-{dataset}", "description": "",
+           "results": {"bpp": [0.2, 0.5, 0.9], "psnr-rgb": [29.0, 32.0, 34.5]}}
+    if dataset:
+        doc["meta"] = {"dataset": dataset}
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_plot_draws_anchors_only_for_their_data_set(tmp_path, shared_dir, capsys):
+    anchors = shared_dir / "anchors" / "kodak"
+    if not anchors.is_dir():
+        pytest.skip("no Kodak anchors")
+    clic = _results(tmp_path / "clic.json", "clic")
+    rc, _, err = run(capsys, "plot", clic, "-o", tmp_path / "a.png", "--anchors", anchors)
+    assert rc == 0, err
+    assert "anchors not drawn" in err and "0 anchor(s)" in err
+    kodak = _results(tmp_path / "kodak.json", "kodak")
+    rc, _, err = run(capsys, "plot", kodak, "-o", tmp_path / "b.png", "--anchors", anchors, "--select", "jpeg")
+    assert rc == 0 and "1 anchor(s)" in err and "not drawn" not in err
+
+
+def test_eval_results_name_their_data_set(kodak_dir):
+    from hpcm.eval.classical import ClassicalCodec, bench_codec
+    from hpcm.eval.plot import dataset_of
+
+    doc = bench_codec(ClassicalCodec("jpeg"), kodak_dir, [50], limit=1, show_progress=False)
+    assert doc["meta"]["dataset"] == "kodak" and dataset_of(doc) == "kodak"
+
+
+def test_plot_legend_does_not_cover_the_curves(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hpcm.eval.plot import plot_rd
+
+    figures = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig))
+    doc = {"name": "mine", "description": "", "results": {"bpp": [0.1, 0.3, 0.6, 1.0],
+                                                          "psnr-rgb": [27.0, 30.0, 33.0, 35.0]}}
+    plot_rd([doc], tmp_path / "rd.png")
+    fig = figures[-1]
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend, box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 >= box.x1  # entirely right of the axes

@@ -216,6 +216,9 @@ def bench_codec(
         "PSNR on 8-bit RGB per image then mean; MS-SSIM via pytorch_msssim (data_range=1) per image then "
         "mean; times in seconds, wall clock, mean per image."
     )
-    meta = {"tool": "hpcm bench-codec", "codec": codec.codec, "chroma": codec.chroma, "tune": codec.tune,
-            "images": [str(p) for p in paths], "argv": sys.argv[1:]}
+    folders = {Path(p).resolve().parent.name for p in paths}
+    name = Path(dataset).resolve().name if not isinstance(dataset, list | tuple) else (
+        folders.pop() if len(folders) == 1 else None)
+    meta = {"tool": "hpcm bench-codec", "dataset": name, "codec": codec.codec, "chroma": codec.chroma,
+            "tune": codec.tune, "images": [str(p) for p in paths], "argv": sys.argv[1:]}
     return aggregate(codec.name, description, points, meta=meta)
