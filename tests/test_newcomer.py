@@ -430,7 +430,8 @@ def test_plot_draws_anchors_only_for_their_data_set(tmp_path, shared_dir, capsys
     assert rc == 0, err
     assert "anchors not drawn" in err and "0 anchor(s)" in err
     kodak = _results(tmp_path / "kodak.json", "kodak")
-    rc, _, err = run(capsys, "plot", kodak, "-o", tmp_path / "b.png", "--anchors", anchors, "--select", "jpeg")
+    rc, _, err = run(capsys, "plot", kodak, "-o", tmp_path / "b.png", "--anchors", anchors,
+                     "--select", "jpeg")
     assert rc == 0 and "1 anchor(s)" in err and "not drawn" not in err
 
 
@@ -460,3 +461,13 @@ def test_plot_legend_does_not_cover_the_curves(tmp_path, monkeypatch):
     ax = fig.axes[0]
     legend, box = ax.get_legend().get_window_extent(), ax.get_window_extent()
     assert legend.x0 >= box.x1  # entirely right of the axes
+
+
+# -- 20: the profile's bpp says which image it is of -------------------------------------------------
+def test_profile_bpp_names_its_image():
+    from hpcm.eval.profile import ProfileRow, markdown_table
+
+    row = ProfileRow(model="hpcm-tiny", height=64, width=64, padded=(64, 64), params=1, kmacs_per_pixel=1.0,
+                     times={"compress": 0.1}, bpp=0.5)
+    table = markdown_table([row])
+    assert "synthetic image" in table and "initial (untrained) weights" in table
