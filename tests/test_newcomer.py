@@ -471,3 +471,46 @@ def test_profile_bpp_names_its_image():
                      times={"compress": 0.1}, bpp=0.5)
     table = markdown_table([row])
     assert "synthetic image" in table and "initial (untrained) weights" in table
+
+
+# -- 19: hpcm train shows progress in logs (no terminal) ---------------------------------------------
+def test_train_logs_progress_lines_without_a_terminal(tmp_path, kodak_dir, capsys):
+    from hpcm.train.config import TrainConfig
+    from hpcm.train.trainer import progress_line, train
+
+    data = tmp_path / "data"
+    data.mkdir()
+    with Image.open(kodak_dir / "kodim01.png") as im:
+        im.convert("RGB").crop((0, 0, 96, 96)).save(data / "a.png")
+    cfg = TrainConfig.from_dict(dict(
+        model="hpcm-tiny", data=[str(data)], val=None, out=str(tmp_path / "run"), steps=2, batch_size=1,
+        patch_size=64, quality=3, num_workers=0, log_every=1, val_every=1000, save_every=1000,
+        progress=True, device="cpu"))
+    train(cfg)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hpcm train: step")]
+    assert [line.split(",")[0] for line in lines] == ["hpcm train: step 1/2", "hpcm train: step 2/2"]
+    assert all(k in lines[0] for k in ("img/s", "loss", "bpp", "PSNR", "ETA"))
+    assert "ETA 1:00:00" in progress_line(0, 3600, {}, 1.0)
+
+
+def test_long_coding_shows_progress_on_a_terminal_only(tiny_model):
+    import io
+
+    from hpcm.cli.codec import coding_progress
+    from hpcm.codec.api import encode
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    image = np.full((64, 64, 3), 60, dtype=np.uint8)
+    term = Terminal()
+    with coding_progress(tiny_model, "encoding 64x64", stream=term, delay=0.0, interval=0.001):
+        encode(tiny_model, image)
+    assert "hpcm: encoding 64x64: context step" in term.getvalue()
+    assert term.getvalue().endswith("\r")  # the status line erases itself
+    log = io.StringIO()
+    with coding_progress(tiny_model, "encoding 64x64", stream=log, delay=0.0, interval=0.001):
+        encode(tiny_model, image)
+    assert log.getvalue() == ""
+    assert not tiny_model.y_spatial_prior_s3._forward_hooks  # hooks removed

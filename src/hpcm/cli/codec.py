@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from hpcm.codec.container import MAX_PIXELS
@@ -74,6 +77,56 @@ def _set_threads(threads: int | None) -> int:
     return n
 
 
+@contextlib.contextmanager
+def coding_progress(model, what: str, *, stream=None, delay: float = 1.0,
+                    interval: float = 0.5) -> Iterator[None]:
+    """On a terminal, a self-erasing status line while a long encode/decode runs (after ``delay`` s).
+
+    Progress is the context-model step reached (forward hooks on the spatial priors, which run once per
+    coded step of ``hpcm.models.schedule.STEPS``) and the elapsed time. Silent when ``stream`` is not a
+    terminal (logs, pipes) and for codings shorter than ``delay``.
+    """
+    stream = stream or sys.stderr
+    if not getattr(stream, "isatty", lambda: False)():
+        yield
+        return
+    from hpcm.models.schedule import STEPS
+
+    total = sum(1 for s in STEPS if s.uses_network)
+    count = [0]
+    hooks = []
+    for name in ("y_spatial_prior_s1_s2", "y_spatial_prior_s3"):
+        module = getattr(model, name, None)
+        if module is not None and hasattr(module, "register_forward_hook"):
+            hooks.append(module.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1)))
+    stop, shown, t0 = threading.Event(), [False], time.perf_counter()
+
+    def tick() -> None:
+        if stop.wait(delay):
+            return
+        while True:
+            k = count[0]
+            where = f"context step {k}/{total}" if k <= total else "verifying"
+            stream.write(f"\rhpcm: {what}: {where}, {time.perf_counter() - t0:.0f} s ")
+            stream.flush()
+            shown[0] = True
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        for h in hooks:
+            h.remove()
+        if shown[0]:
+            stream.write("\r" + " " * 72 + "\r")
+            stream.flush()
+
+
 def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -133,9 +186,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     model, load_s = _load(spec, quality=args.quality, device=args.device, preset=args.model)
     _untrained_warning(model)
-    data, header, times = encode(model, image, padding=args.padding, verify=args.verify)
-    atomic_write_bytes(out, data, overwrite=args.force)
     h, w = image.shape[:2]
+    with coding_progress(model, f"encoding {w}x{h}"):
+        data, header, times = encode(model, image, padding=args.padding, verify=args.verify)
+    atomic_write_bytes(out, data, overwrite=args.force)
     _say(
         f"{src} -> {out}: {w}x{h}, {len(data)} bytes, {header.bpp():.4f} bpp "
         f"(streams {header.payload_bpp():.4f}); model {header.preset} q{header.quality or '-'} "
@@ -166,8 +220,9 @@ def cmd_decompress(args: argparse.Namespace) -> int:
                         f"above --max-pixels {args.max_pixels:,}")
     model, load_s = _model_for_file(header, args)
     _untrained_warning(model)
-    image, header, times = decode(data, model, allow_cross_device=args.allow_cross_device,
-                                  max_threads=args.threads)
+    with coding_progress(model, f"decoding {header.width}x{header.height}"):
+        image, header, times = decode(data, model, allow_cross_device=args.allow_cross_device,
+                                      max_threads=args.threads)
     write_image(out, image, overwrite=args.force)
     if lossy:
         _note(f"note: {lossy}")

@@ -48,7 +48,8 @@ def register(subparsers: Any) -> None:
     a("--clip-max-norm", type=float, help="gradient clipping norm (default 1.0)")
     a("--val-every", type=int, help="validate every N steps (default 1000)")
     a("--save-every", type=int, help="write checkpoint_last every N steps (default 1000)")
-    a("--log-every", type=int, help="metrics log interval in steps (default 10)")
+    a("--log-every", type=int, help="metrics log interval in steps (default 10); without a progress bar "
+      "(not a terminal, or --no-progress) also a line on stderr: rate, loss, bpp, PSNR, ETA")
     a("--max-val-images", type=int, help="use at most N validation images")
     a("--num-workers", type=int, help="data loader processes per rank (default 2)")
     a("--seed", type=int, help="seed of the data order, crops and training noise (default 0)")
