@@ -79,7 +79,7 @@ def test_verify_info_and_default_names(kodak_crop, capsys):
     assert "verify" in stdout and "matches" in stdout
     hpcm_file = kodak_crop.with_suffix(".hpcm")
     rc, stdout, _ = run(capsys, "info", hpcm_file)
-    assert rc == 0 and "hpcm-tiny" in stdout and "70 x 90" in stdout and "recon_crc" in stdout
+    assert rc == 0 and "hpcm-tiny" in stdout and "90x70 (W x H)" in stdout and "recon_crc" in stdout
     rc, stdout, _ = run(capsys, "info", hpcm_file, "--json")
     info = json.loads(stdout)
     assert info["size"] == [70, 90] and info["padded_size"] == [128, 128]

@@ -81,7 +81,7 @@ def test_higher_quality_spends_more_bits(shared_dir):
     model = create_model("hpcm-tiny-vr").eval()  # fixed-rate trained weights + the initial gains
     model.load_state_dict(load_model("hpcm-tiny", quality=4).state_dict(), strict=False)
     image = read_image(shared_dir / "data" / "kodak" / "kodim23.png")[:128, :128]
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255
     sizes = [len(model.compress(x, quality=q)["strings"][0]) for q in (1.0, 4.0, 8.0)]
     assert sizes[0] < sizes[1] < sizes[2], sizes
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+from hpcm.codec.container import MAX_PIXELS
 from hpcm.errors import HPCMError, ModelMismatchError
 
 DEFAULT_MODEL = "hpcm-tiny"  # the preset with trained weights shipped in the package (src/hpcm/weights)
@@ -31,7 +35,16 @@ def _untrained_warning(model) -> None:
             "weights shipped); the files are valid and decode exactly, but bpp and quality are meaningless"
         )
     elif info.get("note"):
-        _note(f"note: weights {info.get('preset')} q{info.get('quality') or '-'}: {info['note']}")
+        _note(f"note: weights {info.get('preset')} q{info.get('quality') or '-'}: {short_note(info['note'])} "
+              "(details: hpcm models)")
+
+
+def short_note(note: str, limit: int = 80) -> str:
+    """The head of a weights note (up to its first ': ' or '; '), at most ``limit`` characters."""
+    head = note.strip()
+    for sep in (": ", "; "):
+        head = head.split(sep, 1)[0]
+    return head if len(head) <= limit else head[: limit - 1].rstrip() + "…"
 
 
 def _load(spec: str, *, quality: float | None, device: str, preset: str | None = None):
@@ -62,6 +75,68 @@ def _load(spec: str, *, quality: float | None, device: str, preset: str | None =
     return model, time.perf_counter() - t0
 
 
+def _set_threads(threads: int | None) -> int:
+    """Torch's CPU threads for encoding: ``threads``, else torch's default capped at the usable cores."""
+    import torch
+
+    from hpcm.threads import available_cores
+
+    n = threads or min(torch.get_num_threads(), available_cores())
+    if n != torch.get_num_threads():
+        torch.set_num_threads(n)
+    return n
+
+
+@contextlib.contextmanager
+def coding_progress(model, what: str, *, stream=None, delay: float = 1.0,
+                    interval: float = 0.5) -> Iterator[None]:
+    """On a terminal, a self-erasing status line while a long encode/decode runs (after ``delay`` s).
+
+    Progress is the context-model step reached (forward hooks on the spatial priors, which run once per
+    coded step of ``hpcm.models.schedule.STEPS``) and the elapsed time. Silent when ``stream`` is not a
+    terminal (logs, pipes) and for codings shorter than ``delay``.
+    """
+    stream = stream or sys.stderr
+    if not getattr(stream, "isatty", lambda: False)():
+        yield
+        return
+    from hpcm.models.schedule import STEPS
+
+    total = sum(1 for s in STEPS if s.uses_network)
+    count = [0]
+    hooks = []
+    for name in ("y_spatial_prior_s1_s2", "y_spatial_prior_s3"):
+        module = getattr(model, name, None)
+        if module is not None and hasattr(module, "register_forward_hook"):
+            hooks.append(module.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1)))
+    stop, shown, t0 = threading.Event(), [False], time.perf_counter()
+
+    def tick() -> None:
+        if stop.wait(delay):
+            return
+        while True:
+            k = count[0]
+            where = f"context step {k}/{total}" if k <= total else "verifying"
+            stream.write(f"\rhpcm: {what}: {where}, {time.perf_counter() - t0:.0f} s ")
+            stream.flush()
+            shown[0] = True
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        for h in hooks:
+            h.remove()
+        if shown[0]:
+            stream.write("\r" + " " * 72 + "\r")
+            stream.flush()
+
+
 def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -83,7 +158,19 @@ def _model_for_file(header, args) -> tuple[object, float]:
             f"file was written by model {header.preset!r}, which is not a built-in preset; "
             "pass the weights with --checkpoint"
         )
-    return _load(header.preset, quality=header.quality or None, device=device)
+    from hpcm.codec.api import model_identity
+    from hpcm.errors import CheckpointError
+
+    hint = (f"file was written by {header.preset} q{header.quality or '-'} with weights "
+            f"{header.fingerprint_hex}, which are not the weights shipped for {header.preset}; pass the "
+            "weights it was written with: --checkpoint PATH")
+    try:
+        model, load_s = _load(header.preset, quality=header.quality or None, device=device)
+    except CheckpointError:  # e.g. a quality that no shipped weights have
+        raise ModelMismatchError(hint) from None
+    if model_identity(model)[2] != header.fingerprint:
+        raise ModelMismatchError(hint)
+    return model, load_s
 
 
 # -- commands ---------------------------------------------------------------------------------------
@@ -91,22 +178,29 @@ def _model_for_file(header, args) -> tuple[object, float]:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     from hpcm.codec.api import encode
-    from hpcm.codec.atomic import atomic_write_bytes
+    from hpcm.codec.atomic import atomic_write_bytes, check_output_path
     from hpcm.codec.image_io import read_image_with_notes
 
     src = Path(args.input)
     out = Path(args.output) if args.output else src.with_suffix(".hpcm")
-    if out.exists() and not args.force:
-        raise HPCMError(f"{out} already exists (use --force to overwrite)")
+    check_output_path(out, overwrite=args.force)
+    if not args.checkpoint:
+        check_quality(args.model, args.quality)
+    if out.suffix.lower() != ".hpcm":
+        _note(f"note: {out.name}: the output is an .hpcm file whatever its suffix (decode it with "
+              "hpcm decompress); name it .hpcm to avoid confusion")
     image, notes = read_image_with_notes(src, alpha=args.alpha)
     for n in notes:
         _note(f"note: {src}: {n}")
     spec = args.checkpoint or args.model
+    _set_threads(args.threads)
     model, load_s = _load(spec, quality=args.quality, device=args.device, preset=args.model)
     _untrained_warning(model)
-    data, header, times = encode(model, image, quality=args.quality, padding=args.padding, verify=args.verify)
-    atomic_write_bytes(out, data, overwrite=args.force)
     h, w = image.shape[:2]
+    with coding_progress(model, f"encoding {w}x{h}"):
+        data, header, times = encode(model, image, quality=args.quality, padding=args.padding,
+                                     verify=args.verify)
+    atomic_write_bytes(out, data, overwrite=args.force)
     _say(
         f"{src} -> {out}: {w}x{h}, {len(data)} bytes, {header.bpp():.4f} bpp "
         f"(streams {header.payload_bpp():.4f}); model {header.preset} q{header.quality or '-'} "
@@ -121,20 +215,28 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 def cmd_decompress(args: argparse.Namespace) -> int:
     from hpcm.codec.api import decode
+    from hpcm.codec.atomic import check_output_path
     from hpcm.codec.container import unpack
-    from hpcm.codec.image_io import format_for_path, write_image
+    from hpcm.codec.image_io import lossy_write_note, write_image
 
     src = Path(args.input)
     out = Path(args.output) if args.output else src.with_suffix(".png")
-    format_for_path(out)
-    if out.exists() and not args.force:
-        raise HPCMError(f"{out} already exists (use --force to overwrite)")
+    check_output_path(out, overwrite=args.force)
+    lossy = lossy_write_note(out)  # also refuses suffixes that name no image format
     data = _read_bytes(src)
     header, _ = unpack(data)
+    pixels = header.width * header.height
+    if pixels > args.max_pixels:
+        raise HPCMError(f"{src}: the image is {header.width}x{header.height} = {pixels:,} pixels, "
+                        f"above --max-pixels {args.max_pixels:,}")
     model, load_s = _model_for_file(header, args)
     _untrained_warning(model)
-    image, header, times = decode(data, model, allow_cross_device=args.allow_cross_device)
+    with coding_progress(model, f"decoding {header.width}x{header.height}"):
+        image, header, times = decode(data, model, allow_cross_device=args.allow_cross_device,
+                                      max_threads=args.threads)
     write_image(out, image, overwrite=args.force)
+    if lossy:
+        _note(f"note: {lossy}")
     _say(f"{src} -> {out}: {header.width}x{header.height}, {header.bpp():.4f} bpp")
     _say(f"decode {times.network:.2f} s (total {times.total:.2f} s); model load {load_s:.2f} s")
     return 0
@@ -152,8 +254,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     for key, value in fields.items():
         if isinstance(value, float):
             value = f"{value:.4f}"
-        elif isinstance(value, list):
-            value = " x ".join(map(str, value)) if key.endswith(("size", "shape")) else value
+        elif isinstance(value, list) and key.endswith(("size", "shape")):
+            value = f"{value[1]}x{value[0]} (W x H)"  # JSON keeps [H, W]; text follows compress: WxH
+        elif isinstance(value, list) and key == "crop_offset":
+            value = f"left {value[1]}, top {value[0]}"
         _say(f"{key:<{width}}  {value}")
     return 0
 
@@ -173,6 +277,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from hpcm.eval.metrics import psnr
 
     src = Path(args.image) if args.image else _default_demo_image()
+    check_quality(args.model, args.quality)
     image, notes = read_image_with_notes(src, alpha="white")
     for n in notes:
         _note(f"note: {src}: {n}")
@@ -189,7 +294,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "HPCM's quality."
         )
     elif info.get("note"):
-        _say(f"NOTE: {info['note']}")
+        _say(f"NOTE: {short_note(info['note'])} (details: hpcm models)")
     data, header, enc = encode(model, image, quality=args.quality)
     decoded, _, dec = decode(data, model)
     if decoded.shape != image.shape:
@@ -209,19 +314,70 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- argument parsing -------------------------------------------------------------------------------
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
 def _quality(text: str) -> float:
     try:
         q = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"quality must be a number, got {text!r}") from None
     if not 1 <= q <= 255:
-        raise argparse.ArgumentTypeError("quality must be between 1 and 255 (trained presets: 1..6)")
+        raise argparse.ArgumentTypeError("quality must be between 1 and 255 (the model's shipped levels: "
+                                         "hpcm models)")
     return q
+
+
+def shipped_quality_range(preset: str) -> tuple[int, int] | None:
+    """(lowest, highest) quality of ``preset``'s shipped trained weights; None when none ship."""
+    import sys
+
+    io = sys.modules.get("hpcm.models.io")  # honours a relocated WEIGHTS_DIR once loaded
+    if io is not None:
+        levels = io.bundled_qualities(preset)
+    else:
+        from hpcm.models.bundled import qualities
+
+        levels = qualities(preset)
+    return (levels[0], levels[-1]) if levels else None
+
+
+def check_quality(preset: str, quality: float | None) -> None:
+    """Refuse a quality outside the range of ``preset``'s shipped levels (no check when none ship)."""
+    span = shipped_quality_range(preset) if quality is not None else None
+    if span and not span[0] <= quality <= span[1]:
+        raise HPCMError(f"--quality {quality}: {preset} ships trained weights for quality "
+                        f"{span[0]}..{span[1]} (see hpcm models)")
+
+
+def _quality_help(preset: str) -> str:
+    span = shipped_quality_range(preset)
+    levels = f"{preset}: {span[0]}..{span[1]}" if span else f"{preset}: none shipped"
+    return ("rate point (low..high) among the preset's shipped trained weights (listed by `hpcm models`; "
+            f"{levels}), or any number in a variable-rate model's range (hpcm-tiny-vr: 1..8, e.g. 3.5); "
+            "default 3")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where there is a default worth saying and the help names none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``compress``, ``decompress``, ``info`` and ``demo`` to the ``hpcm`` command."""
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
 
     p = subparsers.add_parser(
         "compress", help="image -> .hpcm file", formatter_class=fmt,
@@ -232,10 +388,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", metavar="OUT", help="output file (default: IN with suffix .hpcm)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="preset name (see `hpcm models`); with a .pth.tar "
                    "checkpoint, the architecture to load it into")
-    p.add_argument("--quality", type=_quality, default=None,
-                   help="rate point (low..high): one of the preset's shipped trained weights (listed by "
-                   "`hpcm models`; hpcm-tiny: 1..5), or any value in a variable-rate model's range "
-                   "(hpcm-tiny-vr: 1.0..8.0, e.g. 3.5); default 3")
+    p.add_argument("--quality", type=_quality, default=None, help=_quality_help(DEFAULT_MODEL))
     p.add_argument("--checkpoint", metavar="PATH",
                    help=".safetensors weights or official .pth.tar checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
@@ -247,7 +400,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="how the image is padded to the model's size multiple")
     p.add_argument("--alpha", choices=("refuse", "drop", "white"), default="refuse",
                    help="images with transparency: refuse, drop the alpha, or composite on white")
-    p.set_defaults(func=cmd_compress)
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="CPU threads (default: the cores this process may use); recorded in the file, "
+                   "whose decoder uses the same count for an exact decode")
+    p.set_defaults(func=cmd_compress, fast_exit=True)
 
     p = subparsers.add_parser(
         "decompress", help=".hpcm file -> image", formatter_class=fmt,
@@ -259,16 +415,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("--checkpoint", metavar="PATH", help="weights the file was written with")
     p.add_argument("--device", default=None, help="torch device (default: the device kind that encoded)")
+    p.add_argument("--max-pixels", type=_positive_int, default=MAX_PIXELS, metavar="N",
+                   help="refuse files whose image has more pixels than this")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="at most N CPU threads (default: the encoder's count from the file, capped at the "
+                   "cores this process may use; fewer than the encoder's may change the image, which "
+                   "a --verify file detects)")
     p.add_argument("--allow-cross-device", action="store_true",
                    help="decode on another device kind than the encoder's (may give a wrong image; a "
                    "verified file detects that)")
-    p.set_defaults(func=cmd_decompress)
+    p.set_defaults(func=cmd_decompress, fast_exit=True)
 
     p = subparsers.add_parser("info", help="show the header of a .hpcm file", formatter_class=fmt,
                               description="Check a .hpcm file (structure and checksum) and print its header.")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_info)
+    p.set_defaults(func=cmd_info, fast_exit=True)
 
     p = subparsers.add_parser(
         "demo", help="compress + decompress one Kodak image", formatter_class=fmt,
@@ -279,4 +441,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quality", type=_quality, default=None, help="rate point (see compress)")
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--out-dir", metavar="DIR", help="also write the .hpcm and decoded PNG here")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, fast_exit=True)

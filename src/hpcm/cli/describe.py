@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # torch loads only when a command runs, not to build the parser
+    from torch import nn
 
 #: Top-level modules of an HPCM model, in the order they are described.
 COMPONENTS = (
@@ -34,6 +36,8 @@ def count_parameters(module: nn.Module | None) -> int:
 
 def component_type(module: nn.Module | None) -> str:
     """Type name of a component; for a ModuleList, the distinct types of its items."""
+    from torch import nn
+
     if module is None:
         return "-"
     if isinstance(module, nn.ModuleList):
@@ -107,7 +111,10 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from hpcm.models.io import bundled_qualities
+    import textwrap
+
+    from hpcm.models.bundled import notes as bundled_notes
+    from hpcm.models.bundled import qualities as bundled_qualities
     from hpcm.models.registry import list_models
 
     models = list_models()
@@ -116,12 +123,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
         shipped = bundled_qualities(name)
         weights = f" [trained weights: quality {', '.join(map(str, shipped))}]" if shipped else ""
         print(f"{name:<{width}}  {desc}{weights}")
+        for note in bundled_notes(name):  # the full note, said here once (codec commands say a short line)
+            print(textwrap.fill(f"weights note: {note}", width=100, initial_indent="  ",
+                                subsequent_indent="    "))
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("describe", help="components, parameter counts and phase table of a preset")
     p.add_argument("model", nargs="+", help="registered preset name(s), see 'hpcm models'")
-    p.set_defaults(func=_cmd_describe)
+    p.set_defaults(func=_cmd_describe, fast_exit=True)
     p = sub.add_parser("models", help="list the registered presets (and which ship trained weights)")
-    p.set_defaults(func=_cmd_models)
+    p.set_defaults(func=_cmd_models, fast_exit=True)

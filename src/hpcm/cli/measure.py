@@ -100,7 +100,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- plot
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from hpcm.eval.plot import load_anchors, plot_rd
+    from hpcm.eval.plot import anchors_apply, load_anchors, plot_rd
     from hpcm.eval.results import load_results
 
     docs = [_load_doc(p, load_results) for p in args.results]
@@ -108,7 +108,11 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     if not args.no_anchors:
         folder = Path(args.anchors) if args.anchors else DEFAULT_ANCHORS
         if folder.is_dir():
-            anchors = load_anchors(folder, args.select or None)
+            # an anchors folder holds the results of one data set, named by the folder (anchors/kodak)
+            draw, why = anchors_apply(docs, args.anchors_dataset or folder.name)
+            if why:
+                _note(why)
+            anchors = load_anchors(folder, args.select or None) if draw else []
         elif args.anchors:
             raise HPCMError(f"no such anchors folder: {folder}")
     out, notes = plot_rd(docs, args.output, metric=args.metric, anchors=anchors, title=args.title,
@@ -214,6 +218,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--anchors", help=f"folder of anchor JSONs (default {DEFAULT_ANCHORS} when present)")
     p.add_argument("--select", nargs="+", metavar="PATTERN",
                    help="anchor file stems to draw (shell patterns, e.g. jpeg vtm 'compressai-*')")
+    p.add_argument("--anchors-dataset", metavar="NAME",
+                   help="data set the anchors were measured on (default: the anchors folder's name); they "
+                   "are drawn only under results from it (results name theirs in meta.dataset)")
     p.add_argument("--no-anchors", action="store_true")
     p.add_argument("-t", "--title")
     p.add_argument("--max-bpp", type=float, help="end of the bpp axis (default 1.3× the results' max)")

@@ -50,7 +50,8 @@ def register(subparsers: Any) -> None:
     a("--clip-max-norm", type=float, help="gradient clipping norm (default 1.0)")
     a("--val-every", type=int, help="validate every N steps (default 1000)")
     a("--save-every", type=int, help="write checkpoint_last every N steps (default 1000)")
-    a("--log-every", type=int, help="metrics log interval in steps (default 10)")
+    a("--log-every", type=int, help="metrics log interval in steps (default 10); without a progress bar "
+      "(not a terminal, or --no-progress) also a line on stderr: rate, loss, bpp, PSNR, ETA")
     a("--max-val-images", type=int, help="use at most N validation images")
     a("--val-holdout", type=int, metavar="N",
       help="hold N training images out of training and validate on them (instead of --val)")
@@ -117,6 +118,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from hpcm.codec.atomic import check_output_path
     from hpcm.models.io import is_derived_key, save_weights
     from hpcm.models.migrate import migrate
     from hpcm.train.checkpoint import model_state, read_checkpoint
@@ -125,8 +127,8 @@ def run_export(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix != ".safetensors":
         raise CheckpointError(f"output must end in .safetensors, got {out.name}")
-    if out.exists() and not args.force:
-        raise CheckpointError(f"{out} already exists (use --force to overwrite)")
+    check_output_path(out, overwrite=args.force)
+    _refuse_torch_checkpoint(args.checkpoint)
     tensors, meta, _ = read_checkpoint(args.checkpoint)
     model = _model_from_meta(meta, build_model)
     report = migrate(model_state(tensors), model)
@@ -155,6 +157,20 @@ def run_export(args: argparse.Namespace) -> int:
     save_weights(model, out, metadata, overwrite=True)
     print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
     return 0
+
+
+def _refuse_torch_checkpoint(path: str) -> None:
+    """``hpcm export`` reads run checkpoints (.safetensors); name a torch pickle/zip file as such."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return  # read_checkpoint reports missing / unreadable files
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" or path.endswith((".pth.tar", ".pth", ".pt")):
+        raise CheckpointError(
+            f"{path} is a PyTorch checkpoint (.pth.tar), not a run checkpoint of hpcm train (.safetensors); "
+            "official weights need no export: use them with --checkpoint (compress, eval)"
+        )
 
 
 RECIPE_KEYS = ("batch_size", "patch_size", "lr", "lr_milestones", "lr_gamma", "clip_max_norm", "seed",

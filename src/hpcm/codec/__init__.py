@@ -2,11 +2,28 @@
 
 ``compress_image(model, image) -> bytes`` and ``decompress_image(data, model) -> image`` are the
 entry points; ``read_header(data)`` inspects a file without a model.
+
+The names are re-exported lazily: ``import hpcm.codec.container`` (headers, limits) does not load torch.
 """
 
-from hpcm.codec.api import compress_image, decode, decompress_image, encode, model_identity
-from hpcm.codec.container import Header, read_header
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "Header", "compress_image", "decode", "decompress_image", "encode", "model_identity", "read_header",
 ]
+
+_FROM_API = ("compress_image", "decode", "decompress_image", "encode", "model_identity")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_API:
+        from hpcm.codec import api
+
+        return getattr(api, name)
+    if name in ("Header", "read_header"):
+        from hpcm.codec import container
+
+        return getattr(container, name)
+    raise AttributeError(f"module 'hpcm.codec' has no attribute {name!r}")

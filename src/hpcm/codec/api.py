@@ -10,6 +10,7 @@ the decoder never has to know the padding rule. ``"reflect"`` and ``"zeros"`` ar
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import zlib
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from torch import nn
 
 from hpcm.codec import container
 from hpcm.codec.container import Header, check_image_size, read_header
+from hpcm.codec.plausibility import check_stream_lengths
 from hpcm.errors import FormatError, HPCMError, ImageError, ModelMismatchError
 
 __all__ = [
@@ -188,9 +190,24 @@ def _size_multiple(model: nn.Module) -> int:
     return m
 
 
-def _decode_streams(model: nn.Module, header: Header, streams: list[bytes]) -> np.ndarray:
+def decode_threads(recorded: int, limit: int | None = None) -> int:
+    """CPU threads for decoding a file whose header records ``recorded`` (0: leave torch's count).
+
+    The encoder's count, for bit-exact entropy parameters, but never more than the cores this process
+    may use (nor ``limit``): a header must not make the decoder oversubscribe the machine (255 threads
+    on 2 cores). Fewer threads than the encoder's may change the decoded image; a verified file
+    (``--verify``) detects that.
+    """
+    from hpcm.threads import available_cores
+
+    cap = min(available_cores(), limit) if limit else available_cores()
+    return max(1, min(int(recorded), cap)) if recorded else 0
+
+
+def _decode_streams(model: nn.Module, header: Header, streams: list[bytes],
+                    max_threads: int | None = None) -> np.ndarray:
     """Run ``model.decompress`` and crop; defects in the streams become ``FormatError``."""
-    threads = header.threads if model_device(model).type == "cpu" else 0
+    threads = decode_threads(header.threads, max_threads) if model_device(model).type == "cpu" else 0
     kwargs = {"quality": coding_quality(model, header.quality)} if is_variable_rate(model) else {}
     try:
         with torch.inference_mode(), pinned_threads(threads):
@@ -292,20 +309,39 @@ def check_model(header: Header, model: nn.Module, *, allow_cross_device: bool = 
         )
 
 
+def _file_bytes(data: bytes | str | os.PathLike) -> bytes:
+    """The bytes of a ``.hpcm`` file given as bytes-like or as a path (str / PathLike)."""
+    if isinstance(data, str | os.PathLike):
+        try:
+            with open(data, "rb") as fh:
+                return fh.read()
+        except OSError as exc:
+            raise HPCMError(f"cannot read {os.fspath(data)}: {exc.strerror or exc}") from None
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"expected the bytes of a .hpcm file or its path, got {type(data).__name__}")
+    return bytes(data)
+
+
 def decode(
-    data: bytes, model: nn.Module, *, allow_cross_device: bool = False
+    data: bytes | str | os.PathLike, model: nn.Module, *, allow_cross_device: bool = False,
+    max_threads: int | None = None,
 ) -> tuple[np.ndarray, Header, CodecTimes]:
-    """Decode a complete ``.hpcm`` file with ``model``; return (image, header, times)."""
+    """Decode a complete ``.hpcm`` file (bytes, or a path) with ``model``; return (image, header, times).
+
+    ``max_threads`` caps the CPU threads (see :func:`decode_threads`).
+    """
     t0 = time.perf_counter()
-    header, streams = container.unpack(data)
+    header, streams = container.unpack(_file_bytes(data))
     check_model(header, model, allow_cross_device=allow_cross_device)
+    check_stream_lengths(header, model)  # refuse before the network runs (hpcm.codec.plausibility)
     t1 = time.perf_counter()
-    image = _decode_streams(model, header, streams)
+    image = _decode_streams(model, header, streams, max_threads)
     t2 = time.perf_counter()
     if header.recon_crc is not None and image_crc(image) != header.recon_crc:
         raise FormatError(
-            "decoded image does not match the encoder's reconstruction (checksum); the decoder's arithmetic "
-            "differs from the encoder's (different device, hardware or library version?)"
+            "decoded image does not match the encoder's reconstruction (stored checksum): the file was "
+            "altered after it was written, or this decoder computes differently from the encoder (device, "
+            "hardware, library version)"
         )
     return image, header, CodecTimes(network=t2 - t1, total=time.perf_counter() - t0)
 
@@ -318,8 +354,9 @@ def compress_image(model: nn.Module, image: np.ndarray, *, quality: float | None
     return encode(model, image, quality=quality, padding=padding, verify=verify)[0]
 
 
-def decompress_image(data: bytes, model: nn.Module, *, allow_cross_device: bool = False) -> np.ndarray:
-    """Decode ``.hpcm`` bytes into an (H, W, 3) uint8 RGB image.
+def decompress_image(data: bytes | str | os.PathLike, model: nn.Module, *,
+                     allow_cross_device: bool = False) -> np.ndarray:
+    """Decode a ``.hpcm`` file (its bytes, or its path) into an (H, W, 3) uint8 RGB image.
 
     Raises ``FormatError`` for malformed/corrupted data and ``ModelMismatchError`` for a file written
     by another model (preset, quality or weights) or on another device kind.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -17,6 +18,30 @@ from hpcm.errors import HPCMError
 
 class OutputExistsError(HPCMError):
     """The output file exists and overwriting was not requested."""
+
+
+def check_output_path(path: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Refuse an output path that is not (or would not replace) a regular file.
+
+    Devices, FIFOs, sockets and directories are refused even with ``overwrite`` (``-o /dev/null --force``
+    must not replace ``/dev/null``). An existing regular file or symbolic link is refused unless
+    ``overwrite``; with it, a symbolic link is itself replaced by a regular file and its target is left
+    untouched. Raises :class:`OutputExistsError` or ``HPCMError``.
+    """
+    path = Path(path)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise HPCMError(f"cannot use {path} as output: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise HPCMError(f"{path} is a directory; give a file name as output")
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise HPCMError(f"{path} is not a regular file (a device, FIFO or socket); refused as output")
+    if not overwrite:
+        what = "a symbolic link" if stat.S_ISLNK(mode) else "a file"
+        raise OutputExistsError(f"{path} already exists ({what}; use --force to overwrite)")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -47,12 +72,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool 
     """Write ``data`` to ``path`` atomically; refuse to replace an existing file unless ``overwrite``.
 
     Raises :class:`OutputExistsError` (an ``HPCMError``) when ``path`` exists and ``overwrite`` is
-    false, and ``HPCMError`` when the directory cannot be written.
+    false, and ``HPCMError`` when the directory cannot be written or ``path`` is not a regular file
+    (see :func:`check_output_path`; a symbolic link is replaced by a regular file, its target untouched).
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
-    if not overwrite and path.exists():
-        raise OutputExistsError(f"{path} already exists (use --force to overwrite)")
+    check_output_path(path, overwrite=overwrite)
     if not directory.is_dir():
         raise HPCMError(f"output directory {directory} does not exist")
     try:

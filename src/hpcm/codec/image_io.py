@@ -144,8 +144,8 @@ def read_image_with_notes(path: str | os.PathLike, *, alpha: str = "refuse") -> 
             im.load()
             im = ImageOps.exif_transpose(im)
             arr = _to_rgb(im, alpha, notes)
-        except ImageError:
-            raise
+        except ImageError as exc:
+            raise ImageError(f"{path}: {exc}") from None
         except (OSError, ValueError, SyntaxError) as exc:
             raise ImageError(f"{path}: cannot decode image ({exc})") from None
     return arr, notes
@@ -168,9 +168,24 @@ def encode_image(array: np.ndarray, fmt: str = "PNG") -> bytes:
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
         raise ImageError(f"expected an (H, W, 3) uint8 array, got {array.dtype} {array.shape}")
     buf = io.BytesIO()
-    kwargs = {"quality": 95} if fmt == "JPEG" else {}
+    kwargs = _SAVE_OPTIONS.get(fmt, {})
     Image.fromarray(np.ascontiguousarray(array), "RGB").save(buf, format=fmt, **kwargs)
     return buf.getvalue()
+
+
+#: Save options per Pillow format: WebP is written lossless (exact), JPEG at quality 95.
+_SAVE_OPTIONS: dict[str, dict] = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}
+#: Formats that store the decoded 8-bit RGB image exactly (as written by :func:`encode_image`).
+LOSSLESS_FORMATS = frozenset({"PNG", "BMP", "DIB", "TIFF", "PPM", "TGA", "WEBP", "SGI", "IM", "PCX", "QOI"})
+
+
+def lossy_write_note(path: str | os.PathLike) -> str | None:
+    """A one-line note when writing ``path`` (format from its suffix) does not keep the pixels exactly."""
+    fmt = format_for_path(path)
+    if fmt in LOSSLESS_FORMATS:
+        return None
+    detail = " at quality 95" if fmt == "JPEG" else ""
+    return f"{Path(path).name}: writing {fmt}{detail}, a lossy format: use .png for the exact decoded image"
 
 
 def format_for_path(path: str | os.PathLike) -> str:

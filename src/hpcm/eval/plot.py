@@ -39,6 +39,39 @@ def load_anchors(
     return out
 
 
+def dataset_of(doc: dict[str, Any]) -> str | None:
+    """The data set a results document was measured on: ``meta.dataset`` (written by ``hpcm eval`` and
+    ``hpcm bench-codec``), else the one folder its ``meta.images`` come from; None when it does not say."""
+    meta = doc.get("meta") or {}
+    if isinstance(meta.get("dataset"), str) and meta["dataset"]:
+        return meta["dataset"]
+    images = meta.get("images")
+    if isinstance(images, list) and images:
+        parents = {Path(str(p)).parent.name for p in images}
+        if len(parents) == 1:
+            return parents.pop() or None
+    return None
+
+
+def anchors_apply(docs: Sequence[dict[str, Any]], anchor_dataset: str) -> tuple[bool, str | None]:
+    """Whether anchors measured on ``anchor_dataset`` belong under ``docs``, and a note saying why not.
+
+    They are drawn when every result names ``anchor_dataset`` (case-insensitive), or names no data set
+    (older files; then with a note); never under a result from another data set.
+    """
+    named = {d["name"]: dataset_of(d) for d in docs}
+    other = {n: ds for n, ds in named.items() if ds is not None and ds.lower() != anchor_dataset.lower()}
+    if other:
+        which = ", ".join(f"{n} ({ds})" for n, ds in other.items())
+        return False, (f"anchors not drawn: they are {anchor_dataset} results, and {which} is from another "
+                       "data set")
+    unknown = [n for n, ds in named.items() if ds is None]
+    if unknown:
+        return True, (f"{', '.join(unknown)} does not name its data set; the anchors drawn are "
+                      f"{anchor_dataset} results")
+    return True, None
+
+
 def plot_rd(
     results: Sequence[dict[str, Any] | str | os.PathLike[str]],
     output: str | os.PathLike[str],
@@ -99,13 +132,14 @@ def plot_rd(
             handles, labels = ax.get_legend_handles_labels()
             result_names = {d["name"] for d in docs}
             order = sorted(range(len(labels)), key=lambda i: labels[i] not in result_names)
+            # outside the axes, right of the plot: a legend never hides a curve
             ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize="small",
-                      loc="lower right")
+                      loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
         if title:
             ax.set_title(title if len(metrics) == 1 else f"{title} — {m.upper()}")
     fig.tight_layout()
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return out, notes

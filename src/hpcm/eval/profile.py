@@ -282,10 +282,16 @@ def format_row(r: ProfileRow) -> str:
     return ", ".join(parts)
 
 
+#: What the profile's bpp is of (said with every bpp printed: it is not a compression result).
+BPP_NOTE = ("bpp: of a deterministic smooth synthetic image of that size (hpcm.eval.profile.synthetic_image, "
+            "seed 0), coded with the preset's initial (untrained) weights; a cost check, not a "
+            "compression result")
+
+
 def markdown_table(rows: Sequence[ProfileRow]) -> str:
     """Markdown table of the rows, then the fitted exponents."""
     head = ("| model | size (W×H) | params (M) | kMACs/px | forward (s) | compress (s) | decompress (s) "
-            "| bpp | peak fwd (MiB) | peak enc (MiB) | peak dec (MiB) |")
+            "| bpp (synthetic image) | peak fwd (MiB) | peak enc (MiB) | peak dec (MiB) |")
     lines = [head, "|" + "---|" * 11]
     for r in rows:
         lines.append(
@@ -295,6 +301,8 @@ def markdown_table(rows: Sequence[ProfileRow]) -> str:
             f"{_fmt(r.peak_mib.get('forward'), '.0f')} | {_fmt(r.peak_mib.get('compress'), '.0f')} | "
             f"{_fmt(r.peak_mib.get('decompress'), '.0f')} |"
         )
+    if any(r.bpp is not None for r in rows):
+        lines += ["", BPP_NOTE + "."]
     exps = exponents(rows)
     lines += ["", "Latency ∝ pixels^k, fitted k:", "", "| model | " + " | ".join(OPS) + " |",
               "|---|" + "---|" * len(OPS)]
@@ -351,7 +359,8 @@ def write_report(rows: Sequence[ProfileRow], out_dir: str | os.PathLike[str], *,
     """Write ``profile.json``, ``profile.md`` and ``latency.png`` into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"environment": environment(device), "repeat": repeat, "exponents": exponents(rows),
+    doc = {"environment": environment(device), "repeat": repeat, "bpp_note": BPP_NOTE,
+           "exponents": exponents(rows),
            "rows": [{**asdict(r), "pixels": r.pixels} for r in rows], "argv": sys.argv[1:]}
     paths = {"json": out / "profile.json", "markdown": out / "profile.md", "plot": out / "latency.png"}
     paths["json"].write_text(json.dumps(doc, indent=2) + "\n")

@@ -170,7 +170,8 @@ def evaluate(
         del model
     bar.close()
     label = name or (points[0][1][0]["name"] if points else "hpcm")
-    meta = {"tool": "hpcm eval", "estimate": estimate, "device": device, "images": [str(p) for p in paths],
+    meta = {"tool": "hpcm eval", "dataset": Path(dataset).resolve().name, "estimate": estimate,
+            "device": device, "images": [str(p) for p in paths],
             "points": provenance, "torch": torch.__version__, "argv": sys.argv[1:]}
     return aggregate(label, description, points, meta=meta)
 

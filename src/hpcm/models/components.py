@@ -7,14 +7,17 @@ the RWKV phases and the multi-reference variants are configurations of one model
 - a cross-scale *context net* per transition: ``net(C) -> C``, (B, 2M, h, w);
 - a *spatial prior* per group of scales: ``prior(x, quant_step) -> psi``, x (B, 3M, h, w) -> (B, 2M, h, w).
 
-The builders import their layer modules lazily, so a component family that is not used costs nothing.
+The builders import their layer modules (and torch) lazily, so a component family that is not used costs
+nothing, and the specs (hence the registry and ``hpcm models``) load without torch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,8 @@ class ContextNetSpec:
 class PriorSpec:
     """Spatial prior ``psi = branch_2(branch_1(x) * quant_step)``.
 
-    kind: ``"dwconv"`` (official DWConvRB stacks) or ``"rwkv"`` (``RWKVSpatialPrior``).
+    kind: ``"dwconv"`` (official DWConvRB stacks) or ``"rwkv"`` (``RWKVSpatialPrior``; with the depths
+    of a seed-named prior, that class: (2, 1) ``RWKVSpatialPrior_S1_S2``, (3, 2) ``RWKVSpatialPrior_S3``).
     depths: number of blocks in (branch_1, branch_2) before the final 1x1 3M -> 2M projection.
     """
 
@@ -74,6 +78,8 @@ def build_cell(spec: CellSpec, dim: int) -> nn.Module:
 def build_context_net(spec: ContextNetSpec, dim: int) -> nn.Module:
     """Context net for a 2M = ``dim`` channel context."""
     if spec.kind == "conv":
+        from torch import nn
+
         return nn.Conv2d(dim, dim, kernel_size=1)
     if spec.kind == "rwkv":
         from hpcm.layers.rwkv import RWKVFusionNet
@@ -91,8 +97,13 @@ def build_prior(spec: PriorSpec, M: int) -> nn.Module:
 
         return SpatialPrior(3 * M, 2 * M, depths=spec.depths)
     if spec.kind == "rwkv":
-        from hpcm.layers.rwkv import RWKVSpatialPrior
+        from hpcm.layers.rwkv import RWKVSpatialPrior, RWKVSpatialPrior_S1_S2, RWKVSpatialPrior_S3
 
+        # The seed-named classes are RWKVSpatialPrior with fixed depths (same parameters, same init
+        # order): build them where the depths match, so seed-style isinstance checks hold (phase 4).
+        named = {(2, 1): RWKVSpatialPrior_S1_S2, (3, 2): RWKVSpatialPrior_S3}.get(tuple(spec.depths))
+        if named is not None:
+            return named(M, hidden_rate=spec.hidden_rate, use_checkpoint=spec.use_checkpoint)
         return RWKVSpatialPrior(
             M, depths=spec.depths, hidden_rate=spec.hidden_rate, use_checkpoint=spec.use_checkpoint
         )

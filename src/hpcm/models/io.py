@@ -25,6 +25,7 @@ from torch import nn
 
 from hpcm.codec.atomic import atomic_write_bytes
 from hpcm.errors import CheckpointError
+from hpcm.models import bundled
 
 #: The six MSE rate points of HPCM (quality 1..6 -> lambda), hpcm.md §8.2.
 MSE_LAMBDAS = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.013, 5: 0.025, 6: 0.0483}
@@ -33,7 +34,7 @@ DEFAULT_QUALITY = 3
 #: Seed of the deterministic initial weights of a preset (offset by a hash of the preset name).
 INIT_SEED = 20250
 FINGERPRINT_HEX = 16
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS_DIR = bundled.WEIGHTS_DIR
 FORMAT_NAME = "hpcm-weights"
 FORMAT_VERSION = 1
 
@@ -193,13 +194,10 @@ def shipped_weights_record(fingerprint: str) -> dict[str, Any] | None:
 
 
 def bundled_qualities(preset: str) -> list[int]:
-    """Qualities for which trained weights of ``preset`` are shipped."""
-    found = []
-    for p in WEIGHTS_DIR.glob(f"{preset}-q*.safetensors") if WEIGHTS_DIR.is_dir() else ():
-        m = re.fullmatch(re.escape(preset) + r"-q(\d+)\.safetensors", p.name)
-        if m:
-            found.append(int(m.group(1)))
-    return sorted(found)
+    """Qualities for which trained weights of ``preset`` are shipped (in ``WEIGHTS_DIR``)."""
+    from hpcm.models.bundled import qualities
+
+    return qualities(preset, WEIGHTS_DIR)
 
 
 def _build_from_config(config: dict[str, Any]) -> nn.Module:
@@ -243,6 +241,26 @@ def _check_keys(expected: dict[str, torch.Tensor], given: dict[str, Any], source
         raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems))
 
 
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def torch_load_error(path: str | os.PathLike, exc: BaseException) -> str:
+    """One line for a failed ``torch.load(weights_only=True)``; never advises unsafe loading.
+
+    torch's own message for a pickle that holds Python objects is several lines and suggests
+    ``weights_only=False``, which would run arbitrary code from the file.
+    """
+    text = _ANSI.sub("", str(exc))
+    if "weights_only" in text or "Weights only load failed" in text:
+        found = _UNSAFE_GLOBAL.search(text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"cannot load checkpoint {path}: it holds pickled Python objects{what} besides tensors, and "
+                "hpcm does not unpickle code; use a file that holds only the state dict or .safetensors")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"cannot load checkpoint {path}: {type(exc).__name__}: {first[:200]}"
+
+
 def load_official_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load an official HPCM ``.pth.tar`` (raw state dict, or nested under ``"state_dict"``) into ``model``.
 
@@ -257,7 +275,7 @@ def load_official_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Mo
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except Exception as exc:  # UnpicklingError, RuntimeError (zip), EOFError, ...
-        raise CheckpointError(f"cannot load checkpoint {path}: {type(exc).__name__}: {exc}") from None
+        raise CheckpointError(torch_load_error(path, exc)) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj:

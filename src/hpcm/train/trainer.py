@@ -270,6 +270,16 @@ def _worker_init(_: int) -> None:
 # ---------------------------------------------------------------------------------------------- train
 
 
+def progress_line(step: int, steps: int, metrics: dict[str, float], steps_per_s: float) -> str:
+    """One log line for runs without a progress bar: step, rate, loss, bpp, PSNR and ETA."""
+    eta = (steps - step) / steps_per_s if steps_per_s > 0 else math.nan
+    eta_text = ("—" if not math.isfinite(eta)
+                else f"{int(eta // 3600)}:{int(eta % 3600 // 60):02d}:{int(eta % 60):02d}")
+    return (f"hpcm train: step {step}/{steps}, {metrics.get('images_per_s', math.nan):.1f} img/s, "
+            f"loss {metrics.get('loss', math.nan):.4g}, bpp {metrics.get('bpp', math.nan):.4f}, "
+            f"PSNR {metrics.get('psnr', math.nan):.2f} dB, ETA {eta_text}")
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -522,6 +532,9 @@ def _train(
                     psnr=f"{last_train.get('psnr', math.nan):.2f}",
                     img_s=f"{last_train['images_per_s']:.1f}",
                 )
+                if bar.disable and info.is_main:  # no progress bar (e.g. stdout/stderr not a terminal)
+                    print(progress_line(step, cfg.steps, last_train, max(window_steps, 1) / max(dt, 1e-9)),
+                          file=sys.stderr, flush=True)
                 window, window_steps, window_t0 = {}, 0, time.perf_counter()
             if step % cfg.val_every == 0 and step < cfg.steps:
                 last_val = validate(step)
