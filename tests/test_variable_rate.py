@@ -197,3 +197,20 @@ def test_codec_api_and_cli_code_the_chosen_quality(shared_dir, tmp_path, capsys)
     capsys.readouterr()
     assert main(["compress", str(src), "-o", str(tmp_path / "x.hpcm"), "--quality", "2.5"]) == 1
     assert "variable-rate" in capsys.readouterr().err
+
+
+def test_eval_codes_fractional_qualities_of_a_variable_rate_model(shared_dir, tmp_path):
+    from hpcm.errors import HPCMError
+    from hpcm.eval.runner import evaluate
+
+    data = tmp_path / "set"
+    data.mkdir()
+    with Image.open(shared_dir / "data" / "kodak" / "kodim23.png") as im:
+        im.convert("RGB").crop((300, 200, 364, 264)).save(data / "crop.png")
+    doc = evaluate(["hpcm-tiny-vr"], data, qualities=[1, 3], show_progress=False)
+    assert doc["quality"] == [1, 3]
+    assert doc["results"]["bpp"][0] < doc["results"]["bpp"][1]
+    est = evaluate(["hpcm-tiny-vr"], data, qualities=[2.5], estimate=True, show_progress=False)
+    assert est["quality"] == [2.5]
+    with pytest.raises(HPCMError, match="variable-rate"):
+        evaluate(["hpcm-tiny"], data, qualities=[2.5], show_progress=False)
