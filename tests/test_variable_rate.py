@@ -207,8 +207,8 @@ def test_eval_codes_fractional_qualities_of_a_variable_rate_model(shared_dir, tm
     data.mkdir()
     with Image.open(shared_dir / "data" / "kodak" / "kodim23.png") as im:
         im.convert("RGB").crop((300, 200, 364, 264)).save(data / "crop.png")
-    doc = evaluate(["hpcm-tiny-vr"], data, qualities=[1, 3], show_progress=False)
-    assert doc["quality"] == [1, 3]
+    doc = evaluate(["hpcm-tiny-vr"], data, qualities=[1, 8], show_progress=False)
+    assert doc["quality"] == [1, 8]
     assert doc["results"]["bpp"][0] < doc["results"]["bpp"][1]
     est = evaluate(["hpcm-tiny-vr"], data, qualities=[2.5], estimate=True, show_progress=False)
     assert est["quality"] == [2.5]
