@@ -214,3 +214,17 @@ def test_eval_codes_fractional_qualities_of_a_variable_rate_model(shared_dir, tm
     assert est["quality"] == [2.5]
     with pytest.raises(HPCMError, match="variable-rate"):
         evaluate(["hpcm-tiny"], data, qualities=[2.5], show_progress=False)
+
+
+def test_export_records_provenance(train_dir, tmp_path):
+    from hpcm.cli.main import main
+
+    train(_cfg(train_dir, tmp_path / "run", steps=2, val_holdout=0))
+    out = tmp_path / "vr.safetensors"
+    assert main(["export", str(tmp_path / "run" / "checkpoint_last.safetensors"), "-o", str(out)]) == 0
+    training = json.loads(out.with_suffix(".json").read_text())["training"]
+    assert training["crops_seen"] == 4 and training["train_seconds"] > 0 and "cores" in training["machine"]
+    assert training["rate_lambdas"] == pytest.approx(list(VR_LAMBDAS))
+    from hpcm.models.io import load_model
+
+    assert load_model(str(out)).variable_rate

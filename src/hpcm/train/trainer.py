@@ -330,6 +330,7 @@ def _train(
 
     # ---- weights: resume > init-from > fresh
     start_step, skipped, best_val = 0, 0, None
+    prior_seconds = 0.0  # training wall time of earlier stretches of this run (provenance)
     ckpt = None
     migration: MigrationReport | None = None
     if cfg.resume:
@@ -341,6 +342,7 @@ def _train(
         if any(not is_derived_key(k) for k in rep.initialised):
             raise CheckpointError(f"{last_path} does not fit model {cfg.model!r}:\n{rep}")
         start_step, skipped, best_val = int(meta["step"]), int(meta["skipped_steps"]), meta["best_val_loss"]
+        prior_seconds = float(meta.get("train_seconds") or 0.0)
         ckpt = (tensors, optim_json)
     elif cfg.init_from:
         migration = migrate(load_source_state(cfg.init_from), model)
@@ -422,6 +424,7 @@ def _train(
         "world_size": info.world_size,
         "git_commit": git_commit(),
         "torch": torch.__version__,
+        "machine": machine_summary(device, info.world_size),
         "train_config": cfg.to_dict(),
     }
     if info.is_main:
@@ -433,9 +436,12 @@ def _train(
     use_amp = cfg.amp == "bf16"
     images_per_step = cfg.batch_size * info.world_size
 
+    run_t0 = time.perf_counter()
+
     def save(path: Path, step: int) -> None:
         if info.is_main:
-            meta = meta_base | {"step": step, "skipped_steps": skipped, "best_val_loss": best_val}
+            meta = meta_base | {"step": step, "skipped_steps": skipped, "best_val_loss": best_val,
+                                "train_seconds": prior_seconds + time.perf_counter() - run_t0}
             save_checkpoint(path, model, optimizer, meta)
 
     def validate(step: int) -> dict[str, float]:
@@ -576,6 +582,25 @@ def _validate_all(
     for key in ("loss", "bpp", "psnr", "mse"):
         res[key] = sum(r[key] for r in per_q) / len(per_q)
     return res
+
+
+def machine_summary(device: torch.device, world_size: int) -> str:
+    """One line naming where a run trains (CPU model and cores, or the GPU), for provenance."""
+    import os
+    import platform
+
+    if device.type == "cuda":
+        what = torch.cuda.get_device_name(device)
+    else:
+        what = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as fh:
+                what = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), what)
+        except OSError:
+            pass
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        what += f", {cores} cores"
+    return f"{what} x {world_size} process(es), torch threads {torch.get_num_threads()}"
 
 
 def split_holdout(paths: list[Path], count: int) -> tuple[list[Path], list[Path]]:
