@@ -14,20 +14,9 @@ import torch
 from pytorch_msssim import ms_ssim
 from torch import nn
 
-MSE_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483)
-MS_SSIM_LAMBDAS = (2.4, 4.58, 8.73, 16.64, 31.73, 60.5)
-METRICS = ("mse", "ms-ssim")
+from hpcm.rates import METRICS, MS_SSIM_LAMBDAS, MSE_LAMBDAS, lambda_for  # noqa: F401 (the λ tables live there)
+
 MIN_MS_SSIM_SIDE = 161  # pytorch_msssim with 5 scales and an 11-px window
-
-
-def lambda_for(quality: int, metric: str = "mse") -> float:
-    """HPCM's λ for quality 1..6 of the given metric."""
-    table = {"mse": MSE_LAMBDAS, "ms-ssim": MS_SSIM_LAMBDAS}.get(metric)
-    if table is None:
-        raise ValueError(f"unknown metric {metric!r} (expected one of {METRICS})")
-    if not 1 <= quality <= len(table):
-        raise ValueError(f"quality must be 1..{len(table)}, got {quality}")
-    return table[quality - 1]
 
 
 def bits_per_pixel(likelihoods: dict[str, torch.Tensor], num_pixels: int) -> dict[str, torch.Tensor]:
