@@ -269,7 +269,9 @@ class HPCM(nn.Module):
         self.quality_gains: QualityGains | None = (
             QualityGains(cfg.rate_lambdas, M) if cfg.rate_lambdas else None
         )
+        # provenance (hpcm.models.protocol.CodingModel): filled by hpcm.models.io.load_model
         self.weights_info: dict[str, Any] = {}
+        self.preset: str | None = None
 
     # -- geometry --------------------------------------------------------------------------------
 
