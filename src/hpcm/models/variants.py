@@ -17,26 +17,8 @@ from typing import Any
 
 from hpcm.layers.memory_config import MEMORY_PRESETS, MemoryBankConfig
 from hpcm.models.config import HPCMConfig
-from hpcm.models.phases import PHASE2_HIDDEN_RATES, PHASES, apply_phase, phase_of
-from hpcm.models.registry import MULTIREF_PRESETS, PHASE_PRESETS, baseline_name, get_config
-
-__all__ = [
-    "MULTIREF_KWARGS",
-    "PHASE2_HIDDEN_RATES",
-    "PHASES",
-    "HPCM_MultiRef_Phase1",
-    "HPCM_MultiRef_Phase2",
-    "HPCM_Phase1",
-    "HPCM_Phase2",
-    "HPCM_Phase3",
-    "HPCM_Phase4",
-    "apply_phase",
-    "baseline_name",
-    "multiref_memory",
-    "phase_of",
-    "seed_constructor",
-    "seed_multiref_constructor",
-]
+from hpcm.models.phases import PHASE2_HIDDEN_RATES, PHASES, apply_phase, phase_of  # noqa: F401 (re-exported)
+from hpcm.models.registry import MULTIREF_PRESETS, PHASE_PRESETS, baseline_name, get_config  # noqa: F401
 
 #: Memory-bank keyword arguments of the seed-style multi-reference constructors (``MemoryBankConfig``
 #: fields; their defaults are ``MEMORY_PRESETS["default"]``).
