@@ -9,6 +9,7 @@ with bpp = Σ_k Σ log p_k / (−ln 2 · B·H·W) over the likelihood tensors (`
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from pytorch_msssim import ms_ssim
@@ -23,6 +24,17 @@ def bits_per_pixel(likelihoods: dict[str, torch.Tensor], num_pixels: int) -> dic
     """``{"bpp_<name>": ...}`` for each likelihood tensor, summed over the batch, per pixel."""
     scale = -math.log(2) * num_pixels
     return {f"bpp_{k}": torch.log(v.float()).sum() / scale for k, v in likelihoods.items()}
+
+
+def rd_loss(lmbda: Any, rate: Any, distortion: Any, metric: str = "mse") -> Any:
+    """The one rate–distortion objective, for floats and per-image tensors alike.
+
+    ``metric`` "mse": ``λ·255²·MSE + R`` (``distortion`` = MSE on [0, 1]); "ms-ssim": ``λ·(1 − MS-SSIM) + R``
+    (``distortion`` = MS-SSIM). ``rate`` in bits per pixel.
+    """
+    if metric == "mse":
+        return lmbda * 255.0**2 * distortion + rate
+    return lmbda * (1.0 - distortion) + rate
 
 
 class RateDistortionLoss(nn.Module):
@@ -69,11 +81,11 @@ class RateDistortionLoss(nn.Module):
         mse = torch.mean((x_hat - target) ** 2, dim=(1, 2, 3))
         out["mse"] = mse.mean()
         if self.metric == "mse":
-            out["loss"] = (lam * 255.0**2 * mse + rate).mean()
+            out["loss"] = rd_loss(lam, rate, mse).mean()
         else:
             msssim = ms_ssim(x_hat, target, data_range=1.0, size_average=False)
             out["ms_ssim"] = msssim.mean()
-            out["loss"] = (lam * (1.0 - msssim) + rate).mean()
+            out["loss"] = rd_loss(lam, rate, msssim, self.metric).mean()
         return out
 
 

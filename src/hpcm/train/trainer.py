@@ -50,7 +50,7 @@ from hpcm.train.data import (
     mix_seed,
     pad_to_multiple,
 )
-from hpcm.train.loss import RateDistortionLoss, bits_per_pixel, psnr_from_mse
+from hpcm.train.loss import RateDistortionLoss, bits_per_pixel, psnr_from_mse, rd_loss
 
 LAST = "checkpoint_last.safetensors"
 BEST = "checkpoint_best.safetensors"
@@ -173,9 +173,9 @@ def evaluate(
             terms["psnr"] = psnr(to_uint8(x), to_uint8(x_hat))
             if criterion.metric == "ms-ssim":
                 terms["ms_ssim"] = float(ms_ssim(x_hat, x, data_range=1.0)) if min(h, w) > 160 else math.nan
-                terms["loss"] = lmbda * (1 - terms["ms_ssim"]) + terms["bpp"]
+                terms["loss"] = rd_loss(lmbda, terms["bpp"], terms["ms_ssim"], criterion.metric)
             else:
-                terms["loss"] = lmbda * 255.0**2 * terms["mse"] + terms["bpp"]
+                terms["loss"] = rd_loss(lmbda, terms["bpp"], terms["mse"])
             for k, v in terms.items():
                 totals[k] = totals.get(k, 0.0) + v
     finally:
