@@ -146,3 +146,17 @@ def test_register_component_rules(toy_kind):
         C.register_component("decoder", "x")
     with pytest.raises(TypeError, match="dataclass subclass of ComponentSpec"):
         C.register_component("cell", "plain")(ToyGateCell)
+
+
+def test_memory_bank_config_is_typed_and_reads_the_older_dict():
+    from hpcm.layers.memory_config import MEMORY_PRESETS, MemoryBankConfig
+
+    cfg = get_config("hpcm-multiref-phase1-light-tiny")
+    assert isinstance(cfg.memory, MemoryBankConfig)
+    assert cfg.memory == replace(MEMORY_PRESETS["light"], enabled_scales=("s3",))
+    # the dict written before HPCMConfig.memory was typed: only the seed-style keyword arguments
+    old = {"max_refs_s1": 1, "max_refs_s2": 2, "max_refs_s3": 3, "topk_refs_s1": 1, "topk_refs_s2": 2,
+           "topk_refs_s3": 2, "value_resolution": 4, "compress_ratio": 8,
+           "enable_hierarchical_transfer": True, "enabled_scales": ["s3"]}
+    assert HPCMConfig.from_dict({**cfg.to_dict(), "memory": old}) == cfg
+    assert HPCMConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
