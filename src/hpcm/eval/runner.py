@@ -31,6 +31,7 @@ import torch
 
 from hpcm.eval.metrics import bpp, image_metrics, to_uint8
 from hpcm.eval.results import aggregate, list_images, progress
+from hpcm.models.protocol import model_device, size_multiple, weights_info
 
 CompressFn = Callable[[Any, np.ndarray], bytes]
 DecompressFn = Callable[[bytes, Any], np.ndarray]
@@ -50,10 +51,7 @@ class Codec:
         return cls(compress=compress_image, decompress=decompress_image)
 
 
-def _model_device(model: torch.nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
+_model_device = model_device
 
 
 def _sync(device: torch.device) -> None:
@@ -72,7 +70,7 @@ def estimate_image(
 
     device = _model_device(model)
     h, w = image.shape[:2]
-    padded, top, left = pad_image(image, int(getattr(model, "size_multiple", 1)), mode="replicate")
+    padded, top, left = pad_image(image, size_multiple(model), mode="replicate")
     xp = torch.from_numpy(np.ascontiguousarray(padded)).permute(2, 0, 1)[None].float().div(255.0).to(device)
     _sync(device)
     t0 = time.perf_counter()
@@ -128,9 +126,7 @@ def evaluate_model(
     return records
 
 
-def _weights_info(model: Any) -> dict[str, Any]:
-    info = getattr(model, "weights_info", None)
-    return dict(info) if isinstance(info, dict) else {}
+_weights_info = weights_info
 
 
 def evaluate(

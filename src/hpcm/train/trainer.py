@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from hpcm.errors import CheckpointError
 from hpcm.models.io import is_derived_key
 from hpcm.models.migrate import MigrationReport, freeze, freeze_except, migrate, param_groups, parse_lr_rules
+from hpcm.models.protocol import size_multiple
 from hpcm.train import distributed as D
 from hpcm.train.amp import keep_likelihoods_fp32
 from hpcm.train.checkpoint import (
@@ -49,7 +50,7 @@ from hpcm.train.data import (
     mix_seed,
     pad_to_multiple,
 )
-from hpcm.train.loss import RateDistortionLoss, bits_per_pixel, psnr_from_mse
+from hpcm.train.loss import RateDistortionLoss, bits_per_pixel, psnr_from_mse, rd_loss
 
 LAST = "checkpoint_last.safetensors"
 BEST = "checkpoint_best.safetensors"
@@ -110,15 +111,10 @@ def load_source_state(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as exc:  # safetensors raises several error types
             raise CheckpointError(f"cannot read {path}: {exc}") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle / zip errors of many kinds
-        raise CheckpointError(f"cannot read {path}: {exc}") from None
-    for key in ("state_dict", "model", "network"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    from hpcm.models.io import read_torch_state
+
+    obj = read_torch_state(path)
+    if not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} holds no state dict of tensors")
     return obj
 
@@ -155,7 +151,7 @@ def evaluate(
 
     from hpcm.eval.metrics import psnr, to_uint8
 
-    multiple = int(getattr(model, "size_multiple", 1))
+    multiple = size_multiple(model)
     lmbda = criterion.lmbda
     kwargs = {}
     if quality is not None:
@@ -177,9 +173,9 @@ def evaluate(
             terms["psnr"] = psnr(to_uint8(x), to_uint8(x_hat))
             if criterion.metric == "ms-ssim":
                 terms["ms_ssim"] = float(ms_ssim(x_hat, x, data_range=1.0)) if min(h, w) > 160 else math.nan
-                terms["loss"] = lmbda * (1 - terms["ms_ssim"]) + terms["bpp"]
+                terms["loss"] = rd_loss(lmbda, terms["bpp"], terms["ms_ssim"], criterion.metric)
             else:
-                terms["loss"] = lmbda * 255.0**2 * terms["mse"] + terms["bpp"]
+                terms["loss"] = rd_loss(lmbda, terms["bpp"], terms["mse"])
             for k, v in terms.items():
                 totals[k] = totals.get(k, 0.0) + v
     finally:
@@ -314,7 +310,7 @@ def _train(
     torch.manual_seed(cfg.seed)
     if model is None:
         model = build_model(cfg.model)
-    multiple = int(getattr(model, "size_multiple", 1))
+    multiple = size_multiple(model)
     if cfg.patch_size % multiple:
         raise ConfigError(f"--patch-size {cfg.patch_size} is not a multiple of the model's {multiple}")
     lmbda = cfg.resolved_lmbda
