@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "hpcm.cli.describe",  # describe, models
     "hpcm.cli.train",  # train, export
     "hpcm.cli.measure",  # eval, bench-codec, plot, bdrate, profile
+    "hpcm.cli.compare",  # compare
 )
 
 
