@@ -190,7 +190,8 @@ def build_summary(
         }
         if anchor is not None and v != baseline:
             entry["bd"] = bd_vs_baseline(anchor, doc)
-            entry["bd"]["vs_noise"] = against_noise(entry["bd"], noise)
+            entry["bd"]["vs_noise"] = ("is the spread" if v.startswith(baseline + "@")
+                                       else against_noise(entry["bd"], noise))
             entry["deltas"] = per_quality_deltas(anchor, doc)
         out["variants"][v] = entry
     return out
@@ -761,8 +762,9 @@ def convergence_table(conv: dict[str, dict[str, Any]]) -> str:
         if not c.get("per_quality"):
             lines.append(f"| {run} | {c.get('to_step', '—')} | — | — | — | — | — | {c.get('note', '—')} |")
         for row in c.get("per_quality", []):
+            q = row["quality"] or run.rsplit("/", 1)[-1]
             lines.append(
-                f"| {run} | {c.get('from_step')}→{c.get('to_step')} | {row['quality'] or '—'} | "
+                f"| {run} | {c.get('from_step')}→{c.get('to_step')} | {q} | "
                 f"{row['psnr']:.2f} | {row['dpsnr_db']:+.3f} dB | {row['dbpp_pct']:+.2f} % | "
                 f"{row['dloss_pct']:+.2f} % | {'yes' if c['converged'] else 'no'} |")
     return "\n".join(lines)
@@ -794,13 +796,12 @@ def render_report(current: dict[str, Any], cost: dict[str, Any] | None,
                   "below) and the baseline was trained with "
                   f"{len(s['seeds'])} seeds.", ""]
     else:
-        parts += ["**The RD budget of issue 20 (item 1) is NOT reached.** No arm has been trained under the "
-                  "protocol below yet"
-                  + (" to convergence" if conv else "")
-                  + "; the only RD numbers in this file are session 2's 200-step warm-start study at the "
-                  "end, "
-                  "which cannot rank the variants. What *is* measured: the cost of every arm at Base widths "
-                  "(next section).", ""]
+        done = ("Runs exist, but the baseline has not met the convergence criterion below (or has only one "
+                "seed), so their RD numbers cannot rank the variants yet" if conv else
+                "No arm has been trained under the protocol below yet; the only RD numbers in this file are "
+                "session 2's 200-step warm-start study at the end, which cannot rank the variants")
+        parts += ["**The RD budget of issue 20 (item 1) is NOT reached.** " + done + ". What *is* measured: "
+                  "the cost of every arm at Base widths (next section).", ""]
     init = s.get("init_from") or "none (from scratch)"
     parts += [
         "Protocol (issue 20, item 1), implemented in `experiments/phase_study.py` (analysis in "
@@ -820,7 +821,8 @@ def render_report(current: dict[str, Any], cost: dict[str, Any] | None,
         "out of training (`hpcm train --val-holdout`; never Kodak); a run has stopped moving when, between "
         f"the last validation and the last one at or before {100 * (1 - CONVERGENCE_WINDOW):.0f} % of its "
         f"steps, |ΔPSNR| < {CONVERGENCE_DB} dB and |Δbpp| < {CONVERGENCE_BPP_PCT} % at every λ;",
-        "- Kodak (all 24 images, real `.hpcm` files) only for the final RD evaluation of each run's last "
+        f"- Kodak ({'all 24' if s.get('limit') is None else 'the first ' + str(s['limit'])} images, real "
+        "`.hpcm` files) only for the final RD evaluation of each run's last "
         "weights; BD-rate (pchip) against the baseline's first seed, read against the spread between the "
         "baseline's seeds.", "",
         "Start or continue it (every stage leaves a marker; `--resume` continues interrupted runs "
