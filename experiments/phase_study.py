@@ -179,30 +179,52 @@ def profile_stage(args: argparse.Namespace, variant: str) -> dict[str, Any]:
     return doc
 
 
+def _child_cpu_seconds() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def measure_speed(args: argparse.Namespace, steps: int) -> dict[str, Any]:
-    """Seconds per training step of every variant at the study's batch and patch (a few steps of
-    ``hpcm train`` each, in a temporary folder; the first step, which includes start-up, is dropped)."""
+    """Training cost per step of every variant at the study's batch and patch: two ``hpcm train`` runs in
+    a temporary folder, of 1 and ``1 + steps`` steps; the difference of their CPU time (the training
+    process and its data loader, ``RUSAGE_CHILDREN``) divided by ``steps`` is the CPU seconds per step,
+    free of start-up and far less sensitive to other processes than wall time (also recorded: the
+    median wall time of the logged steps after the first)."""
     import statistics
 
-    s = {**args.settings, "steps": steps, "val_holdout": 0}
-    out: dict[str, float] = {}
+    s = {**args.settings, "val_holdout": 0}
+    cpu_per_step: dict[str, float] = {}
+    wall_per_step: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for v in s["variants"]:
             q = None if s.get("variable_rate") else s["qualities"][0]
-            cmd = S.train_command(s, Path(tmp), v, s["seeds"][0], q, resume=False, python=sys.executable,
-                                  init_files=args.init_files, num_workers=args.num_workers)
-            cmd[cmd.index("--log-every") + 1] = "1"
-            print(f"[speed] {v}", file=sys.stderr, flush=True)
-            rc = subprocess.call(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                 env=_thread_env(s["threads"]), cwd=ROOT)
-            log = S.read_metrics(S.run_dir(Path(tmp), v, s["seeds"][0], q), "train")
+            cpu = []
+            for n in (1, 1 + steps):
+                run_s = {**s, "steps": n}
+                out = Path(tmp) / f"n{n}"
+                cmd = S.train_command(run_s, out, v, s["seeds"][0], q, resume=False, python=sys.executable,
+                                      init_files=args.init_files, num_workers=args.num_workers)
+                cmd[cmd.index("--log-every") + 1] = "1"
+                print(f"[speed] {v}: {n} step(s)", file=sys.stderr, flush=True)
+                c0 = _child_cpu_seconds()
+                rc = subprocess.call(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env=_thread_env(s["threads"]), cwd=ROOT)
+                cpu.append(_child_cpu_seconds() - c0)
+                if rc != 0:
+                    raise S.StudyError(f"speed run of {v} failed (exit {rc}): {shlex.join(cmd[1:])}")
+                log = S.read_metrics(S.run_dir(out, v, s["seeds"][0], q), "train")
+            cpu_per_step[v] = (cpu[1] - cpu[0]) / steps
             rates = [e["images_per_s"] / s["batch_size"] for e in log[1:] if e.get("images_per_s")]
-            if rc == 0 and rates:
-                out[v] = statistics.median(rates)
-    return {"steps_per_s": out, "steps_measured": steps, "batch_size": s["batch_size"],
-            "patch_size": s["patch_size"], "threads": s["threads"], "machine": S.machine_info(),
-            "loadavg": [round(x, 2) for x in os.getloadavg()],
-            "measured": time.strftime("%Y-%m-%d %H:%M"), "note": args.speed_note}
+            if rates:
+                wall_per_step[v] = 1.0 / statistics.median(rates)
+    return {"steps_per_s": {v: 1.0 / c for v, c in cpu_per_step.items() if c > 0},
+            "cpu_s_per_step": cpu_per_step, "wall_s_per_step": wall_per_step, "steps_measured": steps,
+            "batch_size": s["batch_size"], "patch_size": s["patch_size"], "threads": s["threads"],
+            "num_workers": args.num_workers, "machine": S.machine_info(),
+            "loadavg": [round(x, 2) for x in os.getloadavg()], "measured": time.strftime("%Y-%m-%d %H:%M"),
+            "note": args.speed_note}
 
 
 # ------------------------------------------------------------------------------------------ report
