@@ -211,7 +211,8 @@ def _cost_doc() -> dict:
     for name, enc, dec, pe, pd in [("hpcm-base", 10.0, 12.0, 400.0, 500.0),
                                    ("hpcm-phase2", 13.0, 12.0, 300.0, 600.0),
                                    ("hpcm-multiref-phase2", 11.0, 13.2, 420.0, 520.0)]:
-        rows.append({"model": name, "width": 768, "height": 512, "encode_s": enc, "decode_s": dec,
+        rows.append({"model": name, "width": 768, "height": 512, "encode_s": 3 * enc, "decode_s": 3 * dec,
+                     "encode_cpu_s": enc, "decode_cpu_s": dec,
                      "peak_encode_mib": pe, "peak_decode_mib": pd, "params": 68.5e6,
                      "kmacs_per_pixel": 918.6, "deterministic": True})
     return {"baseline": "hpcm-base", "environment": env, "repeat": 1, "warmup": 1, "rows": rows,
@@ -221,12 +222,17 @@ def _cost_doc() -> dict:
 def test_cost_table_and_claims_paragraph():
     table = ps.cost_table(_cost_doc())
     assert "Base widths (M=320, N=256)" in table and "busy machine." in table
-    row = ("| hpcm-phase2 | 768×512 | 68.50 | 918.6 | 13.00 | 12.00 | 300 / 600 | +30 % / +0 % | "
-           "-25 % / +20 % |")
-    assert row in table
+    row = ("| hpcm-phase2 | 768×512 | 68.50 | 918.6 (+0 %) | 13.00 / 39.00 | 12.00 / 36.00 | 300 / 600 | "
+           "+30 % / +0 % | -25 % / +20 % |")
+    assert row in table and "Δ CPU time enc / dec" in table
+    wall_only = _cost_doc()
+    for r in wall_only["rows"]:
+        del r["encode_cpu_s"], r["decode_cpu_s"]
+    assert "| — / 39.00 |" in ps.cost_table(wall_only) and "Δ time enc / dec" in ps.cost_table(wall_only)
     assert "time −35 %" in table and "rd −5…−8 % BD-rate" in table
     text = ps.claims_paragraph(_cost_doc(), None, rd_reached=False)
     assert "time claim is **not borne out**" in text and "memory claim is **not borne out**" in text
+    assert "CPU time +30 % (encode)" in text
     assert "not answered yet" in text and "+10 % / +10 %" in text
 
 
