@@ -848,7 +848,13 @@ def render_report(current: dict[str, Any], cost: dict[str, Any] | None,
         "baseline's seeds.", "",
         "Start or continue it (every stage leaves a marker; `--resume` continues interrupted runs "
         "bit-exactly; `--steps N --resume` extends every run):", "", "```bash", current["command"],
-        current["command"] + " --resume", "```", ""]
+        current["command"] + " --resume", "```", "",
+        "The run folders (`--out`, default `runs/phase_study_256/`) are not in the repository: each holds "
+        "`checkpoint_last.safetensors` with the Adam state (≈ 23 MB for a tiny model), so `--resume` "
+        "continues bit-exactly on any machine they are copied to. What is committed is the compact result: "
+        "this report's raw folder (evaluations, convergence log summary, speed, cost). A run that must move "
+        "without its folder can restart from its exported `model.safetensors` with `--init-from` (fresh Adam "
+        "state: not bit-exact, and the report must say so).", ""]
     speed = current.get("speed")
     est = current.get("estimate")
     if speed and est:
