@@ -364,7 +364,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--report", type=Path, default=ROOT / "docs" / "results" / "phase_study.md",
                    help="Markdown report; raw files go to the folder of the same stem beside it")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    p.add_argument("--jobs", type=int, default=1, help="trainings run in parallel")
+    p.add_argument("--jobs", type=int, default=2, help="trainings run in parallel (one core each)")
     p.add_argument("--device", default="cpu", help="training device (cuda where a GPU is lent)")
     p.add_argument("--num-workers", type=int, default=1, help="data loader processes per training")
     p.add_argument("--profile-size", type=int, nargs=2, default=list(PROFILE_SIZE), metavar=("H", "W"))

@@ -256,6 +256,7 @@ def test_render_report_states_the_budget_is_not_reached():
     assert "## Cost at Base widths" in text and "## The seeds' claims" in text
     assert "## Session 2" in text and "### Results" in text and "\n## Results" not in text
     assert "held out of training" in text and "never Kodak" in text
+    assert "--seeds 1 --val-holdout 0" in text and "--report runs/phase_study.md" in text
 
 
 def test_narrow_overlap_is_flagged():

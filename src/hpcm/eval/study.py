@@ -340,9 +340,10 @@ def warm_start_sentence(study: dict[str, Any]) -> str:
             "the shared components start trained, the new ones do not.")
 
 
-def render_study(summary: dict[str, Any] | None, study: dict[str, Any], *, raw_dir_name: str) -> str:
+def render_study(summary: dict[str, Any] | None, study: dict[str, Any], *, raw_dir_name: str,
+                 reproduce: str | None = None) -> str:
     """Markdown of one study run with the session-2 protocol (fixed λ, one seed); with ``summary=None``
-    it states that the study has not been run."""
+    it states that the study has not been run. ``reproduce``: today's command for the same runs."""
     s = study["settings"]
     n_images = "all 24" if s.get("limit") is None else f"the first {s['limit']}"
     cmd = study.get("command") or (
@@ -360,17 +361,17 @@ def render_study(summary: dict[str, Any] | None, study: dict[str, Any], *, raw_d
             f"`{raw_dir_name}/`.",
             "",
         ]
-    parts += [protocol_text(s), "## How to run", "", "```bash", cmd,
-              "# continue an interrupted study (each stage leaves a JSON marker under --out):",
-              cmd + " --resume",
-              "# rebuild the report and plots from what exists under --out:",
-              ".venv/bin/python experiments/phase_study.py --report-only",
-              "```", "",
-              "Options: `--variants`, `--qualities`, `--steps`, `--batch-size`, `--patch-size`, `--lr`,",
-              "`--seed`, `--limit N` (first N Kodak images), `--out` (run root, default `runs/phase_study`),",
-              "`--threads` (torch threads per process), `--jobs K` (K trainings / evaluations at once),",
-              "`--resume`, `--report-only`, "
-              "`--report PATH` (raw files go to the folder of the same stem beside it).", ""]
+    parts += [protocol_text(s), "## How to run", ""]
+    if reproduce is not None:
+        parts += ["It ran as `" + cmd + "` (the driver of that session). The same `hpcm train` runs with "
+                  "today's driver:", "", "```bash", reproduce, "```", ""]
+    else:
+        parts += ["```bash", cmd,
+                  "# continue an interrupted study (each stage leaves a JSON marker under --out):",
+                  cmd + " --resume",
+                  "# rebuild the report and plots from what exists under --out:",
+                  ".venv/bin/python experiments/phase_study.py --report-only",
+                  "```", ""]
     budget = (f"{s['steps']} steps × batch {s['batch_size']} × {s['patch_size']}² patches per run "
               f"({s['steps'] * s['batch_size']} crops, seed {s['seed']}, lr {s['lr']}), "
               f"{len(s['variants'])} variants × {len(s['qualities'])} λ = "
@@ -791,6 +792,20 @@ def convergence_table(conv: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def session2_command(s: dict[str, Any]) -> str:
+    """Today's driver command for a session-2 study (one seed, no validation, fixed λ)."""
+    import shlex
+
+    parts = ["OMP_NUM_THREADS=1", ".venv/bin/python", "experiments/phase_study.py", "--variants",
+             *s["variants"], "--seeds", str(s["seed"]), "--val-holdout", "0",
+             "--qualities", *map(str, s["qualities"]), "--steps", str(s["steps"]),
+             "--batch-size", str(s["batch_size"]), "--patch-size", str(s["patch_size"]), "--lr", str(s["lr"]),
+             "--downscale-prob", str(s.get("downscale_prob", 0.0)), "--jobs", str(s["jobs"]),
+             "--out", "runs/phase_study", "--report", "runs/phase_study.md"]
+    init = s.get("init_from")
+    return shlex.join(parts) + " --init-from " + (shlex.quote(init) if init else "''")
+
+
 def render_report(current: dict[str, Any], cost: dict[str, Any] | None,
                   previous: tuple[dict[str, Any], dict[str, Any]] | None, *, raw_dir_name: str,
                   cost_file: str | None = None) -> str:
@@ -864,8 +879,9 @@ def render_report(current: dict[str, Any], cost: dict[str, Any] | None,
             f"**Budget estimate.** Measured CPU time per training step at batch {speed.get('batch_size')} × "
             f"{speed.get('patch_size')}² ({speed.get('measured', '')}; {speed.get('note', '')}; load average "
             f"{speed.get('loadavg')}): "
-            + ", ".join(f"`{v}` {1 / x:.1f} s/step" + (f" ({wall[v]:.1f} s wall)" if v in wall else "")
-                        for v, x in sps.items() if x) + ". "
+            + ", ".join(f"`{v}` {1 / sps[v]:.1f} s/step" + (f" ({wall[v]:.1f} s wall)" if v in wall else "")
+                        for v in [*s["variants"], *sorted(set(sps) - set(s["variants"]))] if sps.get(v))
+            + ". "
             f"The {est['runs']} runs × {s['steps']} steps take ≈ **{est['cpu_hours']:.0f} CPU-hours** "
             "(one core per run, validation not included)"
             + (f"; no speed measured for {', '.join(est['missing_speed'])}" if est["missing_speed"] else "")
@@ -897,7 +913,8 @@ def render_report(current: dict[str, Any], cost: dict[str, Any] | None,
     parts += ["## The seeds' claims", "", claims_paragraph(cost, summary, rd_reached=rd_reached), ""]
     if previous is not None:
         prev_summary, prev_study = previous
-        text = render_study(prev_summary, prev_study, raw_dir_name=raw_dir_name)
+        text = render_study(prev_summary, prev_study, raw_dir_name=raw_dir_name,
+                            reproduce=session2_command(prev_study["settings"]))
         body = text.split("\n", 2)[2] if text.startswith("# ") else text
         body = "\n".join("#" + line if line.startswith("## ") else line for line in body.splitlines())
         parts += ["## Session 2: 200 steps from a warm start, 128² crops (previous protocol)", "",
