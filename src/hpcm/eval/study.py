@@ -901,7 +901,14 @@ def render_report(current: dict[str, Any], cost: dict[str, Any] | None,
                   ""]
     parts += ["## Cost at Base widths (issue 20, item 2)", ""]
     if cost:
-        parts += [cost_table(cost), "",
+        caveat = []
+        if cost.get("repeat", 1) < 3 and cost["environment"].get("device", "cpu") == "cpu":
+            caveat = [f"{cost.get('repeat', 1)} timed round(s) per arm on a shared CPU: CPU time does not "
+                      "count the waiting that inflates wall time, but contention for caches and memory "
+                      "bandwidth still moves it, so differences of ~15 % between arms of similar kMACs can "
+                      "be noise; kMACs/pixel is exact and peak memory is nearly so. Repeat with `--repeat 3` "
+                      "on a quiet machine for firm latencies.", ""]
+        parts += [cost_table(cost), "", *caveat,
                   f"Raw data: `{cost_file or raw_dir_name + '/cost-base.json'}` "
                   "(`benchmarks/phase_cost.py`). "
                   "Sizes not in the table (1536×1024, GPU) have not been measured yet: run "
