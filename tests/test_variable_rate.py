@@ -197,3 +197,34 @@ def test_codec_api_and_cli_code_the_chosen_quality(shared_dir, tmp_path, capsys)
     capsys.readouterr()
     assert main(["compress", str(src), "-o", str(tmp_path / "x.hpcm"), "--quality", "2.5"]) == 1
     assert "variable-rate" in capsys.readouterr().err
+
+
+def test_eval_codes_fractional_qualities_of_a_variable_rate_model(shared_dir, tmp_path):
+    from hpcm.errors import HPCMError
+    from hpcm.eval.runner import evaluate
+
+    data = tmp_path / "set"
+    data.mkdir()
+    with Image.open(shared_dir / "data" / "kodak" / "kodim23.png") as im:
+        im.convert("RGB").crop((300, 200, 364, 264)).save(data / "crop.png")
+    doc = evaluate(["hpcm-tiny-vr"], data, qualities=[1, 8], show_progress=False)
+    assert doc["quality"] == [1, 8]
+    assert doc["results"]["bpp"][0] < doc["results"]["bpp"][1]
+    est = evaluate(["hpcm-tiny-vr"], data, qualities=[2.5], estimate=True, show_progress=False)
+    assert est["quality"] == [2.5]
+    with pytest.raises(HPCMError, match="variable-rate"):
+        evaluate(["hpcm-tiny"], data, qualities=[2.5], show_progress=False)
+
+
+def test_export_records_provenance(train_dir, tmp_path):
+    from hpcm.cli.main import main
+
+    train(_cfg(train_dir, tmp_path / "run", steps=2, val_holdout=0))
+    out = tmp_path / "vr.safetensors"
+    assert main(["export", str(tmp_path / "run" / "checkpoint_last.safetensors"), "-o", str(out)]) == 0
+    training = json.loads(out.with_suffix(".json").read_text())["training"]
+    assert training["crops_seen"] == 4 and training["train_seconds"] > 0 and "cores" in training["machine"]
+    assert training["rate_lambdas"] == pytest.approx(list(VR_LAMBDAS))
+    from hpcm.models.io import load_model
+
+    assert load_model(str(out)).variable_rate

@@ -56,7 +56,8 @@ def test_base_width_presets_and_seed_constructors_match_registry():
         assert (small.M, small.N) == (64, 64)
     mr = HPCM_MultiRef_Phase2(M=64, N=64, max_refs_s3=5, topk_refs_s3=3)
     assert isinstance(mr.memory, HierarchicalMemoryManager)
-    assert mr.config.memory["max_refs_s3"] == 5 and mr.config.memory["enabled_scales"] == ["s1", "s2", "s3"]
+    assert mr.config.memory.max_refs_s3 == 5 and mr.config.memory.enabled_scales == ("s1", "s2", "s3")
+    assert mr.config.to_dict()["memory"]["enabled_scales"] == ["s1", "s2", "s3"]
     assert HPCM_MultiRef_Phase2(M=64, N=64, enable_multiref=False).memory is None
     with pytest.raises(TypeError):
         HPCM_MultiRef_Phase2(M=64, N=64, max_refs_s4=1)

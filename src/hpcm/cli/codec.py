@@ -158,12 +158,13 @@ def _model_for_file(header, args) -> tuple[object, float]:
             f"file was written by model {header.preset!r}, which is not a built-in preset; "
             "pass the weights with --checkpoint"
         )
-    from hpcm.codec.api import model_identity
+    from hpcm.codec.api import model_identity, retired_weights_hint
     from hpcm.errors import CheckpointError
 
+    advice = retired_weights_hint(header.fingerprint_hex) or (
+        "; pass the weights it was written with: --checkpoint PATH")
     hint = (f"file was written by {header.preset} q{header.quality or '-'} with weights "
-            f"{header.fingerprint_hex}, which are not the weights shipped for {header.preset}; pass the "
-            "weights it was written with: --checkpoint PATH")
+            f"{header.fingerprint_hex}, which are not the weights shipped for {header.preset}{advice}")
     try:
         model, load_s = _load(header.preset, quality=header.quality or None, device=device)
     except CheckpointError:  # e.g. a quality that no shipped weights have

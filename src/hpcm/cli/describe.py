@@ -48,8 +48,8 @@ def component_type(module: nn.Module | None) -> str:
 
 def describe(name: str) -> str:
     """Text description of preset ``name``: components, parameters, and the phase table."""
-    from hpcm.models.registry import create_model, get_config
-    from hpcm.models.variants import PHASES, apply_phase, baseline_name, phase_of
+    from hpcm.models.phases import PHASES, apply_phase, phase_of
+    from hpcm.models.registry import baseline_name, create_model, get_config
 
     model = create_model(name)
     lines = [f"{name}: M={model.M}, N={model.N}, {count_parameters(model):,} parameters"]
@@ -64,19 +64,16 @@ def describe(name: str) -> str:
     cfg = get_config(name)
     baseline = replace_memory(get_config(baseline_name(name)))
     chosen = phase_of(cfg, baseline)
+    columns = [(p + (" ×" if p == chosen else ""), apply_phase(baseline, p)) for p in PHASES]
+    if chosen is None:  # a custom mix: its own column, labelled by its component kinds
+        columns.append(("this model", cfg))
     lines.append("")
     lines.append(f"  phase table (× = this model{'' if chosen else '; a custom mix, no column matches'}):")
-    marks = [p + (" ×" if p == chosen else "") for p in PHASES]
-    header = f"  {'component':<{width}}" + "".join(f"  {m:<22}" for m in marks)
-    lines.append(header)
+    lines.append(f"  {'component':<{width}}" + "".join(f"  {title:<22}" for title, _ in columns))
     for comp in PHASE_ROWS:
-        row = f"  {comp:<{width}}"
-        for phase in PHASES:
-            row += f"  {_kind_label(apply_phase(baseline, phase), comp):<22}"
-        lines.append(row)
-    if cfg.memory:
-        scales = ",".join(cfg.memory.get("enabled_scales", []))
-        lines.append(f"  + multi-reference memory bank at {scales}")
+        lines.append(f"  {comp:<{width}}" + "".join(f"  {_spec_of(c, comp).label():<22}" for _, c in columns))
+    if cfg.memory is not None:
+        lines.append(f"  + multi-reference memory bank at {','.join(cfg.memory.enabled_scales)}")
     return "\n".join(lines)
 
 
@@ -87,15 +84,13 @@ def replace_memory(cfg):
     return replace(cfg, memory=None)
 
 
-def _kind_label(cfg, comp: str) -> str:
+def _spec_of(cfg, comp: str):
+    """The component spec (``hpcm.models.components``) behind the top-level module ``comp``."""
     if comp.startswith("attn_s"):
-        spec = cfg.cells[int(comp[-1]) - 1]
-        return f"cross(w{spec.window})" if spec.kind == "cross" else f"RWKVCell(hr{spec.hidden_rate})"
+        return cfg.cells[int(comp[-1]) - 1]
     if comp == "context_net":
-        spec = cfg.context_nets[0]
-        return "conv1x1" if spec.kind == "conv" else f"RWKVFusionNet({spec.num_blocks})"
-    spec = cfg.prior_s12 if comp.endswith("s1_s2") else cfg.prior_s3
-    return f"DWConvRB{spec.depths}" if spec.kind == "dwconv" else f"RWKVPrior{spec.depths}"
+        return cfg.context_nets[0]
+    return cfg.prior_s12 if comp.endswith("s1_s2") else cfg.prior_s3
 
 
 def _cmd_describe(args: argparse.Namespace) -> int:

@@ -67,7 +67,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise HPCMError(f"no such data set: {dataset}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        doc = evaluate(specs, dataset, qualities=[int(q) for q in qualities] if qualities else None,
+        doc = evaluate(specs, dataset, qualities=qualities or None,
                        estimate=args.estimate, device=args.device, limit=args.limit, name=args.name,
                        show_progress=None if not args.quiet else False)
     for w in caught:
@@ -188,7 +188,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="MODEL_OR_CHECKPOINT… DATASET_DIR",
                    help="preset names or .safetensors / .pth.tar weights, then the image folder")
     p.add_argument("-o", "--output", help="results JSON (default: print the averages to stdout)")
-    p.add_argument("-q", "--quality", nargs="+", help="quality levels (bundled weights), e.g. 1 2 3 or 1,2,3")
+    p.add_argument("-q", "--quality", nargs="+",
+                   help="quality levels (bundled weights), e.g. 1 2 3 or 1,2,3; variable-rate "
+                   "models take any number in their range, e.g. 1 2.5 4 8")
     p.add_argument("--estimate", action="store_true",
                    help="likelihood bpp from the eval forward instead of real coding")
     p.add_argument("--device", default="cpu")

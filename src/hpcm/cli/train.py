@@ -144,6 +144,10 @@ def run_export(args: argparse.Namespace) -> int:
         "trained": True,
         "training": {
             "step": meta.get("step"),
+            "crops_seen": _crops_seen(meta),
+            "train_seconds": meta.get("train_seconds"),
+            "machine": meta.get("machine"),
+            "rate_lambdas": meta.get("rate_lambdas"),
             "data": meta.get("data"),
             "num_train_images": meta.get("num_train_images"),
             "git_commit": meta.get("git_commit"),
@@ -157,6 +161,15 @@ def run_export(args: argparse.Namespace) -> int:
     save_weights(model, out, metadata, overwrite=True)
     print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
     return 0
+
+
+def _crops_seen(meta: dict[str, Any]) -> int | None:
+    """Training crops the run has seen (steps × batch size × processes)."""
+    cfg = meta.get("train_config") or {}
+    try:
+        return int(meta["step"]) * int(cfg["batch_size"]) * int(meta.get("world_size") or 1)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _refuse_torch_checkpoint(path: str) -> None:

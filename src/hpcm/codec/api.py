@@ -281,22 +281,26 @@ def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None,
     return data, header, times
 
 
+def retired_weights_hint(fingerprint_hex: str) -> str:
+    """'; those weights shipped with hpcm <release> ...' when a file's weights were once shipped
+    (``RELEASES.json``), else ''. Files written with shipped weights must stay decodable."""
+    from hpcm.models.io import shipped_weights_record
+
+    shipped = shipped_weights_record(fingerprint_hex)
+    if shipped is None:
+        return ""
+    return (f"; those weights shipped with hpcm {shipped.get('release') or '?'} ({shipped.get('date')}): "
+            "decode the file with that release, or pass its weights with --checkpoint")
+
+
 def check_model(header: Header, model: nn.Module, *, allow_cross_device: bool = False) -> None:
     """Raise ``ModelMismatchError`` unless ``model`` (on this device kind) wrote ``header``."""
     preset, quality, fingerprint = model_identity(model)
     if fingerprint != header.fingerprint:
-        from hpcm.models.io import shipped_weights_record
-
-        shipped = shipped_weights_record(header.fingerprint_hex)
-        hint = ""
-        if shipped is not None:
-            hint = (f"; those weights shipped with hpcm {shipped.get('release') or '?'} "
-                    f"({shipped.get('date')}): decode the file with that release, or pass its weights "
-                    "with --checkpoint")
         raise ModelMismatchError(
             f"file was written by {header.preset} q{header.quality or '-'} with weights "
             f"{header.fingerprint_hex}, but the model given is {preset} q{quality or '-'} "
-            f"with weights {fingerprint.hex()}{hint}"
+            f"with weights {fingerprint.hex()}{retired_weights_hint(header.fingerprint_hex)}"
         )
     multiple = _size_multiple(model)
     if header.padded_height % multiple or header.padded_width % multiple:

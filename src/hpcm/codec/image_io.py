@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from hpcm.codec.atomic import atomic_write_bytes
+from hpcm.atomic import atomic_write_bytes
 from hpcm.codec.container import MAX_PIXELS, MAX_SIDE, check_image_size
 from hpcm.errors import ImageError
 

@@ -221,7 +221,9 @@ def profile_model(
         factory = hpcm.create_model
     dev = torch.device(device)
     model = factory(name).to(dev).eval()
-    multiple = int(getattr(model, "size_multiple", 1))
+    from hpcm.models.protocol import size_multiple
+
+    multiple = size_multiple(model)
     params = count_params(model)
     rows = []
     for h, w in sizes:

@@ -14,11 +14,11 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hpcm.atomic import atomic_write_bytes
 from hpcm.eval.metrics import ms_ssim_db
 from hpcm.eval.schema import validate_results
 
@@ -79,17 +79,7 @@ def save_results(doc: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``doc`` as indented JSON atomically (temporary file then rename)."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out
+    return atomic_write_bytes(out, (json.dumps(doc, indent=2) + "\n").encode(), overwrite=True)
 
 
 def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import torch
 
 from hpcm.eval.metrics import bpp, image_metrics, to_uint8
 from hpcm.eval.results import aggregate, list_images, progress
+from hpcm.models.protocol import model_device, size_multiple, weights_info
 
 CompressFn = Callable[[Any, np.ndarray], bytes]
 DecompressFn = Callable[[bytes, Any], np.ndarray]
@@ -50,10 +51,7 @@ class Codec:
         return cls(compress=compress_image, decompress=decompress_image)
 
 
-def _model_device(model: torch.nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
+_model_device = model_device
 
 
 def _sync(device: torch.device) -> None:
@@ -62,17 +60,21 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def estimate_image(model: torch.nn.Module, image: np.ndarray) -> tuple[float, np.ndarray, float]:
-    """Likelihood bpp, 8-bit reconstruction and forward seconds of one (H, W, 3) uint8 image."""
+def estimate_image(
+    model: torch.nn.Module, image: np.ndarray, quality: float | None = None
+) -> tuple[float, np.ndarray, float]:
+    """Likelihood bpp, 8-bit reconstruction and forward seconds of one (H, W, 3) uint8 image.
+
+    ``quality``: for variable-rate models."""
     from hpcm.codec.api import pad_image
 
     device = _model_device(model)
     h, w = image.shape[:2]
-    padded, top, left = pad_image(image, int(getattr(model, "size_multiple", 1)), mode="replicate")
+    padded, top, left = pad_image(image, size_multiple(model), mode="replicate")
     xp = torch.from_numpy(np.ascontiguousarray(padded)).permute(2, 0, 1)[None].float().div(255.0).to(device)
     _sync(device)
     t0 = time.perf_counter()
-    out = model(xp, training=False)
+    out = model(xp, training=False, **({} if quality is None else {"quality": quality}))
     _sync(device)
     elapsed = time.perf_counter() - t0
     bits = sum(float(-torch.log2(lk.double()).sum()) for lk in out["likelihoods"].values())
@@ -91,20 +93,24 @@ def evaluate_model(
     description: str = "",
     bar: Any = None,
 ) -> list[dict[str, Any]]:
-    """Per-image records (CompressAI ``--per-image`` shape) of ``model`` on ``[(stem, HW3 uint8)]``."""
+    """Per-image records (CompressAI ``--per-image`` shape) of ``model`` on ``[(stem, HW3 uint8)]``.
+
+    A variable-rate model codes every image at ``quality``."""
     model.eval()
     if not estimate and codec is None:
         codec = Codec.default()
+    vr_quality = float(quality) if getattr(model, "variable_rate", False) and quality is not None else None
+    kwargs = {} if vr_quality is None else {"quality": vr_quality}
     records = []
     for stem, image in images:
         h, w = image.shape[:2]
         if estimate:
-            rate, decoded, fwd = estimate_image(model, image)
+            rate, decoded, fwd = estimate_image(model, image, vr_quality)
             timing = {"encoding_time": fwd / 2, "decoding_time": fwd / 2, "forward_time": fwd}
         else:
             assert codec is not None
             t0 = time.perf_counter()
-            data = codec.compress(model, image)
+            data = codec.compress(model, image, **kwargs)
             t1 = time.perf_counter()
             decoded = codec.decompress(data, model)
             t2 = time.perf_counter()
@@ -120,16 +126,14 @@ def evaluate_model(
     return records
 
 
-def _weights_info(model: Any) -> dict[str, Any]:
-    info = getattr(model, "weights_info", None)
-    return dict(info) if isinstance(info, dict) else {}
+_weights_info = weights_info
 
 
 def evaluate(
     specs: Sequence[str],
     dataset: str | os.PathLike[str],
     *,
-    qualities: Sequence[int] | None = None,
+    qualities: Sequence[float] | None = None,
     estimate: bool = False,
     device: str = "cpu",
     limit: int | None = None,
@@ -139,6 +143,9 @@ def evaluate(
     codec: Codec | None = None,
 ) -> dict[str, Any]:
     """Evaluate every ``spec`` (preset name or weights path) at every quality; one RD point each.
+
+    A variable-rate model takes any quality in its range (fractional ones too); fixed-rate presets load
+    their shipped weights of each (whole) quality.
 
     ``loader(spec, quality=..., device=...)`` defaults to :func:`hpcm.models.io.load_model`. Returns the
     CompressAI-schema document (points in the order spec × quality) with ``per_image`` records and
@@ -156,7 +163,12 @@ def evaluate(
     provenance: list[dict[str, Any]] = []
     bar = progress(range(len(runs) * len(images)), desc="eval", enabled=show_progress)
     for spec, quality in runs:
-        model = loader(spec, quality=quality, device=device)
+        whole = quality is None or float(quality).is_integer()
+        model = loader(spec, quality=int(quality) if whole and quality is not None else None, device=device)
+        if not whole and not getattr(model, "variable_rate", False):
+            from hpcm.errors import HPCMError
+
+            raise HPCMError(f"{spec}: quality {quality} needs a variable-rate model (e.g. hpcm-tiny-vr)")
         info = _weights_info(model)
         label = name or str(info.get("preset") or Path(spec).stem)
         if info.get("trained") is False:

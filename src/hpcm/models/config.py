@@ -6,19 +6,20 @@ The defaults describe the official HPCM-Base (spec hpcm.md §2, §3.2, §4.7, §
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hpcm._fields import unknown_fields
-from hpcm.models.components import CellSpec, ContextNetSpec, PriorSpec
+from hpcm.layers.memory_config import MemoryBankConfig
+from hpcm.models.components import ComponentSpec, ConvNetSpec, CrossCellSpec, DWConvPriorSpec, as_spec
 
 
-def _default_cells() -> tuple[CellSpec, CellSpec, CellSpec]:
-    return (CellSpec(window=4, heads=32), CellSpec(window=8, heads=32), CellSpec(window=8, heads=32))
+def _default_cells() -> tuple[ComponentSpec, ComponentSpec, ComponentSpec]:
+    return tuple(CrossCellSpec(window=w, heads=32) for w in (4, 8, 8))
 
 
-def _default_context_nets() -> tuple[ContextNetSpec, ContextNetSpec]:
-    return (ContextNetSpec(), ContextNetSpec())
+def _default_context_nets() -> tuple[ComponentSpec, ComponentSpec]:
+    return (ConvNetSpec(), ConvNetSpec())
 
 
 @dataclass
@@ -29,8 +30,10 @@ class HPCMConfig:
     g_channels / g_depths: the three PConvRB stages of g_a (g_s mirrors them).
     h_a_depths: PConvRB blocks of h_a at M channels and at N channels; h_s_depths: at N and at 2M.
     cells: per-scale (s1, s2, s3) context cells; context_nets: the s1->s2 and s2->s3 nets;
-    prior_s12 / prior_s3: spatial priors. GGM beta and bounds, scale table (min, max, levels).
-    memory: reserved for a multi-reference memory bank (not used by the base model).
+    prior_s12 / prior_s3: spatial priors (each a registered component kind's spec,
+    ``hpcm.models.components``; JSON ``{"kind": ..., <fields>}``). GGM beta and bounds, scale table
+    (min, max, levels).
+    memory: the multi-reference memory bank (``MemoryBankConfig``; JSON its dict), None for none.
     rate_lambdas: anchor λ of a variable-rate model (``hpcm.layers.gain.QualityGains``; quality k has
     ``rate_lambdas[k - 1]``); empty for a fixed-rate model (the official architecture).
     """
@@ -43,15 +46,15 @@ class HPCMConfig:
     h_s_depths: tuple[int, int] = (3, 1)
     mlp_ratio: int = 4
     partial_ratio: int = 4
-    cells: tuple[CellSpec, CellSpec, CellSpec] = field(default_factory=_default_cells)
-    context_nets: tuple[ContextNetSpec, ContextNetSpec] = field(default_factory=_default_context_nets)
-    prior_s12: PriorSpec = field(default_factory=lambda: PriorSpec(depths=(2, 1)))
-    prior_s3: PriorSpec = field(default_factory=lambda: PriorSpec(depths=(3, 2)))
+    cells: tuple[ComponentSpec, ComponentSpec, ComponentSpec] = field(default_factory=_default_cells)
+    context_nets: tuple[ComponentSpec, ComponentSpec] = field(default_factory=_default_context_nets)
+    prior_s12: ComponentSpec = field(default_factory=lambda: DWConvPriorSpec(depths=(2, 1)))
+    prior_s3: ComponentSpec = field(default_factory=lambda: DWConvPriorSpec(depths=(3, 2)))
     ggm_beta: float = 1.5
     scale_bound: float = 0.12
     likelihood_bound: float = 1e-9
     scale_table: tuple[float, float, int] = (0.12, 64.0, 60)
-    memory: dict | None = None
+    memory: MemoryBankConfig | None = None
     rate_lambdas: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
@@ -61,10 +64,14 @@ class HPCMConfig:
         self.h_a_depths = tuple(int(d) for d in self.h_a_depths)
         self.h_s_depths = tuple(int(d) for d in self.h_s_depths)
         self.scale_table = (float(self.scale_table[0]), float(self.scale_table[1]), int(self.scale_table[2]))
-        self.cells = tuple(_as_spec(CellSpec, c) for c in self.cells)
-        self.context_nets = tuple(_as_spec(ContextNetSpec, c) for c in self.context_nets)
-        self.prior_s12 = _as_spec(PriorSpec, self.prior_s12)
-        self.prior_s3 = _as_spec(PriorSpec, self.prior_s3)
+        self.cells = tuple(as_spec("cell", c) for c in self.cells)
+        self.context_nets = tuple(as_spec("context_net", c) for c in self.context_nets)
+        self.prior_s12 = as_spec("prior", self.prior_s12)
+        self.prior_s3 = as_spec("prior", self.prior_s3)
+        if isinstance(self.memory, dict):
+            self.memory = MemoryBankConfig.from_dict(self.memory)
+        elif self.memory is not None and not isinstance(self.memory, MemoryBankConfig):
+            raise TypeError(f"memory: a MemoryBankConfig, dict or None, not {type(self.memory).__name__}")
         self.validate()
 
     def validate(self) -> None:
@@ -81,13 +88,12 @@ class HPCMConfig:
         lam = self.rate_lambdas
         if lam and (len(lam) < 2 or lam[0] <= 0 or any(b <= a for a, b in zip(lam, lam[1:], strict=False))):
             raise ValueError(f"rate_lambdas must be >= 2 increasing positive values, got {list(lam)}")
-        for cell in self.cells:
-            if cell.kind == "cross" and (2 * self.M) % cell.heads:
-                raise ValueError(f"2M = {2 * self.M} not divisible by {cell.heads} heads")
+        for spec in (*self.cells, *self.context_nets, self.prior_s12, self.prior_s3):
+            spec.validate(self.M)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (tuples become lists)."""
-        return _jsonable(asdict(self))
+        """JSON-able dict (tuples become lists, specs and the memory bank their ``to_dict``)."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HPCMConfig:
@@ -98,18 +104,9 @@ class HPCMConfig:
         return cls(**data)
 
 
-def _as_spec(cls: type, value: Any) -> Any:
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, dict):
-        kw = dict(value)
-        if "depths" in kw:
-            kw["depths"] = tuple(int(d) for d in kw["depths"])
-        return cls(**kw)
-    raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")
-
-
 def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
     if isinstance(obj, dict):
         return {k: _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

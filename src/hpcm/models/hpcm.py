@@ -33,7 +33,6 @@ from hpcm.layers.conv import (
 )
 from hpcm.layers.gain import QualityGains
 from hpcm.models import schedule as S
-from hpcm.models.components import build_cell, build_context_net, build_prior
 from hpcm.models.config import HPCMConfig
 
 #: Official names of the entropy-table buffers; they are rebuilt by ``update()`` and are therefore not
@@ -241,19 +240,22 @@ class HPCM(nn.Module):
         self.g_s = SynthesisTransform(cfg)
         self.h_a = HyperAnalysis(cfg)
         self.h_s = HyperSynthesis(cfg)
-        self.y_spatial_prior_adaptor_list_s1 = nn.ModuleList([conv1x1(3 * M, 3 * M) for _ in range(1)])
-        self.y_spatial_prior_adaptor_list_s2 = nn.ModuleList([conv1x1(3 * M, 3 * M) for _ in range(3)])
-        self.y_spatial_prior_adaptor_list_s3 = nn.ModuleList([conv1x1(3 * M, 3 * M) for _ in range(6)])
-        self.y_spatial_prior_s1_s2 = build_prior(cfg.prior_s12, M)
-        self.y_spatial_prior_s3 = build_prior(cfg.prior_s3, M)
+        # one adaptor per step of a scale and one quant-step vector per network step: the schedule's counts
+        n1, n2, n3 = S.ADAPTORS_PER_SCALE
+        self.y_spatial_prior_adaptor_list_s1 = nn.ModuleList([conv1x1(3 * M, 3 * M) for _ in range(n1)])
+        self.y_spatial_prior_adaptor_list_s2 = nn.ModuleList([conv1x1(3 * M, 3 * M) for _ in range(n2)])
+        self.y_spatial_prior_adaptor_list_s3 = nn.ModuleList([conv1x1(3 * M, 3 * M) for _ in range(n3)])
+        # context components: each spec is a registered kind that builds itself (hpcm.models.components)
+        self.y_spatial_prior_s1_s2 = cfg.prior_s12.build(M)
+        self.y_spatial_prior_s3 = cfg.prior_s3.build(M)
         # created on the default (CPU) device; the official code hard-codes CUDA here (§9.3)
         self.adaptive_params_list = nn.ParameterList(
-            [nn.Parameter(torch.ones(1, 3 * M, 1, 1)) for _ in range(10)]
+            [nn.Parameter(torch.ones(1, 3 * M, 1, 1)) for _ in range(S.NUM_QUANT_PARAMS)]
         )
-        self.attn_s1 = build_cell(cfg.cells[0], 2 * M)
-        self.attn_s2 = build_cell(cfg.cells[1], 2 * M)
-        self.attn_s3 = build_cell(cfg.cells[2], 2 * M)
-        self.context_net = nn.ModuleList([build_context_net(spec, 2 * M) for spec in cfg.context_nets])
+        self.attn_s1 = cfg.cells[0].build(2 * M)
+        self.attn_s2 = cfg.cells[1].build(2 * M)
+        self.attn_s3 = cfg.cells[2].build(2 * M)
+        self.context_net = nn.ModuleList([spec.build(2 * M) for spec in cfg.context_nets])
         # Seam for a per-image memory bank (multiref, hpcm.layers.memory_bank): if set, memory.reset()
         # (when defined) runs at the start of every context pass, memory.write_initial(step, C) (when
         # defined) stores step 1's hyper context C = [sigma1 | mu1], and C = memory(step, C) runs after
@@ -262,12 +264,14 @@ class HPCM(nn.Module):
         if cfg.memory is not None:
             from hpcm.layers.memory_bank import HierarchicalMemoryManager
 
-            self.memory = HierarchicalMemoryManager(2 * M, dict(cfg.memory))
+            self.memory = HierarchicalMemoryManager(2 * M, cfg.memory)
         # Variable-rate models (config.rate_lambdas): quality-conditioned gains on y (hpcm.layers.gain).
         self.quality_gains: QualityGains | None = (
             QualityGains(cfg.rate_lambdas, M) if cfg.rate_lambdas else None
         )
+        # provenance (hpcm.models.protocol.CodingModel): filled by hpcm.models.io.load_model
         self.weights_info: dict[str, Any] = {}
+        self.preset: str | None = None
 
     # -- geometry --------------------------------------------------------------------------------
 

@@ -23,13 +23,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from hpcm.codec.atomic import atomic_write_bytes
+from hpcm import rates
+from hpcm.atomic import atomic_write_bytes
 from hpcm.errors import CheckpointError
 from hpcm.models import bundled
 
-#: The six MSE rate points of HPCM (quality 1..6 -> lambda), hpcm.md §8.2.
-MSE_LAMBDAS = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.013, 5: 0.025, 6: 0.0483}
-MSSSIM_LAMBDAS = {1: 2.4, 2: 4.58, 3: 8.73, 4: 16.64, 5: 31.73, 6: 60.5}
+#: Quality -> λ views of the tables in ``hpcm.rates`` (hpcm.md §8.2).
+MSE_LAMBDAS = dict(enumerate(rates.MSE_LAMBDAS, start=1))
+MSSSIM_LAMBDAS = dict(enumerate(rates.MS_SSIM_LAMBDAS, start=1))
 DEFAULT_QUALITY = 3
 #: Seed of the deterministic initial weights of a preset (offset by a hash of the preset name).
 INIT_SEED = 20250
@@ -261,13 +262,18 @@ def torch_load_error(path: str | os.PathLike, exc: BaseException) -> str:
     return f"cannot load checkpoint {path}: {type(exc).__name__}: {first[:200]}"
 
 
-def load_official_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load an official HPCM ``.pth.tar`` (raw state dict, or nested under ``"state_dict"``) into ``model``.
+def strip_wrapper_prefix(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` without the ``module.`` prefix (DataParallel / DDP) when every key has it."""
+    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
 
-    Uses ``torch.load(weights_only=True)``. Missing ``adaptive_params_list.*`` are set to ones (the
-    released checkpoints predate them, hpcm.md §9.3); the entropy-table buffers (empty in released
-    files) are ignored and rebuilt by ``update()``; a ``module.`` prefix (DataParallel) is stripped.
-    Any other missing or unexpected key, or shape mismatch, raises :class:`CheckpointError`.
+
+def read_torch_state(path: str | os.PathLike) -> dict[str, Any]:
+    """The state dict of a torch checkpoint (``.pth`` / ``.pth.tar`` / ``.pt``), the one torch-file reader.
+
+    Read with ``torch.load(weights_only=True)`` (no code is unpickled); the raw dict or its ``state_dict`` /
+    ``model`` / ``network`` entry; a ``module.`` prefix on every key is stripped. Values are not checked.
     """
     path = Path(path)
     try:
@@ -276,12 +282,25 @@ def load_official_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Mo
         raise CheckpointError(f"{path}: no such file") from None
     except Exception as exc:  # UnpicklingError, RuntimeError (zip), EOFError, ...
         raise CheckpointError(torch_load_error(path, exc)) from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
+    for key in ("state_dict", "model", "network"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
     if not isinstance(obj, dict) or not obj:
         raise CheckpointError(f"{path} does not contain a state dict")
-    if all(isinstance(k, str) and k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return strip_wrapper_prefix(obj)
+
+
+def load_official_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load an official HPCM ``.pth.tar`` (raw state dict, or nested under ``"state_dict"``) into ``model``.
+
+    Reads with :func:`read_torch_state`. Missing ``adaptive_params_list.*`` are set to ones (the
+    released checkpoints predate them, hpcm.md §9.3); the entropy-table buffers (empty in released
+    files) are ignored and rebuilt by ``update()``; a ``module.`` prefix (DataParallel) is stripped.
+    Any other missing or unexpected key, or shape mismatch, raises :class:`CheckpointError`.
+    """
+    path = Path(path)
+    obj = read_torch_state(path)
     state = {k: v for k, v in obj.items() if not (isinstance(k, str) and is_derived_key(k))}
     expected = {k: v for k, v in model.state_dict().items() if not is_derived_key(k)}
     _check_keys(expected, state, str(path), allow_missing=(_ADAPTIVE,))

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from hpcm.models.io import strip_wrapper_prefix
+
 __all__ = [
     "MigrationReport",
     "freeze",
@@ -74,14 +76,6 @@ class MigrationReport:
         return "\n".join(lines)
 
 
-def _strip_wrapper_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove a ``module.`` prefix (DataParallel / DDP) present on every key."""
-    keys = list(state)
-    if keys and all(k.startswith("module.") for k in keys):
-        return {k[len("module.") :]: v for k, v in state.items()}
-    return dict(state)
-
-
 @torch.no_grad()
 def migrate(src_state_dict: Mapping[str, torch.Tensor], dst_model: nn.Module) -> MigrationReport:
     """Copy into ``dst_model`` every source tensor whose name and shape match (parameters and buffers).
@@ -89,7 +83,7 @@ def migrate(src_state_dict: Mapping[str, torch.Tensor], dst_model: nn.Module) ->
     Tensors of ``dst_model`` with no matching source keep their current (initial) values. A ``module.``
     prefix on all source keys is ignored. Returns a :class:`MigrationReport`.
     """
-    src = _strip_wrapper_prefix(src_state_dict)
+    src = strip_wrapper_prefix(dict(src_state_dict))
     dst = dst_model.state_dict()
     report = MigrationReport()
     for name, target in dst.items():

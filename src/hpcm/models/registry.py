@@ -11,6 +11,13 @@ Presets:
   large figures above, equal to the spec's §10.2 values).
 - ``hpcm-tiny-vr``: ``hpcm-tiny`` with quality-conditioned gains (``hpcm.layers.gain``): one set of
   weights for every quality in 1..8 (fractional qualities interpolate), anchors ``VR_LAMBDAS``.
+- ``hpcm-phase{1..4}`` / ``hpcm-phase{1..4}-tiny``: the RWKV phases (``hpcm.models.phases``) at the base /
+  tiny widths; ``hpcm-multiref-phase{1,2}[-light|-accurate][-tiny]``: a multi-reference memory bank
+  (``MEMORY_PRESETS``) at s3 only (phase1) or at s1/s2/s3 with hierarchical transfer (phase2).
+
+Every preset is declared once below with its literal name: the four width presets as decorated factories
+(``@register_model``), the variants as rows of ``PHASE_PRESETS`` and ``MULTIREF_PRESETS``. The
+seed-style constructors of ``hpcm.models.variants`` are thin aliases over these rows.
 """
 
 from __future__ import annotations
@@ -19,24 +26,58 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from hpcm.models.components import CellSpec, PriorSpec
+from hpcm.layers.memory_config import MEMORY_PRESETS
+from hpcm.models.components import CrossCellSpec, DWConvPriorSpec
 from hpcm.models.config import HPCMConfig
+from hpcm.models.phases import apply_phase
+from hpcm.rates import VR_LAMBDAS
+
+__all__ = [
+    "MULTIREF_PRESETS",
+    "PHASE_PRESETS",
+    "VR_LAMBDAS",
+    "ModelEntry",
+    "baseline_name",
+    "create_model",
+    "get_config",
+    "get_entry",
+    "list_models",
+    "register_model",
+    "unregister_model",
+]
 
 
 @dataclass(frozen=True)
-class _Entry:
+class ModelEntry:
+    """A registered preset: its config factory, one-line description and the width preset it varies."""
+
+    name: str
     factory: Callable[[], HPCMConfig]
     description: str
+    baseline: str
 
 
-_REGISTRY: dict[str, _Entry] = {}
+_REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, config_factory: Callable[[], HPCMConfig], description: str = "") -> None:
-    """Register ``name``; ``config_factory()`` must return a fresh ``HPCMConfig``."""
-    if name in _REGISTRY:
-        raise ValueError(f"model {name!r} is already registered")
-    _REGISTRY[name] = _Entry(config_factory, description)
+def register_model(name: str, description: str = "", *, baseline: str | None = None):
+    """Decorator: register a config factory (``() -> HPCMConfig``, a fresh config per call) as ``name``.
+
+    ``baseline``: the width preset whose phase table ``hpcm describe`` shows (default: ``name`` itself).
+    """
+
+    def decorate(factory: Callable[[], HPCMConfig]) -> Callable[[], HPCMConfig]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = ModelEntry(name, factory, description, baseline or name)
+        return factory
+
+    return decorate
+
+
+def unregister_model(name: str) -> None:
+    """Remove ``name`` (tests, experiments); unknown names are ignored."""
+    _REGISTRY.pop(name, None)
 
 
 def list_models() -> dict[str, str]:
@@ -44,11 +85,22 @@ def list_models() -> dict[str, str]:
     return {name: e.description for name, e in sorted(_REGISTRY.items())}
 
 
-def get_config(name: str, **overrides: Any) -> HPCMConfig:
-    """The preset's config with ``overrides`` (HPCMConfig fields) applied."""
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name`` (``KeyError`` listing the known names)."""
     if name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return HPCMConfig.from_dict({**_REGISTRY[name].factory().to_dict(), **overrides})
+    return _REGISTRY[name]
+
+
+def get_config(name: str, **overrides: Any) -> HPCMConfig:
+    """The preset's config with ``overrides`` (HPCMConfig fields) applied."""
+    return HPCMConfig.from_dict({**get_entry(name).factory().to_dict(), **overrides})
+
+
+def baseline_name(name: str) -> str:
+    """The width preset (``hpcm-base``, ``hpcm-tiny`` …) that the preset ``name`` is a variant of."""
+    entry = _REGISTRY.get(name)
+    return entry.baseline if entry is not None else name
 
 
 def create_model(name: str, **overrides: Any):
@@ -58,17 +110,23 @@ def create_model(name: str, **overrides: Any):
     return HPCM(get_config(name, **overrides))
 
 
-def _base() -> HPCMConfig:
+# --- width presets --------------------------------------------------------------------------------
+
+
+@register_model("hpcm-base", "official HPCM-Base (68.5 M parameters)")
+def hpcm_base() -> HPCMConfig:
     return HPCMConfig()
 
 
-def _large() -> HPCMConfig:
+@register_model("hpcm-large", "official HPCM-Large (89.7 M parameters)")
+def hpcm_large() -> HPCMConfig:
     return HPCMConfig(
-        g_depths=(2, 2, 8), prior_s12=PriorSpec(depths=(2, 2)), prior_s3=PriorSpec(depths=(4, 3))
+        g_depths=(2, 2, 8), prior_s12=DWConvPriorSpec(depths=(2, 2)), prior_s3=DWConvPriorSpec(depths=(4, 3))
     )
 
 
-def _tiny() -> HPCMConfig:
+@register_model("hpcm-tiny", "HPCM structure at CPU-trainable size (M=64, N=64)")
+def hpcm_tiny() -> HPCMConfig:
     return HPCMConfig(
         M=64,
         N=64,
@@ -78,25 +136,61 @@ def _tiny() -> HPCMConfig:
         h_s_depths=(1, 1),
         mlp_ratio=2,
         partial_ratio=4,
-        cells=(CellSpec(window=4, heads=8), CellSpec(window=8, heads=8), CellSpec(window=8, heads=8)),
-        prior_s12=PriorSpec(depths=(1, 1)),
-        prior_s3=PriorSpec(depths=(2, 1)),
+        cells=tuple(CrossCellSpec(window=w, heads=8) for w in (4, 8, 8)),
+        prior_s12=DWConvPriorSpec(depths=(1, 1)),
+        prior_s3=DWConvPriorSpec(depths=(2, 1)),
     )
 
 
-#: Anchor λ (MSE) of the variable-rate presets, quality 1..8: HPCM's six rate points (quality 1..5 keep
-#: the fixed-rate presets' λ) and two above them, continuing the ×1.93 progression, for high quality.
-VR_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932, 0.18)
+@register_model("hpcm-tiny-vr", "hpcm-tiny with quality gains: one model for qualities 1..8")
+def hpcm_tiny_vr() -> HPCMConfig:
+    return replace(hpcm_tiny(), rate_lambdas=VR_LAMBDAS)
 
 
-def _tiny_vr() -> HPCMConfig:
-    return replace(_tiny(), rate_lambdas=VR_LAMBDAS)
+# --- variants: one row per preset -----------------------------------------------------------------
+
+#: RWKV phase presets: name -> (width preset, phase).
+PHASE_PRESETS: dict[str, tuple[str, str]] = {
+    "hpcm-phase1": ("hpcm-base", "phase1"),
+    "hpcm-phase2": ("hpcm-base", "phase2"),
+    "hpcm-phase3": ("hpcm-base", "phase3"),
+    "hpcm-phase4": ("hpcm-base", "phase4"),
+    "hpcm-phase1-tiny": ("hpcm-tiny", "phase1"),
+    "hpcm-phase2-tiny": ("hpcm-tiny", "phase2"),
+    "hpcm-phase3-tiny": ("hpcm-tiny", "phase3"),
+    "hpcm-phase4-tiny": ("hpcm-tiny", "phase4"),
+}
+
+#: Multi-reference presets on the baseline: name -> (width preset, scales with a bank, memory preset).
+MULTIREF_PRESETS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "hpcm-multiref-phase1": ("hpcm-base", ("s3",), "default"),
+    "hpcm-multiref-phase1-light": ("hpcm-base", ("s3",), "light"),
+    "hpcm-multiref-phase1-accurate": ("hpcm-base", ("s3",), "accurate"),
+    "hpcm-multiref-phase2": ("hpcm-base", ("s1", "s2", "s3"), "default"),
+    "hpcm-multiref-phase2-light": ("hpcm-base", ("s1", "s2", "s3"), "light"),
+    "hpcm-multiref-phase2-accurate": ("hpcm-base", ("s1", "s2", "s3"), "accurate"),
+    "hpcm-multiref-phase1-tiny": ("hpcm-tiny", ("s3",), "default"),
+    "hpcm-multiref-phase1-light-tiny": ("hpcm-tiny", ("s3",), "light"),
+    "hpcm-multiref-phase1-accurate-tiny": ("hpcm-tiny", ("s3",), "accurate"),
+    "hpcm-multiref-phase2-tiny": ("hpcm-tiny", ("s1", "s2", "s3"), "default"),
+    "hpcm-multiref-phase2-light-tiny": ("hpcm-tiny", ("s1", "s2", "s3"), "light"),
+    "hpcm-multiref-phase2-accurate-tiny": ("hpcm-tiny", ("s1", "s2", "s3"), "accurate"),
+}
 
 
-register_model("hpcm-base", _base, "official HPCM-Base (68.5 M parameters)")
-register_model("hpcm-large", _large, "official HPCM-Large (89.7 M parameters)")
-register_model("hpcm-tiny", _tiny, "HPCM structure at CPU-trainable size (M=64, N=64)")
-register_model("hpcm-tiny-vr", _tiny_vr, "hpcm-tiny with quality gains: one model for qualities 1..8")
+def _phase_factory(width: str, phase: str) -> Callable[[], HPCMConfig]:
+    return lambda: apply_phase(get_config(width), phase)
 
-# The RWKV phases and multi-reference presets register themselves on import.
-from hpcm.models import variants as _variants  # noqa: E402,F401
+
+def _multiref_factory(width: str, scales: tuple[str, ...], bank: str) -> Callable[[], HPCMConfig]:
+    return lambda: replace(get_config(width), memory=replace(MEMORY_PRESETS[bank], enabled_scales=scales))
+
+
+for _name, (_width, _phase) in PHASE_PRESETS.items():
+    register_model(_name, f"HPCM × RWKV {_phase} at {_width} widths", baseline=_width)(
+        _phase_factory(_width, _phase)
+    )
+for _name, (_width, _scales, _bank) in MULTIREF_PRESETS.items():
+    _profile = "" if _bank == "default" else f", {_bank}"
+    _desc = f"multi-reference memory bank ({', '.join(_scales)}{_profile}) on the baseline at {_width} widths"
+    register_model(_name, _desc, baseline=_width)(_multiref_factory(_width, _scales, _bank))

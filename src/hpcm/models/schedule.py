@@ -88,6 +88,12 @@ def _build_steps() -> tuple[Step, ...]:
 
 #: The 11 coding steps in order.
 STEPS: tuple[Step, ...] = _build_steps()
+#: Adaptors (``y_spatial_prior_adaptor_list_s<scale>`` lengths) of scales 1, 2, 3: (1, 3, 6).
+ADAPTORS_PER_SCALE: tuple[int, int, int] = tuple(
+    1 + max(s.adaptor for s in STEPS if s.scale == scale and s.uses_network) for scale in (1, 2, 3)
+)
+#: Quant-step vectors (``adaptive_params_list`` length): 10.
+NUM_QUANT_PARAMS: int = 1 + max(s.param for s in STEPS if s.uses_network)
 
 
 def _check_channels(m: int) -> int:

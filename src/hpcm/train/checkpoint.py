@@ -16,8 +16,6 @@ A copy of ``meta`` is written next to the file as ``<name>.json`` for people.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from safetensors.torch import load_file, safe_open
 from safetensors.torch import save as st_save
 from torch import nn
 
+from hpcm.atomic import atomic_write_bytes
 from hpcm.errors import CheckpointError
 
 FORMAT = "hpcm-train-checkpoint"
@@ -34,18 +33,8 @@ VERSION = "1"
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` atomically, replacing an older file (``hpcm.atomic.atomic_write_bytes``)."""
+    atomic_write_bytes(path, data, overwrite=True)
 
 
 def _cpu(t: torch.Tensor) -> torch.Tensor:

@@ -9,31 +9,32 @@ with bpp = Σ_k Σ log p_k / (−ln 2 · B·H·W) over the likelihood tensors (`
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from pytorch_msssim import ms_ssim
 from torch import nn
 
-MSE_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483)
-MS_SSIM_LAMBDAS = (2.4, 4.58, 8.73, 16.64, 31.73, 60.5)
-METRICS = ("mse", "ms-ssim")
+from hpcm.rates import METRICS, MS_SSIM_LAMBDAS, MSE_LAMBDAS, lambda_for  # noqa: F401 (the λ tables live there)
+
 MIN_MS_SSIM_SIDE = 161  # pytorch_msssim with 5 scales and an 11-px window
-
-
-def lambda_for(quality: int, metric: str = "mse") -> float:
-    """HPCM's λ for quality 1..6 of the given metric."""
-    table = {"mse": MSE_LAMBDAS, "ms-ssim": MS_SSIM_LAMBDAS}.get(metric)
-    if table is None:
-        raise ValueError(f"unknown metric {metric!r} (expected one of {METRICS})")
-    if not 1 <= quality <= len(table):
-        raise ValueError(f"quality must be 1..{len(table)}, got {quality}")
-    return table[quality - 1]
 
 
 def bits_per_pixel(likelihoods: dict[str, torch.Tensor], num_pixels: int) -> dict[str, torch.Tensor]:
     """``{"bpp_<name>": ...}`` for each likelihood tensor, summed over the batch, per pixel."""
     scale = -math.log(2) * num_pixels
     return {f"bpp_{k}": torch.log(v.float()).sum() / scale for k, v in likelihoods.items()}
+
+
+def rd_loss(lmbda: Any, rate: Any, distortion: Any, metric: str = "mse") -> Any:
+    """The one rate–distortion objective, for floats and per-image tensors alike.
+
+    ``metric`` "mse": ``λ·255²·MSE + R`` (``distortion`` = MSE on [0, 1]); "ms-ssim": ``λ·(1 − MS-SSIM) + R``
+    (``distortion`` = MS-SSIM). ``rate`` in bits per pixel.
+    """
+    if metric == "mse":
+        return lmbda * 255.0**2 * distortion + rate
+    return lmbda * (1.0 - distortion) + rate
 
 
 class RateDistortionLoss(nn.Module):
@@ -80,11 +81,11 @@ class RateDistortionLoss(nn.Module):
         mse = torch.mean((x_hat - target) ** 2, dim=(1, 2, 3))
         out["mse"] = mse.mean()
         if self.metric == "mse":
-            out["loss"] = (lam * 255.0**2 * mse + rate).mean()
+            out["loss"] = rd_loss(lam, rate, mse).mean()
         else:
             msssim = ms_ssim(x_hat, target, data_range=1.0, size_average=False)
             out["ms_ssim"] = msssim.mean()
-            out["loss"] = (lam * (1.0 - msssim) + rate).mean()
+            out["loss"] = rd_loss(lam, rate, msssim, self.metric).mean()
         return out
 
 

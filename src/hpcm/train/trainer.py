@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from hpcm.errors import CheckpointError
 from hpcm.models.io import is_derived_key
 from hpcm.models.migrate import MigrationReport, freeze, freeze_except, migrate, param_groups, parse_lr_rules
+from hpcm.models.protocol import size_multiple
 from hpcm.train import distributed as D
 from hpcm.train.amp import keep_likelihoods_fp32
 from hpcm.train.checkpoint import (
@@ -49,7 +50,7 @@ from hpcm.train.data import (
     mix_seed,
     pad_to_multiple,
 )
-from hpcm.train.loss import RateDistortionLoss, bits_per_pixel, psnr_from_mse
+from hpcm.train.loss import RateDistortionLoss, bits_per_pixel, psnr_from_mse, rd_loss
 
 LAST = "checkpoint_last.safetensors"
 BEST = "checkpoint_best.safetensors"
@@ -110,15 +111,10 @@ def load_source_state(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as exc:  # safetensors raises several error types
             raise CheckpointError(f"cannot read {path}: {exc}") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle / zip errors of many kinds
-        raise CheckpointError(f"cannot read {path}: {exc}") from None
-    for key in ("state_dict", "model", "network"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    from hpcm.models.io import read_torch_state
+
+    obj = read_torch_state(path)
+    if not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} holds no state dict of tensors")
     return obj
 
@@ -155,7 +151,7 @@ def evaluate(
 
     from hpcm.eval.metrics import psnr, to_uint8
 
-    multiple = int(getattr(model, "size_multiple", 1))
+    multiple = size_multiple(model)
     lmbda = criterion.lmbda
     kwargs = {}
     if quality is not None:
@@ -177,9 +173,9 @@ def evaluate(
             terms["psnr"] = psnr(to_uint8(x), to_uint8(x_hat))
             if criterion.metric == "ms-ssim":
                 terms["ms_ssim"] = float(ms_ssim(x_hat, x, data_range=1.0)) if min(h, w) > 160 else math.nan
-                terms["loss"] = lmbda * (1 - terms["ms_ssim"]) + terms["bpp"]
+                terms["loss"] = rd_loss(lmbda, terms["bpp"], terms["ms_ssim"], criterion.metric)
             else:
-                terms["loss"] = lmbda * 255.0**2 * terms["mse"] + terms["bpp"]
+                terms["loss"] = rd_loss(lmbda, terms["bpp"], terms["mse"])
             for k, v in terms.items():
                 totals[k] = totals.get(k, 0.0) + v
     finally:
@@ -314,7 +310,7 @@ def _train(
     torch.manual_seed(cfg.seed)
     if model is None:
         model = build_model(cfg.model)
-    multiple = int(getattr(model, "size_multiple", 1))
+    multiple = size_multiple(model)
     if cfg.patch_size % multiple:
         raise ConfigError(f"--patch-size {cfg.patch_size} is not a multiple of the model's {multiple}")
     lmbda = cfg.resolved_lmbda
@@ -330,6 +326,7 @@ def _train(
 
     # ---- weights: resume > init-from > fresh
     start_step, skipped, best_val = 0, 0, None
+    prior_seconds = 0.0  # training wall time of earlier stretches of this run (provenance)
     ckpt = None
     migration: MigrationReport | None = None
     if cfg.resume:
@@ -341,6 +338,7 @@ def _train(
         if any(not is_derived_key(k) for k in rep.initialised):
             raise CheckpointError(f"{last_path} does not fit model {cfg.model!r}:\n{rep}")
         start_step, skipped, best_val = int(meta["step"]), int(meta["skipped_steps"]), meta["best_val_loss"]
+        prior_seconds = float(meta.get("train_seconds") or 0.0)
         ckpt = (tensors, optim_json)
     elif cfg.init_from:
         migration = migrate(load_source_state(cfg.init_from), model)
@@ -422,6 +420,7 @@ def _train(
         "world_size": info.world_size,
         "git_commit": git_commit(),
         "torch": torch.__version__,
+        "machine": machine_summary(device, info.world_size),
         "train_config": cfg.to_dict(),
     }
     if info.is_main:
@@ -433,9 +432,12 @@ def _train(
     use_amp = cfg.amp == "bf16"
     images_per_step = cfg.batch_size * info.world_size
 
+    run_t0 = time.perf_counter()
+
     def save(path: Path, step: int) -> None:
         if info.is_main:
-            meta = meta_base | {"step": step, "skipped_steps": skipped, "best_val_loss": best_val}
+            meta = meta_base | {"step": step, "skipped_steps": skipped, "best_val_loss": best_val,
+                                "train_seconds": prior_seconds + time.perf_counter() - run_t0}
             save_checkpoint(path, model, optimizer, meta)
 
     def validate(step: int) -> dict[str, float]:
@@ -576,6 +578,25 @@ def _validate_all(
     for key in ("loss", "bpp", "psnr", "mse"):
         res[key] = sum(r[key] for r in per_q) / len(per_q)
     return res
+
+
+def machine_summary(device: torch.device, world_size: int) -> str:
+    """One line naming where a run trains (CPU model and cores, or the GPU), for provenance."""
+    import os
+    import platform
+
+    if device.type == "cuda":
+        what = torch.cuda.get_device_name(device)
+    else:
+        what = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as fh:
+                what = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), what)
+        except OSError:
+            pass
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        what += f", {cores} cores"
+    return f"{what} x {world_size} process(es), torch threads {torch.get_num_threads()}"
 
 
 def split_holdout(paths: list[Path], count: int) -> tuple[list[Path], list[Path]]:

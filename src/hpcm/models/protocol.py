@@ -1,0 +1,65 @@
+"""What the codec, the trainer and the evaluator need from a model, each defined once.
+
+``CodingModel`` is the typed protocol (``HPCM`` satisfies it; so can a test double); the functions read it
+from any ``nn.Module``, with the defaults written here and nowhere else:
+
+- ``size_multiple(model)``: image H and W given to the model must be multiples of it (callers pad);
+- ``model_device(model)``: where its parameters live;
+- ``weights_info(model)`` / ``model_preset(model)``: provenance of the loaded weights (``hpcm.models.io``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+#: ``size_multiple`` of a model that declares none: any size.
+DEFAULT_SIZE_MULTIPLE = 1
+
+
+@runtime_checkable
+class CodingModel(Protocol):
+    """A learned codec as the codec, trainer and evaluator use it.
+
+    size_multiple: H and W of an input must be multiples of it. preset: the registered preset it was built
+    from (None when unknown). weights_info: provenance of the weights (preset, quality, fingerprint, trained,
+    source, ...; filled by ``hpcm.models.io.load_model``, empty for fresh weights).
+    ``forward(x, training=None, **kw) -> {"x_hat", "likelihoods"}``.
+    """
+
+    size_multiple: int
+    preset: str | None
+    weights_info: dict[str, Any]
+
+    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> dict[str, Any]: ...
+
+
+def size_multiple(model: Any) -> int:
+    """``model.size_multiple`` (``DEFAULT_SIZE_MULTIPLE`` when it declares none), a positive int."""
+    m = int(getattr(model, "size_multiple", DEFAULT_SIZE_MULTIPLE))
+    if m < 1:
+        raise ValueError(f"model.size_multiple must be >= 1, got {m}")
+    return m
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's parameters (CPU for a parameterless module)."""
+    import torch
+
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def weights_info(model: Any) -> dict[str, Any]:
+    """A copy of ``model.weights_info`` (empty when the model has none)."""
+    info = getattr(model, "weights_info", None)
+    return dict(info) if isinstance(info, dict) else {}
+
+
+def model_preset(model: Any) -> str | None:
+    """The preset recorded with the weights, else ``model.preset``, else None."""
+    return weights_info(model).get("preset") or getattr(model, "preset", None)
