@@ -128,7 +128,7 @@ def export_stage(args: argparse.Namespace, variant: str, seed: int, quality: int
 def eval_stage(args: argparse.Namespace, variant: str, seed: int, quality: int | None,
                eval_quality: int) -> dict[str, Any]:
     """Evaluate one exported model at ``eval_quality`` on Kodak with real files (CompressAI schema)."""
-    from hpcm.eval.runner import Codec, evaluate
+    from hpcm.eval.runner import evaluate
 
     s = args.settings
     run = S.run_dir(args.out, variant, seed, quality)
@@ -140,14 +140,9 @@ def eval_stage(args: argparse.Namespace, variant: str, seed: int, quality: int |
         return doc
     label = S.arm_label(variant, seed, s)
     print(f"[eval] {label} q{eval_quality}", file=sys.stderr, flush=True)
-    codec = None
-    if quality is None:  # variable rate: code at the evaluated quality
-        from hpcm.codec.api import compress_image, decompress_image
-
-        codec = Codec(compress=lambda m, i: compress_image(m, i, quality=eval_quality),
-                      decompress=decompress_image)
+    # a variable-rate model codes at the evaluated quality (hpcm.eval.runner passes it to the codec)
     doc = evaluate([str(run / "model.safetensors")], s["kodak"], limit=s["limit"], name=label,
-                   qualities=[eval_quality], show_progress=False, codec=codec)
+                   qualities=[eval_quality], show_progress=False)
     doc["study_settings"] = settings
     S.write_json(path, doc)
     return doc

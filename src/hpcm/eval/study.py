@@ -222,6 +222,8 @@ def results_table(summary: dict[str, Any]) -> str:
             bd_text += f"; only {bd['overlap_width_db']:.2f} dB overlap: noise)" if bd.get("narrow") else ")"
             if bd.get("vs_noise") in ("exceeds", "within"):
                 bd_text += f", {bd['vs_noise']} the seed spread"
+            elif bd.get("vs_noise") == "is the spread":
+                bd_text += ": the seed spread"
         peak = e.get("peak_mib") or {}
         lines.append(
             f"| {v} | {_f(e['params'] / 1e6 if e.get('params') else None, '.3f')} | "
