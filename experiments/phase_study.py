@@ -1,37 +1,38 @@
-"""The measured phase study: baseline vs RWKV Phase 1–4 vs multi-reference Phase 2 (all ``-tiny``).
+"""The phase study (issue 20): baseline vs RWKV Phase 1–4 vs multi-reference Phase 2, all ``-tiny``.
 
+The driver; the analysis, run layout, convergence check and report live in :mod:`hpcm.eval.study`.
 Re-runnable end to end; every stage leaves a JSON marker so a later session continues with ``--resume``:
 
-1. **train** each (variant, quality) with identical data, seed, steps, batch, patch and λ through the
-   project's own ``hpcm train`` (a subprocess ``python -m hpcm train``; run folder
-   ``OUT/<variant>/q<Q>/``, marker ``train.done.json``). No validation set is given, so nothing is selected
-   on Kodak: the exported weights are ``checkpoint_last`` (the weights after exactly ``--steps`` steps);
+1. **train** every run through ``hpcm train`` (subprocess ``python -m hpcm train``; run folder
+   ``OUT/<variant>/seed<S>/q<Q>/`` or ``.../vr/``, marker ``train.done.json``): identical data, 256² crops,
+   schedule and warm start for every arm; the baseline with every ``--seeds`` seed (the noise floor), the
+   other arms with the first. Validation every ``--val-every`` steps on ``--val-holdout`` training images
+   held out of training — never Kodak — feeds the convergence check. The exported weights are the last
+   step's (``checkpoint_last``): nothing is selected on any validation set;
 2. **export** with ``hpcm export`` (``model.safetensors`` + ``.json``; marker ``export.done.json``);
-3. **eval** every exported model on Kodak with real files (``hpcm.eval.runner.evaluate``:
-   ``compress_image`` → bytes → ``decompress_image``; marker/result ``eval.json``);
-4. **profile** every variant (``hpcm.eval.profile.profile_model``, trained weights of the highest quality)
-   at 768×512: parameters, kMACs/pixel, encode/decode time, peak memory (``OUT/profile/<variant>.json``);
-5. **report**: per-variant CompressAI-schema JSONs, BD-rate (PSNR) against the baseline
-   (``hpcm.eval.bdrate``), per-λ deltas, RD and training-loss plots, ``summary.json`` and the Markdown
-   report (``--report``; raw files in the folder of the same stem next to it).
+3. **eval** every exported model on Kodak with real files (``hpcm.eval.runner.evaluate``; ``eval-q<Q>.json``);
+4. **profile** every variant at 768×512 with its trained weights (``OUT/profile/<variant>.json``);
+5. **report**: ``--report`` (``docs/results/phase_study.md``) and its raw folder (the same stem): the
+   issue-20 study in ``issue20/`` (summary, convergence, per-arm evaluations, speed), the Base-width cost
+   from ``benchmarks/phase_cost.py`` (``cost-base.json``) and session 2's study (the folder's top level).
 
 Usage (see ``docs/results/phase_study.md``)::
 
-    OMP_NUM_THREADS=1 python experiments/phase_study.py --steps 2000 --batch-size 8 --patch-size 128
-    python experiments/phase_study.py --resume            # continue an interrupted study
-    python experiments/phase_study.py --report-only       # rebuild the report from OUT
+    OMP_NUM_THREADS=1 python experiments/phase_study.py --jobs 2            # start (long: CPU-hours)
+    python experiments/phase_study.py --resume                              # continue
+    python experiments/phase_study.py --steps 40000 --resume                # extend every run
+    python experiments/phase_study.py --measure-speed 4                     # steps/s per variant → estimate
+    python experiments/phase_study.py --report-only                         # rebuild the report
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
-import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,756 +41,402 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from hpcm.eval import study as S  # noqa: E402
+
 SHARED = ROOT.parent / "shared"
-VARIANTS = (
-    "hpcm-tiny",
-    "hpcm-phase1-tiny",
-    "hpcm-phase2-tiny",
-    "hpcm-phase3-tiny",
-    "hpcm-phase4-tiny",
-    "hpcm-multiref-phase2-tiny",
-)
-BASELINE = "hpcm-tiny"
 PROFILE_SIZE = (512, 768)  # (H, W): a landscape Kodak image
-MARKER_VERSION = 1
-NARROW_OVERLAP_DB = 0.5  # BD-rates over a narrower common PSNR range are flagged as dominated by noise
+SHIPPED_INIT = "src/hpcm/weights/hpcm-tiny-q{q}.safetensors"
+RAW_CURRENT = "issue20"  # subfolder of the raw folder holding the issue-20 study
 
 
-class StudyError(RuntimeError):
-    """A stage failed or the output folder holds an incompatible study."""
-
-
-# ------------------------------------------------------------------------------------------ markers
-def write_json(path: Path, doc: Any) -> Path:
-    """Write ``doc`` as indented JSON atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, allow_nan=True) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def read_json(path: Path) -> Any:
-    """The JSON document at ``path``, or ``None`` when the file is missing or unreadable."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def marker_matches(path: Path, settings: dict[str, Any]) -> bool:
-    """True when the stage marker at ``path`` exists and was written for exactly ``settings``."""
-    doc = read_json(path)
-    return isinstance(doc, dict) and doc.get("version") == MARKER_VERSION and doc.get("settings") == settings
-
-
-def write_marker(path: Path, settings: dict[str, Any], **result: Any) -> Path:
-    """Record that a stage finished for ``settings`` (plus what it produced)."""
-    return write_json(path, {"version": MARKER_VERSION, "settings": settings, **result})
-
-
-# ------------------------------------------------------------------------------------------ settings
-def run_dir(out: Path, variant: str, quality: int) -> Path:
-    """Run folder of one (variant, quality)."""
-    return out / variant / f"q{quality}"
-
-
-def init_path(args: argparse.Namespace, quality: int) -> Path | None:
-    """The warm-start weights of ``quality`` (``--init-from`` with ``{q}`` filled in), or ``None``."""
-    if not args.init_from:
-        return None
-    return Path(args.init_from.format(q=quality)).resolve()
-
-
-def train_settings(args: argparse.Namespace, variant: str, quality: int) -> dict[str, Any]:
-    """Everything that determines the trained weights of one run (compared by the resume markers)."""
-    from hpcm.train.loss import lambda_for
-
-    return {
-        "model": variant,
-        "quality": quality,
-        "lmbda": lambda_for(quality, "mse"),
-        "metric": "mse",
-        "data": [str(Path(d).resolve()) for d in args.data],
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "patch_size": args.patch_size,
-        "seed": args.seed,
-        "lr": args.lr,
-        "downscale_prob": args.downscale_prob,
-        "init_from": args.init_files.get(quality),
-    }
-
-
-def train_command(args: argparse.Namespace, variant: str, quality: int, resume: bool) -> list[str]:
-    """``python -m hpcm train ...`` of one run."""
-    s = train_settings(args, variant, quality)
-    cmd = [sys.executable, "-m", "hpcm", "train", "--model", variant, "--data", *s["data"],
-           "--out", str(run_dir(args.out, variant, quality)), "--steps", str(args.steps),
-           "--batch-size", str(args.batch_size), "--patch-size", str(args.patch_size),
-           "--quality", str(quality), "--metric", "mse", "--seed", str(args.seed), "--lr", str(args.lr),
-           "--downscale-prob", str(args.downscale_prob), "--device", "cpu",
-           "--num-workers", str(args.num_workers), "--log-every", str(max(1, min(20, args.steps))),
-           "--save-every", str(max(1, min(200, args.steps))), "--val-every", str(args.steps + 1),
-           "--no-progress"]
-    if resume:
-        cmd.append("--resume")
-    elif s["init_from"] is not None:
-        cmd += ["--init-from", s["init_from"]["path"]]
-    return cmd
-
-
-# ------------------------------------------------------------------------------------------ stages
 def _thread_env(threads: int) -> dict[str, str]:
     env = dict(os.environ)
     for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         env[k] = str(threads)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     src = str(ROOT / "src")
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
 
-def last_train_metrics(run: Path) -> dict[str, Any]:
-    """Last ``split == "train"`` entry of the run's ``metrics.jsonl`` (empty if none)."""
-    last: dict[str, Any] = {}
-    path = run / "metrics.jsonl"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if entry.get("split") == "train":
-                last = entry
-    return last
+def _qkey(quality: int | None) -> str:
+    return "vr" if quality is None else str(quality)
 
 
-def train_stage(args: argparse.Namespace, variant: str, quality: int) -> dict[str, Any]:
+# ------------------------------------------------------------------------------------------ stages
+def train_stage(args: argparse.Namespace, variant: str, seed: int, quality: int | None) -> dict[str, Any]:
     """Train one run (or skip it when its marker matches); returns the marker document."""
-    run = run_dir(args.out, variant, quality)
-    settings = train_settings(args, variant, quality)
+    s = args.settings
+    run = S.run_dir(args.out, variant, seed, quality)
+    settings = S.train_settings(s, variant, seed, quality, args.init_files)
     marker = run / "train.done.json"
-    if marker_matches(marker, settings):
-        return read_json(marker)
+    if S.marker_matches(marker, settings):
+        return S.read_json(marker)
     has_ckpt = (run / "checkpoint_last.safetensors").exists()
     if has_ckpt and not args.resume:
-        raise StudyError(f"{run} already holds a run: pass --resume or another --out")
-    cmd = train_command(args, variant, quality, resume=has_ckpt)
+        raise S.StudyError(f"{run} already holds a run: pass --resume or another --out")
+    cmd = S.train_command(s, args.out, variant, seed, quality, resume=has_ckpt, python=sys.executable,
+                          init_files=args.init_files, num_workers=args.num_workers)
     run.mkdir(parents=True, exist_ok=True)
     log_path = run / "train.log"
-    print(f"[train] {variant} q{quality}: {shlex.join(cmd[1:])}", file=sys.stderr, flush=True)
+    print(f"[train] {variant} seed {seed} {_qkey(quality)}: {shlex.join(cmd[1:])}", file=sys.stderr,
+          flush=True)
     t0 = time.perf_counter()
     with open(log_path, "a") as log:
-        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=_thread_env(args.threads),
+        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=_thread_env(s["threads"]),
                              cwd=ROOT)
     seconds = time.perf_counter() - t0
-    last = last_train_metrics(run)
-    if rc != 0 or int(last.get("step", -1)) != args.steps:
-        raise StudyError(f"training {variant} q{quality} failed (exit {rc}, step {last.get('step')}); "
-                         f"see {log_path}")
-    write_marker(marker, settings, seconds=seconds, threads=args.threads, jobs=args.jobs,
-                 resumed=has_ckpt, final_train=last, command=cmd[1:])
-    return read_json(marker)
+    train_log = S.read_metrics(run, "train")
+    last = train_log[-1] if train_log else {}
+    if rc != 0 or int(last.get("step", -1)) != s["steps"]:
+        raise S.StudyError(f"training {variant} seed {seed} {_qkey(quality)} failed (exit {rc}, step "
+                           f"{last.get('step')}); see {log_path}")
+    S.write_marker(marker, settings, seconds=seconds, threads=s["threads"], jobs=args.jobs, resumed=has_ckpt,
+                   final_train=last, command=cmd[1:])
+    return S.read_json(marker)
 
 
-def export_stage(args: argparse.Namespace, variant: str, quality: int) -> Path:
-    """``hpcm export`` of the run's ``checkpoint_last`` to ``model.safetensors``."""
+def export_stage(args: argparse.Namespace, variant: str, seed: int, quality: int | None) -> Path:
+    """``hpcm export`` of the run's ``checkpoint_last`` to ``model.safetensors`` (variable-rate runs: the
+    header-safe preset name ``<variant>+vr`` replaces the factory string)."""
     from hpcm.cli.main import main as hpcm_main
 
-    run = run_dir(args.out, variant, quality)
-    settings = train_settings(args, variant, quality)
+    run = S.run_dir(args.out, variant, seed, quality)
+    settings = S.train_settings(args.settings, variant, seed, quality, args.init_files)
     model = run / "model.safetensors"
     marker = run / "export.done.json"
-    if marker_matches(marker, settings) and model.exists():
+    if S.marker_matches(marker, settings) and model.exists():
         return model
     rc = hpcm_main(["export", str(run / "checkpoint_last.safetensors"), "-o", str(model), "--force"])
     if rc != 0:
-        raise StudyError(f"export of {run} failed (exit {rc})")
-    fingerprint = (read_json(model.with_suffix(".json")) or {}).get("fingerprint")
-    write_marker(marker, settings, model=str(model), fingerprint=fingerprint)
+        raise S.StudyError(f"export of {run} failed (exit {rc})")
+    if quality is None:
+        from hpcm.models.io import load_model, read_weights_metadata, save_weights
+
+        meta = read_weights_metadata(model)
+        loaded = load_model(str(model))
+        drop = ("config", "fingerprint", "format", "format_version")
+        meta = {k: v for k, v in meta.items() if k not in drop}
+        save_weights(loaded, model, {**meta, "preset": S.vr_preset_name(variant)})
+    fingerprint = (S.read_json(model.with_suffix(".json")) or {}).get("fingerprint")
+    S.write_marker(marker, settings, model=str(model), fingerprint=fingerprint)
     return model
 
 
-def eval_settings(args: argparse.Namespace, variant: str, quality: int) -> dict[str, Any]:
-    """What determines one evaluation (weights fingerprint, data set, image limit)."""
-    run = run_dir(args.out, variant, quality)
-    fp = (read_json(run / "model.json") or {}).get("fingerprint")
-    return {"weights_fingerprint": fp, "kodak": str(Path(args.kodak).resolve()), "limit": args.limit}
-
-
-def eval_stage(args: argparse.Namespace, variant: str, quality: int) -> dict[str, Any]:
-    """Evaluate one exported model on Kodak with real files; returns the CompressAI-schema document."""
+def eval_stage(args: argparse.Namespace, variant: str, seed: int, quality: int | None,
+               eval_quality: int) -> dict[str, Any]:
+    """Evaluate one exported model at ``eval_quality`` on Kodak with real files (CompressAI schema)."""
     from hpcm.eval.runner import evaluate
 
-    run = run_dir(args.out, variant, quality)
-    settings = eval_settings(args, variant, quality)
-    marker = run / "eval.json"
-    doc = read_json(marker)
+    s = args.settings
+    run = S.run_dir(args.out, variant, seed, quality)
+    fp = (S.read_json(run / "model.json") or {}).get("fingerprint")
+    settings = {"weights_fingerprint": fp, "kodak": s["kodak"], "limit": s["limit"], "quality": eval_quality}
+    path = run / f"eval-q{eval_quality}.json"
+    doc = S.read_json(path)
     if isinstance(doc, dict) and doc.get("study_settings") == settings:
         return doc
-    print(f"[eval] {variant} q{quality}", file=sys.stderr, flush=True)
-    doc = evaluate([str(run / "model.safetensors")], args.kodak, limit=args.limit, name=variant,
-                   show_progress=False)
+    label = S.arm_label(variant, seed, s)
+    print(f"[eval] {label} q{eval_quality}", file=sys.stderr, flush=True)
+    # a variable-rate model codes at the evaluated quality (hpcm.eval.runner passes it to the codec)
+    doc = evaluate([str(run / "model.safetensors")], s["kodak"], limit=s["limit"], name=label,
+                   qualities=[eval_quality], show_progress=False)
     doc["study_settings"] = settings
-    write_json(marker, doc)
+    S.write_json(path, doc)
     return doc
 
 
-def eval_in_subprocess(args: argparse.Namespace, variant: str, quality: int) -> None:
-    """``eval_stage`` in a child process (``--eval-one``), so that several evaluations run at once."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--out", str(args.out), "--kodak", str(args.kodak),
-           "--threads", str(args.threads), "--eval-one", variant, str(quality)]
-    if args.limit is not None:
-        cmd += ["--limit", str(args.limit)]
-    rc = subprocess.call(cmd, env=_thread_env(args.threads), cwd=ROOT)
-    if rc != 0:
-        raise StudyError(f"evaluation of {variant} q{quality} failed (exit {rc})")
-
-
 def profile_stage(args: argparse.Namespace, variant: str) -> dict[str, Any]:
-    """Profile ``variant`` at 768×512 with its trained weights (highest quality); returns the row dict."""
+    """Profile ``variant`` at 768×512 with its trained weights (first seed, highest quality)."""
     import torch
 
     from hpcm.eval.profile import profile_model
     from hpcm.models.io import load_model
 
-    q = max(args.qualities)
-    weights = run_dir(args.out, variant, q) / "model.safetensors"
-    fp = (read_json(weights.with_suffix(".json")) or {}).get("fingerprint")
+    s = args.settings
+    q = None if s.get("variable_rate") else max(s["qualities"])
+    weights = S.run_dir(args.out, variant, s["seeds"][0], q) / "model.safetensors"
+    fp = (S.read_json(weights.with_suffix(".json")) or {}).get("fingerprint")
     settings = {"weights_fingerprint": fp, "size": list(args.profile_size), "repeat": args.profile_repeat,
-                "threads": args.threads}
+                "threads": s["threads"]}
     path = args.out / "profile" / f"{variant}.json"
-    doc = read_json(path)
+    doc = S.read_json(path)
     if isinstance(doc, dict) and doc.get("settings") == settings:
         return doc
-    h, w = args.profile_size
-    print(f"[profile] {variant} at {w}x{h}", file=sys.stderr, flush=True)
+    print(f"[profile] {variant}", file=sys.stderr, flush=True)
     rows = profile_model(variant, [tuple(args.profile_size)], repeat=args.profile_repeat,
                          factory=lambda _name: load_model(str(weights)))
-    row = asdict(rows[0])
-    doc = {"version": MARKER_VERSION, "settings": settings, "quality": q, "row": row,
+    doc = {"version": S.MARKER_VERSION, "settings": settings, "quality": q, "row": asdict(rows[0]),
            "torch_threads": torch.get_num_threads()}
-    write_json(path, doc)
+    S.write_json(path, doc)
     return doc
 
 
-# ------------------------------------------------------------------------------------------ analysis
-def merge_points(variant: str, docs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One CompressAI-schema document (one point per quality, in order) from per-run eval documents."""
-    from hpcm.eval.results import aggregate
+def _child_cpu_seconds() -> float:
+    import resource
 
-    points = []
-    provenance = []
-    for d in docs:
-        points.append((d["quality"][0], d["per_image"]))
-        provenance += d.get("meta", {}).get("points", [])
-    meta = {"tool": "experiments/phase_study.py (hpcm eval per run)", "points": provenance,
-            "images": docs[0].get("meta", {}).get("images", []) if docs else []}
-    return aggregate(variant, docs[0]["description"], points, meta=meta)
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
-def bd_vs_baseline(anchor: dict[str, Any], test: dict[str, Any]) -> dict[str, Any]:
-    """BD-rate / BD-PSNR (pchip) of ``test`` against ``anchor`` with an honest note on what it means.
+def measure_speed(args: argparse.Namespace, steps: int) -> dict[str, Any]:
+    """Training cost per step of every variant at the study's batch and patch: two ``hpcm train`` runs in
+    a temporary folder, of 1 and ``1 + steps`` steps; the difference of their CPU time (the training
+    process and its data loader, ``RUSAGE_CHILDREN``) divided by ``steps`` is the CPU seconds per step,
+    free of start-up and far less sensitive to other processes than wall time (also recorded: the
+    median wall time of the logged steps after the first)."""
+    import statistics
 
-    With n ≥ 4 monotone points per curve this is the usual pchip BD-rate. With 2 points pchip is the
-    straight line through them (log bpp linear in PSNR), with 3 a monotone cubic through 3 points: the
-    value is defined but rests on that interpolation, so it is labelled ``n-point``. With fewer than 2
-    monotone points, or curves whose PSNR ranges do not overlap, it is undefined (``None`` + reason).
-    """
-    from hpcm.eval.bdrate import bd_curves, monotone_curve
-    from hpcm.eval.results import rd_points
-
-    ra, da = rd_points(anchor, "psnr")
-    rt, dt = rd_points(test, "psnr")
-    na, nt = len(monotone_curve(ra, da)[0]), len(monotone_curve(rt, dt)[0])
-    out: dict[str, Any] = {"anchor": anchor["name"], "test": test["name"], "method": "pchip",
-                           "points": [na, nt], "bd_rate": None, "bd_psnr": None, "overlap_db": None}
-    if min(na, nt) < 2:
-        out["note"] = f"undefined: fewer than 2 monotone RD points (anchor {na}, test {nt})"
-        return out
-    rate, dist, overlap, dropped = bd_curves(ra, da, rt, dt, method="pchip")
-    out.update(overlap_db=list(overlap), dropped=dropped)
-    if not (math.isfinite(rate) and overlap[0] < overlap[1]):
-        out["note"] = "undefined: the PSNR ranges of the two curves do not overlap"
-        return out
-    out.update(bd_rate=rate, bd_psnr=dist if math.isfinite(dist) else None)
-    n = min(na, nt)
-    shape = "a straight line in log bpp vs PSNR" if n == 2 else "a monotone cubic"
-    out["note"] = ("pchip BD-rate" if n >= 4 else
-                   f"{n}-point BD-rate: pchip through {n} points ({shape}); indicative only")
-    width = overlap[1] - overlap[0]
-    out["overlap_width_db"] = width
-    if width < NARROW_OVERLAP_DB:
-        out["narrow"] = True
-        out["note"] += (f"; the curves overlap over only {width:.2f} dB, so a few hundredths of a dB of "
-                        "PSNR noise move it by many percent: read the per-λ differences instead")
-    return out
-
-
-def per_quality_deltas(anchor: dict[str, Any], test: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per quality present in both documents: Δbpp (% of the anchor's bpp) and ΔPSNR (dB)."""
-    a = dict(zip(anchor["quality"], zip(anchor["results"]["bpp"], anchor["results"]["psnr-rgb"])))
-    rows = []
-    for q, bpp, psnr in zip(test["quality"], test["results"]["bpp"], test["results"]["psnr-rgb"]):
-        if q not in a:
-            continue
-        abpp, apsnr = a[q]
-        rows.append({"quality": q, "bpp": bpp, "psnr": psnr, "anchor_bpp": abpp, "anchor_psnr": apsnr,
-                     "dbpp_pct": 100.0 * (bpp - abpp) / abpp if abpp else None,
-                     "dpsnr_db": psnr - apsnr})
-    return rows
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model and core count (``/proc/cpuinfo``), Python and torch versions."""
-    import torch
-
-    model, cores = None, 0
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cores += 1
-                model = model or line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return {"cpu_model": model or platform.processor() or "unknown", "logical_cpus": cores or os.cpu_count(),
-            "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
-
-
-def build_summary(
-    variant_docs: dict[str, dict[str, Any]],
-    profiles: dict[str, dict[str, Any]],
-    trains: dict[str, dict[int, dict[str, Any]]],
-    *,
-    baseline: str = BASELINE,
-) -> dict[str, Any]:
-    """Everything the report shows, from the merged eval documents, profile rows and training markers."""
-    out: dict[str, Any] = {"baseline": baseline, "variants": {}}
-    anchor = variant_docs.get(baseline)
-    for v, doc in variant_docs.items():
-        res = doc["results"]
-        prof = (profiles.get(v) or {}).get("row") or {}
-        entry: dict[str, Any] = {
-            "quality": doc["quality"],
-            "bpp": res["bpp"],
-            "psnr": res["psnr-rgb"],
-            "ms_ssim_db": res.get("ms-ssim-db-rgb"),
-            "kodak_encode_s": res["encoding_time"],
-            "kodak_decode_s": res["decoding_time"],
-            "params": prof.get("params"),
-            "kmacs_per_pixel": prof.get("kmacs_per_pixel"),
-            "encode_s": (prof.get("times") or {}).get("compress"),
-            "decode_s": (prof.get("times") or {}).get("decompress"),
-            "peak_mib": prof.get("peak_mib"),
-            "train_seconds": {str(q): m.get("seconds") for q, m in trains.get(v, {}).items()},
-            "final_train_loss": {str(q): (m.get("final_train") or {}).get("loss")
-                                 for q, m in trains.get(v, {}).items()},
-        }
-        if anchor is not None and v != baseline:
-            entry["bd"] = bd_vs_baseline(anchor, doc)
-            entry["deltas"] = per_quality_deltas(anchor, doc)
-        out["variants"][v] = entry
-    return out
+    s = {**args.settings, "val_holdout": 0}
+    cpu_per_step: dict[str, float] = {}
+    wall_per_step: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for v in s["variants"]:
+            q = None if s.get("variable_rate") else s["qualities"][0]
+            cpu = []
+            for n in (1, 1 + steps):
+                run_s = {**s, "steps": n}
+                out = Path(tmp) / f"n{n}"
+                cmd = S.train_command(run_s, out, v, s["seeds"][0], q, resume=False, python=sys.executable,
+                                      init_files=args.init_files, num_workers=args.num_workers)
+                cmd[cmd.index("--log-every") + 1] = "1"
+                print(f"[speed] {v}: {n} step(s)", file=sys.stderr, flush=True)
+                c0 = _child_cpu_seconds()
+                rc = subprocess.call(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env=_thread_env(s["threads"]), cwd=ROOT)
+                cpu.append(_child_cpu_seconds() - c0)
+                if rc != 0:
+                    raise S.StudyError(f"speed run of {v} failed (exit {rc}): {shlex.join(cmd[1:])}")
+                log = S.read_metrics(S.run_dir(out, v, s["seeds"][0], q), "train")
+            cpu_per_step[v] = (cpu[1] - cpu[0]) / steps
+            rates = [e["images_per_s"] / s["batch_size"] for e in log[1:] if e.get("images_per_s")]
+            if rates:
+                wall_per_step[v] = 1.0 / statistics.median(rates)
+    return {"steps_per_s": {v: 1.0 / c for v, c in cpu_per_step.items() if c > 0},
+            "cpu_s_per_step": cpu_per_step, "wall_s_per_step": wall_per_step, "steps_measured": steps,
+            "batch_size": s["batch_size"], "patch_size": s["patch_size"], "threads": s["threads"],
+            "num_workers": args.num_workers, "machine": S.machine_info(),
+            "loadavg": [round(x, 2) for x in os.getloadavg()], "measured": time.strftime("%Y-%m-%d %H:%M"),
+            "note": args.speed_note}
 
 
 # ------------------------------------------------------------------------------------------ report
-def _f(value: Any, spec: str) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    return format(value, spec)
+def collect(args: argparse.Namespace) -> dict[str, Any]:
+    """Finished stages under ``--out``: merged eval docs per arm, profiles, training markers, convergence
+    and the steps each run has reached."""
+    s = args.settings
+    docs, profiles, trains, conv, steps = {}, {}, {}, {}, {}
+    evalq = list(s["qualities"])
+    for v, seed in S.study_arms(s):
+        label = S.arm_label(v, seed, s)
+        evals = []
+        for q in S.train_qualities(s):
+            run = S.run_dir(args.out, v, seed, q)
+            key = f"{v}/seed{seed}/{'vr' if q is None else f'q{q}'}"
+            t = S.read_json(run / "train.done.json")
+            if t is not None:
+                trains.setdefault(label, {})[q if q is not None else "vr"] = t
+            val = S.read_metrics(run, "val")
+            if val:
+                conv[key] = S.convergence(val)
+            tl = S.read_metrics(run, "train")
+            if tl:
+                steps[key] = int(tl[-1]["step"])
+            for eq in ([q] if q is not None else evalq):
+                e = S.read_json(run / f"eval-q{eq}.json")
+                if e is not None:
+                    evals.append(e)
+        if len(evals) == len(evalq):
+            docs[label] = S.merge_points(label, evals)
+        if seed == s["seeds"][0]:
+            p = S.read_json(args.out / "profile" / f"{v}.json")
+            if p is not None:
+                profiles[label] = p
+    return {"docs": docs, "profiles": profiles, "trains": trains, "convergence": conv, "steps": steps}
 
 
-def results_table(summary: dict[str, Any]) -> str:
-    """Markdown table: one row per variant."""
-    head = ("| variant | params (M) | kMACs/px | bpp (per λ) | PSNR dB (per λ) | BD-rate vs baseline | "
-            "encode (s) | decode (s) | peak enc / dec (MiB) |")
-    lines = [head, "|" + "---|" * 9]
-    for v, e in summary["variants"].items():
-        bd = e.get("bd")
-        if v == summary["baseline"]:
-            bd_text = "anchor"
-        elif bd is None:
-            bd_text = "—"
-        elif bd["bd_rate"] is None:
-            bd_text = bd["note"]
-        else:
-            bd_text = f"{bd['bd_rate']:+.2f} % ({min(bd['points'])}-pt"
-            bd_text += f"; only {bd['overlap_width_db']:.2f} dB overlap: noise)" if bd.get("narrow") else ")"
-        peak = e.get("peak_mib") or {}
-        lines.append(
-            f"| {v} | {_f(e['params'] / 1e6 if e.get('params') else None, '.3f')} | "
-            f"{_f(e.get('kmacs_per_pixel'), '.1f')} | {' / '.join(_f(b, '.4f') for b in e['bpp'])} | "
-            f"{' / '.join(_f(p, '.2f') for p in e['psnr'])} | {bd_text} | {_f(e.get('encode_s'), '.3f')} | "
-            f"{_f(e.get('decode_s'), '.3f')} | {_f(peak.get('compress'), '.0f')} / "
-            f"{_f(peak.get('decompress'), '.0f')} |")
-    return "\n".join(lines)
+def start_command(s: dict[str, Any]) -> str:
+    """The command line that starts (or, with --resume, continues) the study with settings ``s``."""
+    parts = ["OMP_NUM_THREADS=1", ".venv/bin/python", "experiments/phase_study.py",
+             "--variants", *s["variants"], "--seeds", *map(str, s["seeds"]),
+             "--qualities", *map(str, s["qualities"]), "--steps", str(s["steps"]),
+             "--batch-size", str(s["batch_size"]), "--patch-size", str(s["patch_size"]), "--lr", str(s["lr"]),
+             "--downscale-prob", str(s["downscale_prob"]), "--val-holdout", str(s["val_holdout"]),
+             "--val-every", str(S.val_every(s)), "--jobs", str(s["jobs"])]
+    if s.get("variable_rate"):
+        parts.append("--variable-rate")
+    if s.get("all_seeds"):
+        parts.append("--all-seeds")
+    if s.get("lr_milestones"):
+        parts += ["--lr-milestones", *s["lr_milestones"]]
+    return shlex.join(parts) + " --init-from " + (shlex.quote(s["init_from"]) if s["init_from"] else "''")
 
 
-def deltas_table(summary: dict[str, Any]) -> str:
-    """Markdown table of per-λ bpp / PSNR differences against the baseline."""
-    lines = ["| variant | quality | bpp | Δbpp vs baseline | PSNR (dB) | ΔPSNR vs baseline |",
-             "|---|---|---|---|---|---|"]
-    for v, e in summary["variants"].items():
-        for d in e.get("deltas") or []:
-            lines.append(f"| {v} | {d['quality']} | {_f(d['bpp'], '.4f')} | {_f(d['dbpp_pct'], '+.1f')} % | "
-                         f"{_f(d['psnr'], '.2f')} | {_f(d['dpsnr_db'], '+.2f')} dB |")
-    return "\n".join(lines)
+def write_report(args: argparse.Namespace) -> Path:
+    """Write the report and the raw-data folders from what is finished under ``--out`` (else from the
+    committed raw data)."""
+    from hpcm.eval.plot import plot_rd
+    from hpcm.eval.results import save_results
 
-
-def plot_training(trains: dict[str, dict[int, Path]], output: Path) -> Path:
-    """Training loss against step, one line per (variant, quality), from the runs' ``metrics.jsonl``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    colors = plt.get_cmap("tab10").colors
-    styles = ["-", "--", ":", "-."]
-    for i, (v, runs) in enumerate(trains.items()):
-        for j, (q, run) in enumerate(sorted(runs.items())):
-            pts = []
-            log = run / "metrics.jsonl"
-            for line in log.read_text().splitlines() if log.exists() else []:
-                e = json.loads(line)
-                if e.get("split") == "train" and math.isfinite(e.get("loss", math.nan)):
-                    pts.append((e["step"], e["loss"]))
-            if pts:
-                ax.plot(*zip(*pts), styles[j % len(styles)], color=colors[i % len(colors)], label=f"{v} q{q}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (λ·255²·MSE + bpp)")
-    ax.set_yscale("log")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="x-small", ncol=2)
-    fig.tight_layout()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
-    return output
-
-
-PROTOCOL = """\
-## Protocol
-
-- **Variants** (`src/hpcm/models/variants.py`, all at `hpcm-tiny` widths): the baseline `hpcm-tiny`
-  (official cross-attention context cells), `hpcm-phase1-tiny` (RWKV cell at s3), `hpcm-phase2-tiny` (RWKV
-  cells at s1/s2/s3), `hpcm-phase3-tiny` (+ RWKV fusion context nets), `hpcm-phase4-tiny` (+ RWKV spatial
-  priors) and `hpcm-multiref-phase2-tiny` (the baseline plus the memory bank at s1/s2/s3).
-{training}- **Evaluation**: `hpcm eval` (`hpcm.eval.runner.evaluate`) on Kodak with real files:
-  `compress_image` → `.hpcm` bytes → `decompress_image`; bpp = 8·file bytes / pixels (header included),
-  PSNR-RGB on 8-bit values, per image then the mean. The per-variant CompressAI-schema JSONs are in the
-  raw-data folder.
-- **Cost**: `hpcm.eval.profile.profile_model` at 768×512 with the trained weights of the highest λ:
-  parameters, kMACs/pixel (FlopCounterMode), median `compress_image` / `decompress_image` wall time on a
-  synthetic smooth image (one warm-up call), peak memory (growth of the resident set during the call).
-- **BD-rate** (PSNR) of every variant against the baseline with `hpcm.eval.bdrate` (the `bjontegaard`
-  package, pchip, overlapping PSNR range). With only two λ per curve pchip is the straight line through
-  the two points (log bpp linear in PSNR), so the value is a *2-point* BD-rate: defined, but it says only
-  how far apart two straight segments are over their common PSNR range and carries the full noise of each
-  point. When the PSNR ranges do not overlap it is undefined and the table says so; when they overlap over
-  less than 0.5 dB the table flags it (a few hundredths of a dB of noise then move it by many percent).
-  The per-λ differences (Δbpp in % and ΔPSNR in dB at equal λ) are always given beside it.
-"""
-
-
-TRAINING_FROM_SCRATCH = """\
-- **Training**: `hpcm train` (`src/hpcm/train/`), one run per (variant, λ), every run from scratch with
-  the same training folder, seed, number of steps, batch, patch, learning rate and λ (MSE table, qualities
-  listed under *Training budget*; loss λ·255²·MSE + bpp). The sample stream is a function of
-  (seed, step) only, so every variant sees exactly the same crops in the same order. No validation set
-  is used, so nothing is selected on Kodak: the exported weights are those after the last step
-  (`checkpoint_last`, then `hpcm export`).
-"""
-
-TRAINING_WARM_START = """\
-- **Training**: `hpcm train` (`src/hpcm/train/`), one run per (variant, λ). **Warm start**: every run of
-  quality q starts from the same weights, `{init}` (sha256 per quality in `summary.json`/`study.json`),
-  through `hpcm train --init-from` (`hpcm.migrate`: every tensor whose name and shape match is copied;
-  the components a variant replaces or adds — RWKV cells, fusion nets, spatial priors, the memory bank —
-  start from their fresh initialisation). The baseline arm continues the same weights under exactly the
-  same schedule, so every arm gets the same number of further steps. Same training folder, seed, number
-  of steps, batch, patch, learning rate and λ (MSE table; loss λ·255²·MSE + bpp) for every run. The
-  sample stream is a function of (seed, step) only, so every variant sees exactly the same crops in the
-  same order. No validation set is used, so nothing is selected on Kodak: the exported weights are those
-  after the last step (`checkpoint_last`, then `hpcm export`).
-"""
-
-
-def protocol_text(settings: dict[str, Any]) -> str:
-    """The protocol section for from-scratch or warm-started studies."""
-    init = settings.get("init_from")
-    training = TRAINING_WARM_START.format(init=init) if init else TRAINING_FROM_SCRATCH
-    return PROTOCOL.format(training=training)
-
-
-def warm_start_sentence(study: dict[str, Any]) -> str:
-    """``", on top of ... steps of the baseline"`` from the recorded warm-start weights."""
-    steps = sorted({(w.get("training") or {}).get("step") for w in (study.get("init_weights") or {}).values()}
-                   - {None})
-    if not steps:
-        return ", on top of the warm-start weights."
-    text = f"{steps[0]}" if len(steps) == 1 else f"{steps[0]}–{steps[-1]}"
-    return (f", on top of the baseline's {text} steps (batch 8 × 128²) that every arm starts from; "
-            "the shared components start trained, the new ones do not.")
-
-
-def render_report(summary: dict[str, Any] | None, study: dict[str, Any], *, raw_dir_name: str) -> str:
-    """The Markdown report; with ``summary=None`` it states that the study has not been run."""
-    s = study["settings"]
-    n_images = "all 24" if s.get("limit") is None else f"the first {s['limit']}"
-    cmd = study.get("command") or (
-        "OMP_NUM_THREADS=1 .venv/bin/python experiments/phase_study.py "
-        f"--steps {s['steps']} --batch-size {s['batch_size']} --patch-size {s['patch_size']} "
-        f"--qualities {' '.join(map(str, s['qualities']))} --threads {s['threads']}")
-    parts = ["# Phase study: baseline vs RWKV phases 1–4 vs multi-reference (tiny widths)", ""]
-    if summary is None:
-        parts += [
-            "**Status: the full study has not been run yet. There are no numbers in this file.**",
-            "The script `experiments/phase_study.py` is complete and was smoke-tested end to end on a tiny",
-            "budget (a few steps, 2 Kodak images, written to a temporary folder and not kept); the numbers",
-            "from that smoke run are meaningless and were deliberately not recorded. Running the command",
-            "below regenerates this file with the table and plots and puts the raw JSON in",
-            f"`{raw_dir_name}/`.",
-            "",
-        ]
-    parts += [protocol_text(s), "## How to run", "", "```bash", cmd,
-              "# continue an interrupted study (each stage leaves a JSON marker under --out):",
-              cmd + " --resume",
-              "# rebuild the report and plots from what exists under --out:",
-              ".venv/bin/python experiments/phase_study.py --report-only",
-              "```", "",
-              "Options: `--variants`, `--qualities`, `--steps`, `--batch-size`, `--patch-size`, `--lr`,",
-              "`--seed`, `--limit N` (first N Kodak images), `--out` (run root, default `runs/phase_study`),",
-              "`--threads` (torch threads per process), `--jobs K` (K trainings / evaluations at once),",
-              "`--resume`, `--report-only`, "
-              "`--report PATH` (raw files go to the folder of the same stem beside it).", ""]
-    budget = (f"{s['steps']} steps × batch {s['batch_size']} × {s['patch_size']}² patches per run "
-              f"({s['steps'] * s['batch_size']} crops, seed {s['seed']}, lr {s['lr']}), "
-              f"{len(s['variants'])} variants × {len(s['qualities'])} λ = "
-              f"{len(s['variants']) * len(s['qualities'])} runs; evaluation on {n_images} Kodak images.")
-    parts += ["## Training budget", "", budget, ""]
-    if summary is None:
-        parts += [
-            "The paper's schedule runs to at least 1.9 M steps of 256² crops (learning-rate milestones",
-            "at 1.6 / 1.8 / 1.9 M steps, `spec/hpcm.md` §8.3; the batch size is not documented, the code's",
-            "default is 32 and the author's rough reference 8, i.e. ≥ 15 M crops). A CPU budget of a few",
-            "thousand steps of small patches is 3–4 orders of magnitude less. Whatever the eventual numbers",
-            "are, they describe **early training**, not the converged models.", ""]
-        return "\n".join(parts)
-    m = study.get("machine", {})
-    train_total = sum(t or 0 for e in summary["variants"].values() for t in e["train_seconds"].values())
-    parts += [
-        f"Measured wall time of all training runs: {train_total / 3600:.2f} h "
-        f"({s['jobs']} at a time, {s['threads']} torch thread(s) each).", "",
-        "**How short this is.** The paper's schedule runs to at least 1.9 M steps of 256² crops (batch",
-        "not documented; with the author's rough reference of batch 8 that is ≥ 15 M crops); this study",
-        f"gave each run {s['steps'] * s['batch_size']} crops of {s['patch_size']}², i.e. roughly "
-        f"{15.2e6 / max(1, s['steps'] * s['batch_size']):,.0f}× fewer crops (and smaller ones)"
-        + (warm_start_sentence(study) if s.get("init_from") else "."),
-        "The models are in early training. The numbers **can** say: what each variant",
-        "costs (parameters and kMACs/pixel do not depend on training; encode/decode time and memory only",
-        "through the bitrate) and how",
-        "fast each one learns over the first steps under identical data and settings. They **cannot** say",
-        "which variant compresses better when trained to convergence: differences in the RD columns mix",
-        "architecture with speed of early convergence, come from a single seed, and the BD-rate rests on",
-        f"{len(s['qualities'])} points per curve.", "",
-        "## Machine", "",
-        f"{m.get('cpu_model')}, {m.get('logical_cpus')} logical CPUs; Python {m.get('python')}, "
-        f"torch {m.get('torch')}; {m.get('platform')}. Other jobs may have shared the CPUs; timings are "
-        "wall clock.", "",
-        "## Results", "",
-        f"Kodak ({n_images} images), real `.hpcm` files. bpp and PSNR listed per λ in the order "
-        f"q{' / q'.join(map(str, s['qualities']))}. Cost columns at "
-        f"{s['profile_size'][1]}×{s['profile_size'][0]} (median of {s['profile_repeat']}).", "",
-        results_table(summary), "",
-        "Per-λ differences against the baseline (same λ, same training):", "",
-        deltas_table(summary), "",
-        "BD-rate details (method, points, overlapping PSNR range) are in "
-        f"`{raw_dir_name}/summary.json`.", "",
-        f"![RD curves]({raw_dir_name}/rd-psnr.png)", "",
-        f"![training loss]({raw_dir_name}/training-loss.png)", "",
-        "## Raw data", "",
-        f"`{raw_dir_name}/`: `<variant>.json` (CompressAI `eval_model` schema with per-image records),",
-        "`profile-<variant>.json`, `summary.json` (table data, BD-rate details, training wall times and",
-        "final training losses), `study.json` (settings, machine, command).", ""]
-    return "\n".join(parts)
+    s = args.settings
+    raw = args.report.with_suffix("")
+    cur_raw = raw / RAW_CURRENT
+    found = collect(args) if args.out.exists() else None
+    current: dict[str, Any] = {"settings": s, "command": start_command(s)}
+    if found and (found["convergence"] or found["docs"]):
+        current["convergence"] = found["convergence"]
+        current["steps"] = found["steps"]
+        if found["docs"]:
+            base = [found["docs"][S.arm_label(s["variants"][0], seed, s)] for seed in s["seeds"]
+                    if S.arm_label(s["variants"][0], seed, s) in found["docs"]]
+            summary = S.build_summary(found["docs"], found["profiles"], {}, baseline=s["variants"][0],
+                                      noise=S.seed_spread(base))
+            current["summary"] = summary
+            cur_raw.mkdir(parents=True, exist_ok=True)
+            for label, doc in found["docs"].items():
+                save_results(doc, cur_raw / f"{label}.json")
+            S.write_json(cur_raw / "summary.json", summary)
+            plot_rd(list(found["docs"].values()), cur_raw / "rd-psnr.png", metric="psnr",
+                    title=f"Kodak, {s['steps']} steps of {s['patch_size']}² crops")
+        S.write_json(cur_raw / "convergence.json",
+                     {"convergence": found["convergence"], "steps": found["steps"]})
+        S.write_json(cur_raw / "study.json", {"settings": s, "machine": S.machine_info(),
+                                              "command": current["command"]})
+    else:  # nothing under --out: the committed raw data
+        conv = S.read_json(cur_raw / "convergence.json") or {}
+        current["convergence"] = conv.get("convergence") or {}
+        current["steps"] = conv.get("steps") or {}
+        summary = S.read_json(cur_raw / "summary.json")
+        if summary is not None:
+            current["summary"] = summary
+    speed = S.read_json(cur_raw / "speed.json")
+    if speed:
+        current["speed"] = speed
+        current["estimate"] = S.budget_estimate(s, speed["steps_per_s"], done_steps=current.get("steps"))
+    cost = S.read_json(raw / "cost-base.json")
+    prev_summary, prev_study = S.read_json(raw / "summary.json"), S.read_json(raw / "study.json")
+    previous = (prev_summary, prev_study) if prev_summary and prev_study else None
+    text = S.render_report(current, cost, previous, raw_dir_name=raw.name,
+                           cost_file=f"{raw.name}/cost-base.json")
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(text)
+    return args.report
 
 
 # ------------------------------------------------------------------------------------------ driver
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Command-line options."""
+    """Command-line options; ``args.settings`` is the study-wide settings dict."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), help="presets; the first is the baseline")
-    p.add_argument("--qualities", nargs="+", type=int, default=[2, 4], help="MSE λ-table qualities (1..6)")
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--variants", nargs="+", default=list(S.VARIANTS),
+                   help="presets; the first is the baseline")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2],
+                   help="the baseline trains with every seed (the noise floor), other arms with the first")
+    p.add_argument("--all-seeds", action="store_true", help="train every arm with every seed")
+    p.add_argument("--qualities", nargs="+", type=int, default=[2, 5],
+                   help="MSE λ-table qualities (1..6): one run each, or the evaluated anchors with "
+                   "--variable-rate")
+    p.add_argument("--variable-rate", action="store_true",
+                   help="one variable-rate model per arm (the preset with rate_lambdas=VR_LAMBDAS)")
+    p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--patch-size", type=int, default=128)
+    p.add_argument("--patch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--downscale-prob", type=float, default=0.0, help="see `hpcm train --downscale-prob`")
-    p.add_argument("--init-from", default=None, metavar="TEMPLATE",
-                   help="warm start: weights every variant starts from at quality q (migrated: shared "
-                   "components copied, new ones initialised), e.g. 'runs/init/hpcm-tiny-q{q}.safetensors'")
+    p.add_argument("--lr-milestones", nargs="*", default=[], metavar="STEP[:LR]", help="see hpcm train")
+    p.add_argument("--downscale-prob", type=float, default=0.5, help="see `hpcm train --downscale-prob`")
+    p.add_argument("--val-holdout", type=int, default=16,
+                   help="training images held out for validation (the convergence check; never Kodak)")
+    p.add_argument("--val-every", type=int, default=0, help="validation interval (0: steps / 10)")
+    p.add_argument("--init-from", default=SHIPPED_INIT, metavar="TEMPLATE",
+                   help="warm start of every arm ({q}: the quality; with --variable-rate one file); '' for "
+                   "from scratch")
     p.add_argument("--data", nargs="+", default=[str(SHARED / "data" / "train")], help="training folders")
     p.add_argument("--kodak", default=str(SHARED / "data" / "kodak"))
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N Kodak images")
-    p.add_argument("--out", type=Path, default=ROOT / "runs" / "phase_study", help="run root")
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "phase_study_256", help="run root")
     p.add_argument("--report", type=Path, default=ROOT / "docs" / "results" / "phase_study.md",
                    help="Markdown report; raw files go to the folder of the same stem beside it")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    p.add_argument("--jobs", type=int, default=1, help="trainings run in parallel")
+    p.add_argument("--jobs", type=int, default=2, help="trainings run in parallel (one core each)")
+    p.add_argument("--device", default="cpu", help="training device (cuda where a GPU is lent)")
     p.add_argument("--num-workers", type=int, default=1, help="data loader processes per training")
     p.add_argument("--profile-size", type=int, nargs=2, default=list(PROFILE_SIZE), metavar=("H", "W"))
     p.add_argument("--profile-repeat", type=int, default=3)
     p.add_argument("--resume", action="store_true", help="skip stages whose marker matches; continue runs")
-    p.add_argument("--report-only", action="store_true", help="only rebuild the report from --out")
-    p.add_argument("--eval-one", nargs=2, metavar=("VARIANT", "QUALITY"), default=None,
-                   help=argparse.SUPPRESS)  # internal: one evaluation stage (used with --jobs > 1)
+    p.add_argument("--report-only", action="store_true", help="only rebuild the report")
+    p.add_argument("--measure-speed", type=int, default=0, metavar="STEPS",
+                   help="only measure each variant's training speed (STEPS steps) into the raw folder")
+    p.add_argument("--speed-note", default="", help="machine state, stored with --measure-speed")
     args = p.parse_args(argv)
     args.out = args.out.resolve()
-    if args.steps < 1 or args.batch_size < 1 or args.jobs < 1 or args.threads < 1:
-        p.error("--steps, --batch-size, --jobs and --threads must be ≥ 1")
-    if len(set(args.qualities)) != len(args.qualities):
-        p.error("--qualities must be distinct")
-    args.init_files = {}  # quality -> {"path", "sha256"} of the warm-start weights, hashed once here
+    if min(args.steps, args.batch_size, args.jobs, args.threads) < 1 or args.val_holdout < 0:
+        p.error("--steps, --batch-size, --jobs and --threads must be ≥ 1, --val-holdout ≥ 0")
+    if len(set(args.qualities)) != len(args.qualities) or len(set(args.seeds)) != len(args.seeds):
+        p.error("--qualities and --seeds must be distinct")
+    args.settings = {
+        "variants": list(args.variants), "seeds": list(args.seeds), "all_seeds": args.all_seeds,
+        "qualities": list(args.qualities), "variable_rate": args.variable_rate, "steps": args.steps,
+        "batch_size": args.batch_size, "patch_size": args.patch_size, "lr": args.lr,
+        "lr_milestones": list(args.lr_milestones), "downscale_prob": args.downscale_prob,
+        "val_holdout": args.val_holdout, "val_every": args.val_every or None,
+        "init_from": args.init_from or None, "data": [str(Path(d).resolve()) for d in args.data],
+        "kodak": str(Path(args.kodak).resolve()), "limit": args.limit, "threads": args.threads,
+        "jobs": args.jobs, "device": args.device}
+    args.init_files = {}  # "q" or "vr" -> {"path", "sha256"} of the warm-start weights, hashed once here
     if args.init_from and not args.report_only:
         from hpcm.models.io import file_sha256
 
-        for q in args.qualities:
-            path = init_path(args, q)
+        for q in S.train_qualities(args.settings):
+            path = S.init_template_path(str(ROOT / args.init_from) if not Path(args.init_from).is_absolute()
+                                        else args.init_from, q)
             if not path.is_file():
-                p.error(f"--init-from: {path} (quality {q}) does not exist")
-            args.init_files[q] = {"path": str(path), "sha256": file_sha256(path)}
+                p.error(f"--init-from: {path} ({_qkey(q)}) does not exist")
+            args.init_files[_qkey(q)] = {"path": str(path), "sha256": file_sha256(path)}
     return args
-
-
-def init_weights_info(args: argparse.Namespace) -> dict[str, Any] | None:
-    """Per quality: path, sha256 and recorded training of the warm-start weights (``None``: from scratch)."""
-    if not args.init_files:
-        return None
-    out = {}
-    for q, init in args.init_files.items():
-        meta = read_json(Path(init["path"]).with_suffix(".json")) or {}
-        out[str(q)] = {**init, "preset": meta.get("preset"), "training": meta.get("training")}
-    return out
-
-
-def study_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The study-wide settings recorded in ``OUT/study.json`` and the report."""
-    return {"variants": list(args.variants), "qualities": list(args.qualities), "steps": args.steps,
-            "batch_size": args.batch_size, "patch_size": args.patch_size, "lr": args.lr, "seed": args.seed,
-            "downscale_prob": args.downscale_prob, "init_from": args.init_from,
-            "data": [str(Path(d).resolve()) for d in args.data],
-            "kodak": str(Path(args.kodak).resolve()), "limit": args.limit, "threads": args.threads,
-            "jobs": args.jobs, "profile_size": list(args.profile_size), "profile_repeat": args.profile_repeat}
-
-
-def collect(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]],
-                                                dict[str, dict[int, dict[str, Any]]]]:
-    """Read the finished stages under ``--out``: (merged eval docs, profiles, training markers)."""
-    docs, profiles, trains = {}, {}, {}
-    for v in args.variants:
-        evals = []
-        for q in args.qualities:
-            run = run_dir(args.out, v, q)
-            t = read_json(run / "train.done.json")
-            if t is not None:
-                trains.setdefault(v, {})[q] = t
-            e = read_json(run / "eval.json")
-            if e is not None:
-                evals.append(e)
-        if len(evals) == len(args.qualities):
-            docs[v] = merge_points(v, evals)
-        p = read_json(args.out / "profile" / f"{v}.json")
-        if p is not None:
-            profiles[v] = p
-    return docs, profiles, trains
-
-
-def write_report(args: argparse.Namespace, study: dict[str, Any]) -> Path:
-    """Write the report and the raw-data folder from whatever is finished under ``--out``."""
-    from hpcm.eval.plot import plot_rd
-    from hpcm.eval.results import save_results
-
-    raw = args.report.with_suffix("")
-    docs, profiles, trains = collect(args)
-    summary = None
-    if docs:
-        raw.mkdir(parents=True, exist_ok=True)
-        for v, doc in docs.items():
-            save_results(doc, raw / f"{v}.json")
-        for v, prof in profiles.items():
-            write_json(raw / f"profile-{v}.json", prof)
-        summary = build_summary(docs, profiles, trains, baseline=args.variants[0])
-        write_json(raw / "summary.json", summary)
-        write_json(raw / "study.json", study)
-        plot_rd(list(docs.values()), raw / "rd-psnr.png", metric="psnr",
-                title=f"Kodak, {study['settings']['steps']} training steps (early training)")
-        plot_training({v: {q: run_dir(args.out, v, q) for q in args.qualities} for v in docs},
-                      raw / "training-loss.png")
-    text = render_report(summary, study, raw_dir_name=raw.name)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(text)
-    return args.report
 
 
 def run_study(args: argparse.Namespace) -> Path:
     """All stages in order (skipping finished ones with ``--resume``), then the report."""
     import torch
 
-    torch.set_num_threads(args.threads)
-    settings = study_settings(args)
+    s = args.settings
+    torch.set_num_threads(s["threads"])
     study_path = args.out / "study.json"
-    old = read_json(study_path)
-    if old is not None and not args.resume and not args.report_only:
-        raise StudyError(f"{args.out} already holds a study: pass --resume or another --out")
-    study = {"settings": settings, "machine": machine_info(),
-             "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-             "init_weights": init_weights_info(args)}
+    old = S.read_json(study_path)
     if args.report_only:
         if old is not None:  # the recorded study decides what to collect
-            study = old
-            args.variants, args.qualities = old["settings"]["variants"], old["settings"]["qualities"]
-        else:
-            study["command"] = None  # nothing was run: the report shows the default command
-        return write_report(args, study)
-    write_json(study_path, study)  # creates --out
-    jobs = [(v, q) for v in args.variants for q in args.qualities]
-    if args.jobs == 1:
-        for v, q in jobs:
-            train_stage(args, v, q)
-    else:
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            for f in [pool.submit(train_stage, args, v, q) for v, q in jobs]:
-                f.result()
-    for v, q in jobs:
-        export_stage(args, v, q)
-    if args.jobs == 1:
-        for v, q in jobs:
-            eval_stage(args, v, q)
-    else:  # one process per evaluation (each with --threads torch threads), --jobs at a time
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            for f in [pool.submit(eval_in_subprocess, args, v, q) for v, q in jobs]:
-                f.result()
-    for v in args.variants:
+            args.settings = old["settings"]
+        return write_report(args)
+    if args.measure_speed:
+        doc = measure_speed(args, args.measure_speed)
+        S.write_json(args.report.with_suffix("") / RAW_CURRENT / "speed.json", doc)
+        return write_report(args)
+    if old is not None and not args.resume:
+        raise S.StudyError(f"{args.out} already holds a study: pass --resume or another --out")
+    S.write_json(study_path, {"settings": s, "machine": S.machine_info(), "command": start_command(s),
+                              "init_weights": args.init_files})
+    runs = [(v, seed, q) for v, seed in S.study_arms(s) for q in S.train_qualities(s)]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for f in [pool.submit(train_stage, args, *r) for r in runs]:
+            f.result()
+    for r in runs:
+        export_stage(args, *r)
+    for v, seed, q in runs:
+        for eq in ([q] if q is not None else s["qualities"]):
+            eval_stage(args, v, seed, q, eq)
+    for v in s["variants"]:
         profile_stage(args, v)
-    return write_report(args, study)
+    return write_report(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    sys.path.insert(0, str(ROOT / "src"))
     args = parse_args(argv)
     try:
-        if args.eval_one:
-            import torch
-
-            torch.set_num_threads(args.threads)
-            eval_stage(args, args.eval_one[0], int(args.eval_one[1]))
-            return 0
         report = run_study(args)
-    except StudyError as exc:
+    except S.StudyError as exc:
         print(f"phase_study: error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {report}", file=sys.stderr)

@@ -79,3 +79,13 @@ def test_profile_hpcm_tiny_with_codec():
     assert set(r.times) == {"forward", "compress", "decompress"}
     assert r.roundtrip_exact and r.bpp > 0 and r.params > 100_000
     assert 1 < r.kmacs_per_pixel < 1000
+
+
+def test_profile_runs_a_variable_rate_model_at_the_default_quality():
+    from hpcm.eval.profile import forward_kwargs, profile_model
+
+    rows = profile_model("hpcm-tiny-vr", [(64, 64)], repeat=1, codec=False)
+    assert rows[0].kmacs_per_pixel > 0 and rows[0].times["forward"] > 0
+    import hpcm
+
+    assert forward_kwargs(hpcm.create_model("hpcm-tiny")) == {}

@@ -138,6 +138,15 @@ def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def forward_kwargs(model: torch.nn.Module) -> dict[str, Any]:
+    """Extra ``forward`` arguments: a variable-rate model runs at the codec's default quality."""
+    if not getattr(model, "variable_rate", False):
+        return {}
+    from hpcm.codec.api import DEFAULT_VR_QUALITY
+
+    return {"quality": DEFAULT_VR_QUALITY}
+
+
 @torch.no_grad()
 def count_macs(model: torch.nn.Module, height: int, width: int, device: torch.device) -> float:
     """MACs of one eval forward on a random (1, 3, H, W) input (FLOPs / 2, FlopCounterMode)."""
@@ -146,7 +155,7 @@ def count_macs(model: torch.nn.Module, height: int, width: int, device: torch.de
     x = torch.rand(1, 3, height, width, device=device)
     counter = FlopCounterMode(display=False)
     with counter:
-        model(x, training=False)
+        model(x, training=False, **forward_kwargs(model))
     return counter.get_total_flops() / 2.0
 
 
@@ -226,7 +235,7 @@ def profile_model(
 
         def forward(x: torch.Tensor = x, m: torch.nn.Module = model) -> Any:
             with torch.no_grad():
-                return m(x, training=False)
+                return m(x, training=False, **forward_kwargs(m))
 
         _record(row, "forward", *_timed(forward, dev, repeat))
         del x
