@@ -68,9 +68,11 @@ def test_full_kodak_image_in_process_then_console_script(kodak_image, tmp_path, 
     assert "decode" in proc.stdout
     decoded = read_image(png)
     assert decoded.shape == (512, 768, 3)
-    # another process loaded the shipped q2 weights named in the header and decoded the same image
+    # another process (default threads: the cores it may use; this one runs 1 thread) loaded the shipped q2
+    # weights named in the header and decoded the same latent (checked exactly by the latent checksum);
+    # the pixels after g_s may differ by ±1 between thread counts
     expected = decompress_image(out.read_bytes(), load_model("hpcm-tiny", quality=2))
-    np.testing.assert_array_equal(decoded, expected)
+    assert np.abs(decoded.astype(np.int16) - expected.astype(np.int16)).max() <= 1
 
 
 def test_verify_info_and_default_names(kodak_crop, capsys):

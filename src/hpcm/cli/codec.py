@@ -65,7 +65,9 @@ def _model_for_file(header, args) -> tuple[object, float]:
     """The model that wrote ``header``: from --checkpoint, else from its preset + quality."""
     from hpcm.models.registry import list_models
 
-    device = args.device or (header.device if header.device in ("cpu", "cuda", "mps") else "cpu")
+    # version-1 files decode exactly only on the encoder's device kind; version 2 anywhere (default CPU)
+    legacy = header.version == 1 and header.device in ("cpu", "cuda", "mps")
+    device = args.device or (header.device if legacy else "cpu")
     if args.checkpoint:
         return _load(args.checkpoint, quality=None, device=device, preset=header.preset)
     if header.preset not in list_models():
@@ -73,7 +75,10 @@ def _model_for_file(header, args) -> tuple[object, float]:
             f"file was written by model {header.preset!r}, which is not a built-in preset; "
             "pass the weights with --checkpoint"
         )
-    return _load(header.preset, quality=header.quality or None, device=device)
+    quality = header.quality or None
+    if quality is not None and float(quality).is_integer():
+        quality = int(quality)
+    return _load(header.preset, quality=quality, device=device)
 
 
 # -- commands ---------------------------------------------------------------------------------------
@@ -123,11 +128,32 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     header, _ = unpack(data)
     model, load_s = _model_for_file(header, args)
     _untrained_warning(model)
-    image, header, times = decode(data, model, allow_cross_device=args.allow_cross_device)
+    threads = args.threads if args.threads is not None else available_cores()
+    image, header, times = decode(data, model, allow_cross_device=args.allow_cross_device, threads=threads)
     write_image(out, image, overwrite=args.force)
+    if times.extra.get("recon_crc_mismatch"):
+        _note("note: the latent matched exactly; the pixels differ from the encoder's in the last bit "
+              "(another thread count or platform), as two JPEG decoders may")
     _say(f"{src} -> {out}: {header.width}x{header.height}, {header.bpp():.4f} bpp")
     _say(f"decode {times.network:.2f} s (total {times.total:.2f} s); model load {load_s:.2f} s")
     return 0
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask), at least 1."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _threads(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= 1024:
+        raise argparse.ArgumentTypeError("threads must be between 1 and 1024")
+    return n
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -243,10 +269,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", metavar="OUT", help="output image (default: IN with suffix .png)")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("--checkpoint", metavar="PATH", help="weights the file was written with")
-    p.add_argument("--device", default=None, help="torch device (default: the device kind that encoded)")
+    p.add_argument("--device", default=None, help="torch device (default: cpu; for version-1 files the "
+                   "device kind that encoded)")
+    p.add_argument("--threads", type=_threads, default=None,
+                   help="CPU threads (default: the cores this process may use); version-1 files use the "
+                   "encoder's thread count")
     p.add_argument("--allow-cross-device", action="store_true",
-                   help="decode on another device kind than the encoder's (may give a wrong image; a "
-                   "verified file detects that)")
+                   help="version-1 files only: decode on another device kind than the encoder's (may give a "
+                   "wrong image; a verified file detects that). Version-2 files decode exactly anywhere")
     p.set_defaults(func=cmd_decompress)
 
     p = subparsers.add_parser("info", help="show the header of a .hpcm file", formatter_class=fmt,

@@ -69,9 +69,9 @@ def coding_threads(device: torch.device) -> int:
 def pinned_threads(threads: int) -> Iterator[None]:
     """Run CPU code with ``threads`` torch threads (0: leave as is), restoring the previous count.
 
-    oneDNN's CPU convolutions round differently for different thread counts, and the entropy parameters
-    that the decoder recomputes must be bit-identical to the encoder's: the decoder therefore runs with
-    the thread count the encoder recorded in the header.
+    Format version 1 only: oneDNN's CPU convolutions round differently for different thread counts, and a
+    v1 decoder must recompute the encoder's entropy parameters bit-identically, so it runs with the thread
+    count the encoder recorded in the header. Version-2 files decode exactly with any thread count.
     """
     previous = torch.get_num_threads()
     if threads and threads != previous:
@@ -83,7 +83,20 @@ def pinned_threads(threads: int) -> Iterator[None]:
             torch.set_num_threads(previous)
 
 
-def model_identity(model: nn.Module) -> tuple[str, int, bytes]:
+@contextlib.contextmanager
+def deterministic_math() -> Iterator[None]:
+    """Keep TF32 out of the parameter path (CUDA matmuls and cuDNN convolutions), restoring the settings."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32 = cudnn
+
+
+def model_identity(model: nn.Module) -> tuple[str, float, bytes]:
     """(preset name, quality or 0, 8-byte weights fingerprint) identifying ``model`` in a file header.
 
     Taken from ``model.weights_info`` (set by ``hpcm.models.io.load_model``) when present; otherwise
@@ -94,7 +107,8 @@ def model_identity(model: nn.Module) -> tuple[str, int, bytes]:
 
     info = getattr(model, "weights_info", None) or {}
     preset = info.get("preset") or getattr(model, "preset", None) or _matching_preset(model) or "custom"
-    quality = int(info.get("quality") or 0)
+    quality = float(info.get("quality") or 0)
+    quality = int(quality) if quality.is_integer() else quality
     fp_hex = info.get("fingerprint") or weights_fingerprint(model)
     return str(preset), quality, bytes.fromhex(fp_hex)[: container.FINGERPRINT_BYTES]
 
@@ -158,11 +172,24 @@ def _size_multiple(model: nn.Module) -> int:
     return m
 
 
-def _decode_streams(model: nn.Module, header: Header, streams: list[bytes]) -> np.ndarray:
-    """Run ``model.decompress`` and crop; defects in the streams become ``FormatError``."""
-    threads = header.threads if model_device(model).type == "cpu" else 0
+def _expected_streams(version: int) -> int:
+    return 2 if version == 1 else 3
+
+
+def _decode_streams(model: nn.Module, header: Header, streams: list[bytes],
+                    threads: int | None = None) -> np.ndarray:
+    """Run ``model.decompress`` and crop; defects in the streams become ``FormatError``.
+
+    Version 1: with the encoder's thread count (exact only on the encoder's device kind). Version 2: with
+    ``threads`` (None: torch's current setting); the decoded latent must match the header's checksum.
+    """
+    if len(streams) != _expected_streams(header.version):
+        raise FormatError(f"a version-{header.version} file has {_expected_streams(header.version)} streams, "
+                          f"this one {len(streams)}")
+    if header.version == 1:
+        threads = header.threads if model_device(model).type == "cpu" else 0
     try:
-        with torch.inference_mode(), pinned_threads(threads):
+        with torch.inference_mode(), pinned_threads(threads or 0), deterministic_math():
             out = model.decompress(list(streams), tuple(header.z_shape))
     except HPCMError:
         raise
@@ -170,6 +197,11 @@ def _decode_streams(model: nn.Module, header: Header, streams: list[bytes]) -> n
         raise
     except Exception as exc:  # corrupted streams surface as coder / shape errors
         raise FormatError(f"cannot decode the coded streams ({type(exc).__name__}: {exc})") from None
+    if header.version >= 2 and out.get("latent_crc") != header.latent_crc:
+        raise FormatError(
+            "decoded latent does not match the encoder's (latent checksum): the file is corrupt, or this "
+            "decoder's arithmetic deviates from the encoder's beyond the format's tolerance"
+        )
     x_hat = out["x_hat"]
     if tuple(x_hat.shape) != (1, 3, header.padded_height, header.padded_width):
         raise FormatError(f"decoded image has shape {tuple(x_hat.shape)}, header says "
@@ -180,13 +212,17 @@ def _decode_streams(model: nn.Module, header: Header, streams: list[bytes]) -> n
 
 
 def encode(model: nn.Module, image: np.ndarray, *, padding: str = "replicate",
-           verify: bool = False) -> tuple[bytes, Header, CodecTimes]:
+           verify: bool = False, format_version: int = container.VERSION) -> tuple[bytes, Header, CodecTimes]:
     """Code ``image`` (H, W, 3 uint8); return (file bytes, header, times).
 
     With ``verify`` the streams are decoded again in-process and compared with the reconstruction of
     an eval-mode forward pass; a mismatch raises ``HPCMError``. The header then also carries the
-    CRC-32 of the decoded image, which every later decode checks (catching encoder/decoder drift).
+    CRC-32 of the decoded image (see :func:`decode` for when it is enforced).
+    ``format_version`` 1 writes the legacy format (official μ, no side stream, exact only on the
+    encoder's device kind and thread count); 2 (default) decodes exactly anywhere.
     """
+    if format_version not in container.SUPPORTED_VERSIONS:
+        raise HPCMError(f"unsupported format version {format_version}")
     image = _check_image(image)
     t0 = time.perf_counter()
     device = model_device(model)
@@ -196,25 +232,43 @@ def encode(model: nn.Module, image: np.ndarray, *, padding: str = "replicate",
     x = _to_tensor(padded, device)
     threads = coding_threads(device)
     t1 = time.perf_counter()
-    with torch.inference_mode(), pinned_threads(threads):
-        out = model.compress(x)
+    em = getattr(model, "entropy_estimation", None)
+    grid = getattr(em, "mean_grid_bits", None)
+    if format_version == 1 and em is not None:
+        em.mean_grid_bits = None  # the official, unquantised μ
+    try:
+        with torch.inference_mode(), deterministic_math():
+            out = model.compress(x)
+    finally:
+        if em is not None:
+            em.mean_grid_bits = grid
     t2 = time.perf_counter()
     strings = [bytes(s[0] if isinstance(s, list | tuple) else s) for s in out["strings"]]
+    if len(strings) != _expected_streams(format_version):
+        raise HPCMError(f"model.compress gave {len(strings)} streams; format version {format_version} "
+                        f"needs {_expected_streams(format_version)}")
     hz, wz = (int(v) for v in out["shape"])
     header = Header(
         preset=preset, quality=quality, fingerprint=fingerprint,
         height=image.shape[0], width=image.shape[1],
         padded_height=padded.shape[0], padded_width=padded.shape[1],
         crop_top=top, crop_left=left, padding=padding, device=_device_kind(device),
-        threads=threads, z_shape=(hz, wz),
+        threads=threads, z_shape=(hz, wz), version=format_version,
+        latent_crc=out.get("latent_crc") if format_version >= 2 else None,
     )
     times = CodecTimes(network=t2 - t1)
     if verify:
         tv = time.perf_counter()
         decoded = _decode_streams(model, header, strings)
-        with torch.inference_mode(), pinned_threads(threads):
-            ref = _to_uint8(model(x, training=False)["x_hat"])[top : top + image.shape[0],
-                                                               left : left + image.shape[1]]
+        with torch.inference_mode(), pinned_threads(threads), deterministic_math():
+            if format_version == 1 and em is not None:
+                em.mean_grid_bits = None
+            try:
+                ref = _to_uint8(model(x, training=False)["x_hat"])
+            finally:
+                if em is not None:
+                    em.mean_grid_bits = grid
+            ref = ref[top : top + image.shape[0], left : left + image.shape[1]]
         diff = np.abs(decoded.astype(np.int16) - ref.astype(np.int16))
         if diff.max(initial=0) > 1:
             raise HPCMError(
@@ -241,29 +295,48 @@ def check_model(header: Header, model: nn.Module, *, allow_cross_device: bool = 
     if header.padded_height % multiple or header.padded_width % multiple:
         raise FormatError(f"padded size in header is not a multiple of the model's size multiple {multiple}")
     kind = _device_kind(model_device(model))
-    if kind != header.device and not allow_cross_device:
+    if header.version == 1 and kind != header.device and not allow_cross_device:
         raise ModelMismatchError(
             f"file was encoded on {header.device} but the model runs on {kind}; learned codecs need the same "
             f"device for bit-exact decoding (use --device {header.device})"
         )
 
 
+def _same_platform(header: Header, model: nn.Module) -> bool:
+    """Whether this process decodes like the encoder did (device kind and, on CPU, thread count)."""
+    kind = _device_kind(model_device(model))
+    return kind == header.device and (kind != "cpu" or torch.get_num_threads() == header.threads)
+
+
 def decode(
-    data: bytes, model: nn.Module, *, allow_cross_device: bool = False
+    data: bytes, model: nn.Module, *, allow_cross_device: bool = False, threads: int | None = None
 ) -> tuple[np.ndarray, Header, CodecTimes]:
-    """Decode a complete ``.hpcm`` file with ``model``; return (image, header, times)."""
+    """Decode a complete ``.hpcm`` file with ``model``; return (image, header, times).
+
+    Version 2: ``threads`` CPU threads (None: torch's current setting), any device; the decoded latent is
+    checked against the header's checksum. The reconstruction CRC of a verified file is enforced on the
+    encoder's platform (device kind and thread count); elsewhere the pixels after g_s may differ by ±1
+    and a mismatch is only reported (``times.extra["recon_crc_mismatch"]``).
+    Version 1: the encoder's device kind (unless ``allow_cross_device``) and thread count.
+    """
     t0 = time.perf_counter()
     header, streams = container.unpack(data)
     check_model(header, model, allow_cross_device=allow_cross_device)
     t1 = time.perf_counter()
-    image = _decode_streams(model, header, streams)
+    with pinned_threads(threads or 0):
+        image = _decode_streams(model, header, streams)
+        same = _same_platform(header, model)
     t2 = time.perf_counter()
+    extra: dict[str, float] = {}
     if header.recon_crc is not None and image_crc(image) != header.recon_crc:
-        raise FormatError(
-            "decoded image does not match the encoder's reconstruction (checksum); the decoder's arithmetic "
-            "differs from the encoder's (different device, hardware or library version?)"
-        )
-    return image, header, CodecTimes(network=t2 - t1, total=time.perf_counter() - t0)
+        if header.version >= 2 and not same:
+            extra["recon_crc_mismatch"] = 1.0
+        else:
+            raise FormatError(
+                "decoded image does not match the encoder's reconstruction (checksum); the decoder's "
+                "arithmetic differs from the encoder's (different device, hardware or library version?)"
+            )
+    return image, header, CodecTimes(network=t2 - t1, total=time.perf_counter() - t0, extra=extra)
 
 
 def compress_image(model: nn.Module, image: np.ndarray, *, padding: str = "replicate",
