@@ -250,3 +250,15 @@ def test_side_reader_refuses_truncation_and_trailing_bytes():
     r.read(16)
     with pytest.raises(FormatError, match="trailing"):
         r.finish()
+
+
+def test_decisions_follow_the_shared_rules(em):
+    sigma, mu = _random_step(4000, seed=11)
+    table = em.scale_table
+    sigma[0, :60] = table  # exactly on the boundaries
+    sigma[0, 60] = float("nan")
+    mu[0, :50] = (torch.arange(50) - 25.0) / 64  # exactly on bin edges (half-integers of μ·32)
+    dec = em.decisions(sigma, mu)
+    assert np.array_equal(dec.index, em.scale_index(sigma).reshape(-1).numpy())
+    assert np.array_equal(dec.bins, em.mean_bins(mu).reshape(-1).numpy().astype(np.int64))
+    assert torch.equal(em.mean_grid(mu), em.mean_bins(mu) / 2**MEAN_GRID_BITS)

@@ -34,6 +34,7 @@ every near-edge element (measured: 150-900 such elements per Kodak image at δ =
 from __future__ import annotations
 
 import zlib
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -98,10 +99,19 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-def _weights(step: int, salt: int, n: int) -> np.ndarray:
-    """Odd pseudo-random uint64 weights of the n decisions of a step (a fixed function of step, salt, n)."""
+def _weights_at(step: int, salt: int, positions: np.ndarray) -> np.ndarray:
+    """Odd pseudo-random uint64 weights of the decisions at ``positions`` (a fixed function of step, salt and
+    the position)."""
     seed = np.uint64((step * 64 + salt) * 0x100000001B3 & 0xFFFFFFFFFFFFFFFF)
-    return _splitmix64(_splitmix64(np.arange(n, dtype=np.uint64) ^ seed)) | np.uint64(1)
+    return _splitmix64(_splitmix64(positions.astype(np.uint64) ^ seed)) | np.uint64(1)
+
+
+@lru_cache(maxsize=64)
+def _weights(step: int, salt: int, n: int) -> np.ndarray:
+    """The weights of all n decisions of a step (cached; read-only)."""
+    w = _weights_at(step, salt, np.arange(n, dtype=np.uint64))
+    w.flags.writeable = False
+    return w
 
 
 def _syndrome(w: np.ndarray, d: np.ndarray, bits: int) -> int:
@@ -248,32 +258,33 @@ class ConditionalGGM(GGM):
         return q + mu * mask
 
     def decisions(self, sigma_p: Tensor, mu_p: Tensor) -> Decisions:
-        """Natural decisions (index, μ bin) of packed σ, μ, with their edge distances and directions."""
-        index = self.scale_index(sigma_p).reshape(-1).cpu().numpy().astype(np.int64)
-        s = sigma_p.detach().reshape(-1).double().cpu().numpy()
+        """Natural decisions (index, μ bin) of packed σ, μ, with their edge distances and directions.
+
+        Computed in float64 numpy from the float32 values (exact widening), so the index equals
+        :meth:`scale_index` (#boundaries < σ; NaN → last) and the bin equals :meth:`mean_bins`
+        (round half to even of μ·2^k, exact power-of-two scaling).
+        """
+        s = sigma_p.detach().reshape(-1).to(device="cpu", dtype=torch.float64).numpy()
+        m = mu_p.detach().reshape(-1).to(device="cpu", dtype=torch.float64).numpy()
         b = self._boundaries
         nb = b.size
-        lo = b[np.clip(index - 1, 0, nb - 1)]
-        hi = b[np.clip(index, 0, nb - 1)]
-        with np.errstate(invalid="ignore", divide="ignore"):
+        index = np.searchsorted(b, s, side="left").astype(np.int64)
+        lo = b[np.maximum(index - 1, 0)]
+        hi = b[np.minimum(index, nb - 1)]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             d_lo = np.where(index >= 1, (s - lo) / lo, np.inf)
             d_hi = np.where(index <= nb - 1, (hi - s) / hi, np.inf)
-        d_lo = np.where(np.isnan(d_lo), np.inf, np.abs(d_lo))
-        d_hi = np.where(np.isnan(d_hi), np.inf, np.abs(d_hi))
+            d_lo[np.isnan(d_lo)] = np.inf
+            d_hi[np.isnan(d_hi)] = np.inf
+            k = self.mean_grid_bits
+            t = m * (2.0**k)
+            rounded = np.round(t)
+            bins = np.nan_to_num(rounded, nan=0.0, posinf=0.0, neginf=0.0).astype(np.int64)
+            m_dist = (0.5 - np.abs(t - rounded)) * (2.0**-k) / np.maximum(1.0, np.abs(m))
+        m_dist[~np.isfinite(m_dist)] = np.inf
         s_dist = np.minimum(d_lo, d_hi)
-        s_sign = np.where(d_lo < d_hi, -1, 1)
-        k = self.mean_grid_bits
-        t_t = mu_p.detach().reshape(-1) * (2.0**k)
-        bins_t = torch.round(t_t)
-        bins = bins_t.cpu().numpy().astype(np.int64)
-        t = t_t.double().cpu().numpy()
-        m = mu_p.detach().reshape(-1).double().cpu().numpy()
-        with np.errstate(invalid="ignore"):
-            m_dist = (0.5 - np.abs(t - bins)) * (2.0**-k) / np.maximum(1.0, np.abs(m))
-        m_dist = np.where(np.isnan(m_dist), np.inf, m_dist)
-        m_sign = np.where(t >= bins, 1, -1)
-        return Decisions(index, bins, np.concatenate((s_dist, m_dist)),
-                         np.concatenate((s_sign, m_sign)).astype(np.int64))
+        sign = np.concatenate((np.where(d_lo < d_hi, -1, 1), np.where(t >= rounded, 1, -1))).astype(np.int64)
+        return Decisions(index, bins, np.concatenate((s_dist, m_dist)), sign)
 
     # -- side information (format v2) ---------------------------------------------------------------
 
@@ -281,15 +292,18 @@ class ConditionalGGM(GGM):
         """Choose a syndrome width and salt that make single flips near an edge identifiable; write them."""
         d = dec.vector
         near = np.flatnonzero(dec.dist < ENCODER_BAND * self.tolerance)
-        for code, bits in enumerate(SYNDROME_BITS):
+        # widths whose expected number of colliding pairs among the 2·|near| flip values exceeds 2 are skipped
+        first = next((c for c, bits in enumerate(SYNDROME_BITS) if (2 * near.size) ** 2 <= 2 ** (bits + 2)),
+                     len(SYNDROME_BITS) - 1)
+        for code, bits in list(enumerate(SYNDROME_BITS))[first:]:
             for salt in range(SALTS):
-                w = _weights(step, salt, d.size)
-                vals = np.concatenate((_flip_values(w[near], np.ones(near.size), bits),
-                                       _flip_values(w[near], -np.ones(near.size), bits)))
+                w_near = _weights_at(step, salt, near)
+                vals = np.concatenate((_flip_values(w_near, np.ones(near.size), bits),
+                                       _flip_values(w_near, -np.ones(near.size), bits)))
                 if np.unique(vals).size == vals.size:
                     side.write(code, 2)
                     side.write(salt, 2)
-                    syn = _syndrome(w, d, bits)
+                    syn = _syndrome(_weights(step, salt, d.size), d, bits)
                     side.write(syn, bits)
                     self._self_check(step, dec, code, salt, syn)
                     return
