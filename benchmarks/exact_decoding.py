@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--qualities", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=1, help="time each encode/decode this often; keep the best")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per encode/decode; the best is kept")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
