@@ -85,9 +85,11 @@ class _Scores:
 
 
 def _run(model, x, coder, dtype=torch.float32, device="cpu"):
+    from hpcm.codec.api import deterministic_math
+
     m = model.to(device=device, dtype=dtype)
     xx = x.to(device=device, dtype=dtype)
-    with torch.no_grad():
+    with torch.no_grad(), deterministic_math():
         y = m.g_a(xx)
         z = m.h_a(y)
         z_hat = torch.round(z - m.means_hyper) + m.means_hyper
@@ -152,6 +154,41 @@ def measure(model, x: torch.Tensor, variants=("2 threads", "oneDNN off", "float6
     return out
 
 
+def decode_variants(model, x: torch.Tensor, variants=("2 threads", "oneDNN off", "float64")) -> dict:
+    """Encode x with 1 thread (format v2), decode it under each variant: ŷ identical? largest pixel change?
+
+    Returns {variant: {"latent_equal", "corrections", "max_pixel_diff", "pixels_differing"}}.
+    """
+    from hpcm.entropy.conditional import latent_checksum
+
+    def to_uint8(x_hat):
+        return x_hat.float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+
+    with _variant("1 thread"), torch.no_grad():
+        enc = model.compress(x)
+        ref = to_uint8(model.decompress(enc["strings"], enc["shape"])["x_hat"])
+    out = {}
+    for name in variants:
+        dtype = torch.float64 if name == "float64" else torch.float32
+        device = "cuda" if name == "cuda" else "cpu"
+        model.to(device=device, dtype=dtype)
+        model.entropy_estimation.corrections = 0
+        try:
+            with _variant(name), torch.no_grad():
+                y_hat = model.decompress_latent(enc["strings"], enc["shape"])
+                x_hat = to_uint8(model.g_s(y_hat))
+            diff = (x_hat.int() - ref.int()).abs()
+            out[name] = {
+                "latent_equal": latent_checksum(y_hat) == enc["latent_crc"],
+                "corrections": model.entropy_estimation.corrections,
+                "max_pixel_diff": int(diff.max()),
+                "pixels_differing": int((diff > 0).sum()),
+            }
+        finally:
+            model.to(device="cpu", dtype=torch.float32)
+    return out
+
+
 def kodak_images(n: int, crop: int | None) -> list[tuple[str, torch.Tensor]]:
     from hpcm.codec.image_io import read_image
 
@@ -173,9 +210,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=3)
     ap.add_argument("--crop", type=int, default=256, help="top-left crop side (0: full image)")
     ap.add_argument("--cuda", action="store_true", help="also compare CUDA (float32, TF32 off)")
+    ap.add_argument("--pixels", action="store_true",
+                    help="instead: encode with 1 thread, decode under each variant (ŷ equal? pixel change)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     from hpcm.models.io import load_model
+
+    if args.pixels:
+        for preset in args.presets:
+            model = load_model(preset, quality=args.quality)
+            worst: dict = {}
+            for name, x in kodak_images(args.images, args.crop or None):
+                names = ["2 threads", "oneDNN off", "float64"] + (["cuda"] if args.cuda else [])
+                r = decode_variants(model, x, names)
+                print(f"{preset} {name}: {json.dumps(r)}", file=sys.stderr, flush=True)
+                for k, v in r.items():
+                    w = worst.setdefault(k, {"latent_equal": True, "corrections": 0, "max_pixel_diff": 0,
+                                             "pixels_differing": 0})
+                    w["latent_equal"] &= v["latent_equal"]
+                    w["corrections"] += v["corrections"]
+                    w["max_pixel_diff"] = max(w["max_pixel_diff"], v["max_pixel_diff"])
+                    w["pixels_differing"] += v["pixels_differing"]
+            print(preset, json.dumps(worst))
+        return 0
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

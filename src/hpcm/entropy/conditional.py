@@ -19,10 +19,10 @@ things make the decoded ŷ bit-exact anyway:
    δ (``tolerance`` = 5e-5, relative) of an edge may be decided differently by another platform. Per
    step the encoder writes a short *syndrome* of its decisions to a side stream: a hash
    S(d) = Σ_i w_i·d_i mod 2^h with pseudo-random odd weights w_i (a fixed function of the step, the
-   element and a 2-bit salt). The decoder computes its own decisions; when their syndrome differs, it
+   element and a 1-bit salt). The decoder computes its own decisions; when their syndrome differs, it
    looks for the one (or two) elements within δ of an edge whose flip to the other side of the edge
-   explains the difference, and flips it. The encoder chooses h ∈ {10, 13, 16, 24} and the salt so
-   that every single flip of every element within 3δ of an edge (either direction) has a distinct,
+   explains the difference, and flips it. The encoder chooses h ∈ {10, 12, ..., 16, 18, 24} and the salt so
+   that every single flip of every element within 2.2δ of an edge (either direction) has a distinct,
    nonzero syndrome change: a single wrong decision is therefore always corrected, never mis-corrected.
    A deviation that cannot be resolved is a clean ``FormatError``; the latent checksum in the header
    catches anything else.
@@ -66,12 +66,15 @@ MEAN_GRID_BITS = 5
 #: δ: relative tolerance band around every decision edge (σ relative to the boundary, μ relative to
 #: max(1, |μ|)). 18x the largest deviation measured between 1/2 threads, oneDNN off and float64.
 TOLERANCE = 5e-5
-#: Syndrome widths the encoder may choose per step (2-bit code in the side stream).
-SYNDROME_BITS = (10, 13, 16, 24)
-#: Salts per width (2-bit code).
-SALTS = 4
-#: The encoder guarantees unique single-flip syndromes for elements within this many δ of an edge.
-ENCODER_BAND = 3.0
+#: Syndrome widths the encoder may choose per step (3-bit code in the side stream).
+SYNDROME_BITS = (10, 12, 13, 14, 15, 16, 18, 24)
+WIDTH_CODE_BITS = 3
+#: Salts per width (1-bit code).
+SALTS = 2
+SALT_BITS = 1
+#: The encoder guarantees unique single-flip syndromes for elements within this many δ of an edge. A decoder
+#: candidate (within δ by the decoder's values, which deviate by < δ) is within 2δ by the encoder's values.
+ENCODER_BAND = 2.2
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -301,8 +304,8 @@ class ConditionalGGM(GGM):
                 vals = np.concatenate((_flip_values(w_near, np.ones(near.size), bits),
                                        _flip_values(w_near, -np.ones(near.size), bits)))
                 if np.unique(vals).size == vals.size:
-                    side.write(code, 2)
-                    side.write(salt, 2)
+                    side.write(code, WIDTH_CODE_BITS)
+                    side.write(salt, SALT_BITS)
                     syn = _syndrome(_weights(step, salt, d.size), d, bits)
                     side.write(syn, bits)
                     self._self_check(step, dec, code, salt, syn)
@@ -329,8 +332,8 @@ class ConditionalGGM(GGM):
 
     def read_side(self, step: int, dec: Decisions, side: SideReader) -> Decisions:
         """Decoder: read the step's syndrome and return the encoder's decisions (or raise FormatError)."""
-        code = side.read(2)
-        salt = side.read(2)
+        code = side.read(WIDTH_CODE_BITS)
+        salt = side.read(SALT_BITS)
         syn = side.read(SYNDROME_BITS[code])
         return self._resolve(step, dec, code, salt, syn)
 
@@ -481,4 +484,4 @@ class DecodeCoder(StepCoder):
 
 def expected_side_bits(steps: int = len(S.STEPS)) -> float:
     """Typical side-stream size in bits (every step at the narrowest syndrome)."""
-    return steps * (4 + SYNDROME_BITS[0])
+    return steps * (WIDTH_CODE_BITS + SALT_BITS + SYNDROME_BITS[0])
