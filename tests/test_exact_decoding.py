@@ -56,13 +56,16 @@ def eval_latent(model, x) -> torch.Tensor:
 
 
 def perturbed(name: str, rel: float, seed: int = 0):
-    """The preset with its entropy-parameter networks' weights scaled by 1 + rel·N(0, 1)."""
+    """The preset whose parameter networks (h_s and the two spatial priors, which give every σ and μ) have
+    their outputs multiplied by 1 + rel·N(0, 1): a stand-in for another platform's rounding."""
     model = load_model(name, quality=3 if name == "hpcm-tiny" else None)
     gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for key, p in model.named_parameters():
-            if not key.startswith(("g_a.", "g_s.", "h_a.", "entropy_estimation.")):
-                p.mul_(1 + rel * torch.randn(p.shape, generator=gen))
+
+    def noise(module, args, out):
+        return out * (1 + rel * torch.randn(out.shape, generator=gen, dtype=out.dtype))
+
+    for module in (model.h_s, model.y_spatial_prior_s1_s2, model.y_spatial_prior_s3):
+        module.register_forward_hook(noise)
     return model
 
 
@@ -88,14 +91,17 @@ def test_mu_is_on_the_grid_and_y_hat_is_exact(crop):
     assert torch.equal(scaled, torch.round(scaled))
 
 
-@pytest.mark.parametrize("rel", [2e-6, 5e-6])
+@pytest.mark.parametrize("rel", [3e-6, 1e-5])
 def test_decoder_perturbed_below_tolerance_decodes_identically(rel, crop):
-    """Weights noise of 5e-6 moves σ, μ by up to ~1e-5 (< δ = 5e-5): decisions are resolved."""
+    """Relative noise on every σ, μ of 3e-6 (the largest measured between CPU settings) and 1e-5 (δ/5):
+    decisions that fall on the other side of an edge are corrected, ŷ is bit-identical."""
     model = load_model("hpcm-tiny", quality=3)
     enc = model.compress(crop)
     other = perturbed("hpcm-tiny", rel)
     y_hat = other.decompress_latent(enc["strings"], enc["shape"])
     assert torch.equal(y_hat, eval_latent(model, crop))
+    if rel == 1e-5:
+        assert other.entropy_estimation.corrections > 0  # the side stream did the work
 
 
 def test_decoder_perturbed_far_above_tolerance_is_a_clean_error(crop):
@@ -183,7 +189,8 @@ def em() -> ConditionalGGM:
 
 
 def _edge_cases(em: ConditionalGGM, sigma: torch.Tensor, mu: torch.Tensor, count: int):
-    """Move ``count`` μ values to just across their nearest bin edge (by 0.2 δ), as another platform might."""
+    """Move the ``count`` μ values nearest their bin edge to just across it (by 0.02 δ), as another platform
+    might."""
     dec = em.decisions(sigma, mu)
     n = dec.index.size
     order = np.argsort(dec.dist[n:])[:count]
@@ -191,12 +198,13 @@ def _edge_cases(em: ConditionalGGM, sigma: torch.Tensor, mu: torch.Tensor, count
     step = 2.0**-MEAN_GRID_BITS
     for i in order:
         edge = (dec.bins[i] + 0.5 * dec.sign[n + i]) * step
-        mu2[0, i] = edge + 0.2 * TOLERANCE * dec.sign[n + i] * max(1.0, abs(float(mu[0, i])))
+        mu2[0, i] = edge + 0.02 * TOLERANCE * dec.sign[n + i] * max(1.0, abs(float(mu[0, i])))
     return dec, mu2.float()
 
 
-@pytest.mark.parametrize("flips", [1, 2])
+@pytest.mark.parametrize("flips", [1, 2, 3, 4])
 def test_side_stream_corrects_decisions_across_an_edge(em, flips):
+    """One wrong decision per step is always corrected; 2..4 by the ranked search (best effort)."""
     sigma, mu = _random_step(20000, seed=flips)
     dec, mu2 = _edge_cases(em, sigma, mu, flips)
     other = em.decisions(sigma, mu2)

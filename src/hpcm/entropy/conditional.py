@@ -76,7 +76,18 @@ SALT_BITS = 1
 #: candidate (within δ by the decoder's values, which deviate by < δ) is within 2δ by the encoder's values.
 ENCODER_BAND = 2.2
 
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+#: Several wrong decisions in one step: subsets of up to MAX_FLIPS of the RANKED candidates nearest their
+#: edges are searched (best effort, see ConditionalGGM._ranked_search).
+MAX_FLIPS = 4
+RANKED = 16
+
+
+@lru_cache(maxsize=16)
+def _combinations(n: int, t: int) -> np.ndarray:
+    """All t-subsets of range(n) as an int array (C(n, t), t)."""
+    from itertools import combinations
+
+    return np.array(list(combinations(range(n), t)), dtype=np.int64).reshape(-1, t)
 
 
 def ste_round(x: Tensor) -> Tensor:
@@ -349,13 +360,10 @@ class ConditionalGGM(GGM):
         vals = _flip_values(w[cand], dec.sign[cand], bits)
         hits = cand[vals == delta]
         flips: list[int] = []
-        if hits.size == 1:
+        if hits.size == 1:  # one wrong decision: identified uniquely (the encoder made sure)
             flips = [int(hits[0])]
-        elif hits.size == 0 and 2 <= cand.size <= 1024:
-            pair = (vals[:, None] + vals[None, :]) & mask
-            i, j = np.nonzero(np.triu(pair == delta, k=1))
-            if i.size == 1:
-                flips = [int(cand[i[0]]), int(cand[j[0]])]
+        elif hits.size == 0 and cand.size >= 2:
+            flips = self._ranked_search(cand, vals, dec.dist[cand], delta, mask)
         if not flips:
             raise FormatError(
                 f"cannot resolve the entropy parameters of step {step}: this decoder's arithmetic deviates "
@@ -367,6 +375,25 @@ class ConditionalGGM(GGM):
             d[f] += dec.sign[f]
         self.corrections += len(flips)
         return dec.with_vector(d)
+
+    @staticmethod
+    def _ranked_search(cand: np.ndarray, vals: np.ndarray, dist: np.ndarray, delta: int,
+                       mask: int) -> list[int]:
+        """Several wrong decisions: a decision goes wrong only when its edge is closer than the deviation, so
+        the flips are among the candidates nearest their edges. Subsets of 2..MAX_FLIPS of the RANKED
+        nearest candidates are tried, smallest size first, the most plausible (smallest summed distance)
+        match wins. Best effort: a false match leaves a wrong ŷ that the latent checksum refuses."""
+        order = np.argsort(dist, kind="stable")[:RANKED]
+        for t in range(2, MAX_FLIPS + 1):
+            if order.size < t:
+                break
+            combos = _combinations(order.size, t)
+            sums = vals[order][combos].sum(axis=1) & mask
+            match = np.flatnonzero(sums == delta)
+            if match.size:
+                best = match[np.argmin(dist[order][combos[match]].sum(axis=1))]
+                return [int(c) for c in cand[order[combos[best]]]]
+        return []
 
 
 # --- step coders (the mode-dependent part of the step loop) -------------------------------------------
