@@ -160,6 +160,7 @@ def decode_variants(model, x: torch.Tensor, variants=("2 threads", "oneDNN off",
     Returns {variant: {"latent_equal", "corrections", "max_pixel_diff", "pixels_differing"}}.
     """
     from hpcm.entropy.conditional import latent_checksum
+    from hpcm.errors import HPCMError
 
     def to_uint8(x_hat):
         return x_hat.float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
@@ -175,7 +176,12 @@ def decode_variants(model, x: torch.Tensor, variants=("2 threads", "oneDNN off",
         model.entropy_estimation.corrections = 0
         try:
             with _variant(name), torch.no_grad():
-                y_hat = model.decompress_latent(enc["strings"], enc["shape"])
+                try:
+                    y_hat = model.decompress_latent(enc["strings"], enc["shape"])
+                except HPCMError as exc:  # a refusal is reported, not raised
+                    out[name] = {"latent_equal": False, "corrections": 0, "max_pixel_diff": -1,
+                                 "pixels_differing": -1, "error": str(exc)}
+                    continue
                 x_hat = to_uint8(model.g_s(y_hat))
             diff = (x_hat.int() - ref.int()).abs()
             out[name] = {
@@ -230,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                     w["latent_equal"] &= v["latent_equal"]
                     w["corrections"] += v["corrections"]
                     w["max_pixel_diff"] = max(w["max_pixel_diff"], v["max_pixel_diff"])
-                    w["pixels_differing"] += v["pixels_differing"]
+                    w["pixels_differing"] += max(0, v["pixels_differing"])
+                    w["failures"] = w.get("failures", 0) + int(not v["latent_equal"])
             print(preset, json.dumps(worst))
         return 0
 

@@ -91,6 +91,28 @@ def test_verify_info_and_default_names(kodak_crop, capsys):
     assert read_image(kodak_crop.with_name("out.png")).shape == (70, 90, 3)
 
 
+def test_decompress_threads_and_corrupt_latent(kodak_crop, tmp_path, capsys):
+    from hpcm.codec import container
+
+    out = tmp_path / "t.hpcm"
+    assert run(capsys, "compress", kodak_crop, "-o", out, "--model", "hpcm-tiny")[0] == 0
+    info = json.loads(run(capsys, "info", out, "--json")[1])
+    assert info["version"] == 2 and info["latent_crc"] and len(info["stream_lengths"]) == 3
+    for threads in ("1", "2"):
+        rc, _, err = run(capsys, "decompress", out, "-o", tmp_path / f"t{threads}.png", "--threads", threads)
+        assert rc == 0, err
+    with pytest.raises(SystemExit):  # argparse refuses
+        run(capsys, "decompress", out, "-o", tmp_path / "bad.png", "--threads", "0")
+    assert "threads must be between" in capsys.readouterr().err
+    header, streams = container.unpack(out.read_bytes())
+    header.latent_crc ^= 0x10
+    forged = tmp_path / "forged.hpcm"
+    forged.write_bytes(container.pack(header, streams))
+    rc, _, err = run(capsys, "decompress", forged, "-o", tmp_path / "f.png")
+    assert_one_line_error(rc, err, "latent checksum")
+    assert not (tmp_path / "f.png").exists()
+
+
 def test_force_protects_existing_files(kodak_crop, tmp_path, capsys):
     out = tmp_path / "c.hpcm"
     assert run(capsys, "compress", kodak_crop, "-o", out, "--model", "hpcm-tiny")[0] == 0
