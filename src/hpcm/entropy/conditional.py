@@ -192,14 +192,20 @@ class Decisions:
 
     def __init__(self, index: np.ndarray, bins: np.ndarray, dist: np.ndarray, sign: np.ndarray) -> None:
         self.index, self.bins, self.dist, self.sign = index, bins, dist, sign
+        self._vector: np.ndarray | None = None
 
     @property
     def vector(self) -> np.ndarray:
-        return np.concatenate((self.index, self.bins))
+        """[index | bins] (2n,) int64 (computed once; do not modify)."""
+        if self._vector is None:
+            self._vector = np.concatenate((self.index, self.bins))
+        return self._vector
 
     def with_vector(self, d: np.ndarray) -> Decisions:
         n = self.index.size
-        return Decisions(d[:n].copy(), d[n:].copy(), self.dist, self.sign)
+        out = Decisions(d[:n], d[n:], self.dist, self.sign)
+        out._vector = d
+        return out
 
 
 # --- the conditional entropy model ---------------------------------------------------------------------
@@ -226,7 +232,7 @@ class ConditionalGGM(GGM):
         self.table: Any = None  # CdfTable of the y scales, built by update()
         #: decisions corrected by the side stream since construction (diagnostics, tests)
         self.corrections = 0
-        self._boundaries: np.ndarray | None = None
+        self._edge_tables: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     # -- tables --------------------------------------------------------------------------------------
 
@@ -241,7 +247,11 @@ class ConditionalGGM(GGM):
         self.scale_table = table.to(self.beta.device)
         beta, scale_bound = self._table_args
         self.table = tables.build_ggm_cdf_table(table, beta=beta, scale_bound=scale_bound)
-        self._boundaries = table[:-1].double().numpy()
+        b32 = table[:-1].numpy().astype(np.float32)
+        lb = np.log(b32)
+        inf = np.array([np.inf], dtype=np.float32)
+        # ln of the boundary below / above each index (±inf where there is none)
+        self._edge_tables = (b32, np.concatenate((-inf, lb)), np.concatenate((lb, inf)))
         return True
 
     # -- the rules both sides share --------------------------------------------------------------------
@@ -276,31 +286,29 @@ class ConditionalGGM(GGM):
     def decisions(self, sigma_p: Tensor, mu_p: Tensor) -> Decisions:
         """Natural decisions (index, μ bin) of packed σ, μ, with their edge distances and directions.
 
-        Computed in float64 numpy from the float32 values (exact widening), so the index equals
-        :meth:`scale_index` (#boundaries < σ; NaN → last) and the bin equals :meth:`mean_bins`
-        (round half to even of μ·2^k, exact power-of-two scaling).
+        The index equals :meth:`scale_index` (#boundaries < σ, compared exactly in float32; NaN → last) and
+        the bin :meth:`mean_bins` (round half to even of μ·2^k, an exact power-of-two scaling). Distances:
+        for σ |ln σ − ln b| to the nearest boundary b (≈ the relative distance), for μ
+        (0.5 − |μ·2^k − bin|)·2^-k / max(1, |μ|); NaN never counts as near an edge.
         """
-        s = sigma_p.detach().reshape(-1).to(device="cpu", dtype=torch.float64).numpy()
-        m = mu_p.detach().reshape(-1).to(device="cpu", dtype=torch.float64).numpy()
-        b = self._boundaries
-        nb = b.size
-        index = np.searchsorted(b, s, side="left").astype(np.int64)
-        lo = b[np.maximum(index - 1, 0)]
-        hi = b[np.minimum(index, nb - 1)]
+        s = sigma_p.detach().reshape(-1).to(device="cpu", dtype=torch.float32).numpy()
+        m = mu_p.detach().reshape(-1).to(device="cpu", dtype=torch.float32).numpy()
+        b32, lb_lo, lb_hi = self._edge_tables
+        index = np.searchsorted(b32, s, side="left")
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            d_lo = np.where(index >= 1, (s - lo) / lo, np.inf)
-            d_hi = np.where(index <= nb - 1, (hi - s) / hi, np.inf)
-            d_lo[np.isnan(d_lo)] = np.inf
-            d_hi[np.isnan(d_hi)] = np.inf
+            ls = np.log(s)
+            d_lo = ls - lb_lo[index]
+            d_hi = lb_hi[index] - ls
             k = self.mean_grid_bits
-            t = m * (2.0**k)
-            rounded = np.round(t)
+            t = m * np.float32(2.0**k)
+            rounded = np.rint(t)
             bins = np.nan_to_num(rounded, nan=0.0, posinf=0.0, neginf=0.0).astype(np.int64)
-            m_dist = (0.5 - np.abs(t - rounded)) * (2.0**-k) / np.maximum(1.0, np.abs(m))
-        m_dist[~np.isfinite(m_dist)] = np.inf
-        s_dist = np.minimum(d_lo, d_hi)
+            norm = np.maximum(np.float32(1.0), np.abs(m))
+            m_dist = (np.float32(0.5) - np.abs(t - rounded)) * np.float32(2.0**-k) / norm
+        dist = np.concatenate((np.minimum(d_lo, d_hi), m_dist))
+        dist[np.isnan(dist)] = np.inf
         sign = np.concatenate((np.where(d_lo < d_hi, -1, 1), np.where(t >= rounded, 1, -1))).astype(np.int64)
-        return Decisions(index, bins, np.concatenate((s_dist, m_dist)), sign)
+        return Decisions(index.astype(np.int64), bins, dist, sign)
 
     # -- side information (format v2) ---------------------------------------------------------------
 
@@ -337,8 +345,12 @@ class ConditionalGGM(GGM):
         sign = dec.sign.copy()
         sign[i] = -sign[i]
         other = Decisions(d[: dec.index.size], d[dec.index.size :], dec.dist, sign)
+        other._vector = d
+        bits = SYNDROME_BITS[code]
+        w_i = int(_weights_at(step, salt, np.array([i]))[0])
+        own = (syn + int(dec.sign[i]) * w_i) & ((1 << bits) - 1)  # S(d') from S(d), linearity
         corrections = self.corrections
-        got = self._resolve(step, other, code, salt, syn)
+        got = self._resolve(step, other, code, salt, syn, own_syndrome=own)
         self.corrections = corrections
         if not np.array_equal(got.vector, dec.vector):
             raise HPCMError(f"step {step}: the decoder rule does not reproduce the encoder's decisions")
@@ -350,16 +362,18 @@ class ConditionalGGM(GGM):
         syn = side.read(SYNDROME_BITS[code])
         return self._resolve(step, dec, code, salt, syn)
 
-    def _resolve(self, step: int, dec: Decisions, code: int, salt: int, syn: int) -> Decisions:
+    def _resolve(self, step: int, dec: Decisions, code: int, salt: int, syn: int,
+                 own_syndrome: int | None = None) -> Decisions:
         bits = SYNDROME_BITS[code]
         mask = (1 << bits) - 1
         d = dec.vector
-        w = _weights(step, salt, d.size)
-        delta = (syn - _syndrome(w, d, bits)) & mask
+        if own_syndrome is None:
+            own_syndrome = _syndrome(_weights(step, salt, d.size), d, bits)
+        delta = (syn - own_syndrome) & mask
         if delta == 0:
             return dec
         cand = np.flatnonzero(dec.dist < self.tolerance)
-        vals = _flip_values(w[cand], dec.sign[cand], bits)
+        vals = _flip_values(_weights_at(step, salt, cand), dec.sign[cand], bits)
         hits = cand[vals == delta]
         flips: list[int] = []
         if hits.size == 1:  # one wrong decision: identified uniquely (the encoder made sure)
