@@ -270,3 +270,14 @@ def test_decisions_follow_the_shared_rules(em):
     assert np.array_equal(dec.index, em.scale_index(sigma).reshape(-1).numpy())
     assert np.array_equal(dec.bins, em.mean_bins(mu).reshape(-1).numpy().astype(np.int64))
     assert torch.equal(em.mean_grid(mu), em.mean_bins(mu) / 2**MEAN_GRID_BITS)
+
+
+def test_side_stream_with_many_near_edge_decisions(em):
+    """A large step (hundreds of decisions within 2.2 δ of an edge) still gets a separating syndrome."""
+    sigma, mu = _random_step(200000, seed=13)
+    dec = em.decisions(sigma, mu)
+    assert int((dec.dist < 2.2 * TOLERANCE).sum()) > 600
+    for step in range(1, 12):
+        side = SideWriter()
+        em.write_side(step, dec, side)
+        assert em.read_side(step, dec, SideReader(side.finish())) is dec

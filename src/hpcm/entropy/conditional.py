@@ -22,13 +22,13 @@ things make the decoded ŷ bit-exact anyway:
    element and a 1-bit salt). The decoder computes its own decisions; when their syndrome differs, it
    looks for the element within δ of an edge whose flip to the other side of the edge explains the
    difference (else, best effort, for 2-4 among the 16 nearest their edges), and flips it. The encoder
-   chooses h ∈ {14, 16, 17, ..., 21, 24} and the salt so that every single flip of every element within
+   chooses h ∈ {14, 16, 17, ..., 20, 22, 32} and the salt so that every single flip of every element within
    2.2δ of an edge (either direction) has a distinct, nonzero syndrome change: a single wrong decision is
    therefore always corrected, never mis-corrected.
    A deviation that cannot be resolved is a clean ``FormatError``; the latent checksum in the header
    catches anything else.
 
-This costs 18-28 bits per step (11 steps; about 30 bytes per Kodak image), instead of coding the position
+This costs 18-26 bits per step (11 steps; about 30 bytes per Kodak image), instead of coding the position
 of every near-edge element (measured: 150-900 such elements per Kodak image at δ = 5e-5 alone, 2-8 % of the
 file).
 """
@@ -70,7 +70,7 @@ MEAN_GRID_BITS = 5
 #: threads, oneDNN off and float64 (docs/determinism.md).
 TOLERANCE = 2e-4
 #: Syndrome widths the encoder may choose per step (3-bit code in the side stream).
-SYNDROME_BITS = (14, 16, 17, 18, 19, 20, 21, 24)
+SYNDROME_BITS = (14, 16, 17, 18, 19, 20, 22, 32)
 WIDTH_CODE_BITS = 3
 #: Salts per width (1-bit code).
 SALTS = 2
