@@ -116,8 +116,12 @@ def test_other_weights_refused(tiny):
         decompress_image(data, other)
 
 
-def test_other_device_kind_refused(tiny):
-    data = compress_image(tiny, smooth_image(8, 8, seed=4))
+def test_other_device_kind_refused_for_v1_only(tiny):
+    image = smooth_image(8, 8, seed=4)
+    header, streams = container.unpack(compress_image(tiny, image))
+    header.device, header.threads = "cuda", 0
+    assert decompress_image(container.pack(header, streams), tiny).shape == (8, 8, 3)  # v2: anywhere
+    data, _, _ = encode(tiny, image, format_version=1)
     header, streams = container.unpack(data)
     header.device, header.threads = "cuda", 0
     forged = container.pack(header, streams)

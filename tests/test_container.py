@@ -19,9 +19,11 @@ def make_header(**kw) -> Header:
     fields = dict(
         preset="hpcm-tiny", quality=3, fingerprint=bytes(range(8)), height=100, width=257,
         padded_height=128, padded_width=320, crop_top=14, crop_left=31, padding="replicate",
-        device="cpu", z_shape=(2, 5),
+        device="cpu", z_shape=(2, 5), latent_crc=0x12345678,
     )
     fields.update(kw)
+    if fields.get("version") == 1:
+        fields["latent_crc"] = None
     return Header(**fields)
 
 
@@ -33,10 +35,11 @@ def recrc(data: bytes) -> bytes:
     return body + struct.pack(">I", zlib.crc32(body))
 
 
-def test_roundtrip_fields_and_sizes():
-    h = make_header(recon_crc=0xDEADBEEF)
+@pytest.mark.parametrize("version", [1, 2])
+def test_roundtrip_fields_and_sizes(version):
+    h = make_header(recon_crc=0xDEADBEEF, version=version)
     data = pack(h, STREAMS)
-    assert data[:4] == b"HPCM" and data[4] == 1
+    assert data[:4] == b"HPCM" and data[4] == version
     assert len(data) == h.file_size
     h2, streams = unpack(data)
     assert streams == STREAMS
@@ -47,6 +50,26 @@ def test_roundtrip_fields_and_sizes():
     assert info["size"] == [100, 257] and info["fingerprint"] == "0001020304050607"
     assert info["bpp"] == pytest.approx(8 * len(data) / (100 * 257))
     assert info["payload_bpp"] == pytest.approx(8 * sum(map(len, STREAMS)) / (100 * 257))
+    assert info["latent_crc"] == (None if version == 1 else "12345678")
+
+
+@pytest.mark.parametrize("quality, code", [(3, 300), (2.5, 250), (0, 0), (0.01, 1), (655.35, 65535)])
+def test_v2_quality_is_fractional(quality, code):
+    data = pack(make_header(quality=quality), STREAMS)
+    q = _field_offset(data)
+    assert struct.unpack(">H", data[q : q + 2])[0] == code
+    got = unpack(data)[0].quality
+    assert got == quality and isinstance(got, float if code % 100 else int)
+
+
+def test_quality_limits_per_version():
+    with pytest.raises(FormatError, match="version-1"):
+        make_header(quality=2.5, version=1).validate()
+    with pytest.raises(FormatError, match="invalid quality"):
+        make_header(quality=700).validate()
+    assert unpack(pack(make_header(quality=255, version=1), STREAMS))[0].quality == 255
+    with pytest.raises(FormatError, match="latent checksum"):
+        make_header(latent_crc=None).validate()
 
 
 def test_without_recon_crc_is_four_bytes_shorter():
@@ -83,8 +106,9 @@ def test_trailing_bytes_refused():
         unpack(data + b"\x00")
 
 
-def test_every_single_bit_flip_is_refused():
-    data = pack(make_header(recon_crc=5), STREAMS)
+@pytest.mark.parametrize("version", [1, 2])
+def test_every_single_bit_flip_is_refused(version):
+    data = pack(make_header(recon_crc=5, version=version), STREAMS)
     for i in range(len(data)):
         for bit in range(8):
             bad = bytearray(data)
@@ -116,9 +140,10 @@ def test_inconsistent_headers_refused(kw, message):
         make_header(**kw).validate()
 
 
-def test_recomputed_crc_cannot_smuggle_bad_fields():
-    data = pack(make_header(), STREAMS)
-    q = _field_offset(data)
+@pytest.mark.parametrize("version", [1, 2])
+def test_recomputed_crc_cannot_smuggle_bad_fields(version):
+    data = pack(make_header(version=version), STREAMS)
+    q = _field_offset(data) + (version - 1)  # v2: the quality field is 2 bytes
     # unknown flag bit
     bad = bytearray(data)
     bad[5] |= 0x80

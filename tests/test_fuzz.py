@@ -1,9 +1,10 @@
 """Property-based fuzzing of .hpcm files: every mutated file decodes to the right image or is refused.
 
 Mutations: bit flips, truncation, splices (random bytes, pieces of another valid file), header byte
-changes, and the same changes with the CRC recomputed (an adversary, not noise). Files written with
-``verify`` carry a checksum of the decoded image, so for them even CRC-fixed mutations of the streams
-must be caught. Every case must finish in bounded time (hypothesis deadline).
+changes, and the same changes with the CRC recomputed (an adversary, not noise). Version-2 files carry a
+checksum of the decoded latent (and files written with ``verify`` one of the decoded image), so even
+CRC-fixed mutations of the streams — the side stream included — must be caught. Every case must finish in
+bounded time (hypothesis deadline).
 """
 
 from __future__ import annotations
@@ -117,16 +118,32 @@ def test_mutated_files_decode_right_or_are_refused(coded, data):
 @FUZZ
 @given(data=st.data())
 def test_crc_fixed_mutations_of_verified_files(coded, data):
-    """An adversary who recomputes the CRC still cannot make a verified file decode wrongly."""
-    model, _, verified, expected, other = coded
-    kind = data.draw(st.sampled_from(["mutation", "move-boundary", "stream-flip"]))
-    header, streams = container.unpack(verified)
+    """An adversary who recomputes the CRC still cannot make a (verified or plain v2) file decode wrongly."""
+    model, plain, verified, expected, other = coded
+    source = data.draw(st.sampled_from([plain, verified]))
+    kind = data.draw(st.sampled_from(["mutation", "move-boundary", "stream-flip", "side"]))
+    header, streams = container.unpack(source)
     if kind == "mutation":
-        mutated = fix_crc(data.draw(mutation(verified, other))[1])
-    elif kind == "move-boundary":  # shift bytes between the y and z streams, total unchanged
-        joined = b"".join(streams)
+        mutated = fix_crc(data.draw(mutation(source, other))[1])
+    elif kind == "move-boundary":  # shift bytes between two adjacent streams, total unchanged
+        i = data.draw(st.integers(0, len(streams) - 2))
+        joined = streams[i] + streams[i + 1]
         cut = data.draw(st.integers(0, len(joined)))
-        mutated = container.pack(header, [joined[:cut], joined[cut:]])
+        streams[i : i + 2] = [joined[:cut], joined[cut:]]
+        mutated = container.pack(header, streams)
+    elif kind == "side":  # the side stream: replaced, truncated, extended or one byte changed
+        side = bytearray(streams[2])
+        how = data.draw(st.sampled_from(["replace", "truncate", "extend", "byte"]))
+        if how == "replace":
+            side = bytearray(data.draw(st.binary(min_size=len(side), max_size=len(side))))
+        elif how == "truncate":
+            del side[data.draw(st.integers(0, len(side))) :]
+        elif how == "extend":
+            side += data.draw(st.binary(min_size=1, max_size=8))
+        elif side:
+            side[data.draw(st.integers(0, len(side) - 1))] = data.draw(st.integers(0, 255))
+        streams[2] = bytes(side)
+        mutated = container.pack(header, streams)
     else:
         which = data.draw(st.integers(0, len(streams) - 1))
         s = bytearray(streams[which])
@@ -141,7 +158,7 @@ def test_crc_fixed_mutations_of_verified_files(coded, data):
 @settings(max_examples=300, deadline=timedelta(seconds=2), derandomize=True)
 @given(data=st.binary(max_size=200))
 def test_random_bytes_never_crash_the_parser(data):
-    for candidate in (data, b"HPCM\x01" + data, fix_crc(b"HPCM\x01" + data)):
+    for candidate in (data, b"HPCM\x01" + data, fix_crc(b"HPCM\x01" + data), fix_crc(b"HPCM\x02" + data)):
         try:
             container.unpack(candidate)
         except FormatError as exc:

@@ -179,6 +179,9 @@ def test_codec_api_and_cli_code_the_chosen_quality(shared_dir, tmp_path, capsys)
     for data, header, _ in (low, high):
         decoded, again, _ = decode(data, model)
         assert decoded.shape == image.shape and again.quality == header.quality
+    data, header, _ = encode(model, image, quality=2.57)  # format v2 keeps fractional qualities
+    decoded, again, _ = decode(data, model)
+    assert header.quality == again.quality == 2.57 and decoded.shape == image.shape
     fixed = load_model("hpcm-tiny", quality=2)
     assert coding_quality(fixed, None) is None and coding_quality(fixed, 2) is None
     with pytest.raises(HPCMError, match="quality 2 only"):
@@ -188,11 +191,11 @@ def test_codec_api_and_cli_code_the_chosen_quality(shared_dir, tmp_path, capsys)
     from PIL import Image as PILImage
 
     PILImage.fromarray(image).save(src)
-    for q in ("2", "7"):
+    for q in ("2", "7.5"):
         out = tmp_path / f"q{q}.hpcm"
         assert main(["compress", str(src), "-o", str(out), "--model", "hpcm-tiny-vr", "--quality", q]) == 0
         assert main(["decompress", str(out), "-o", str(tmp_path / f"q{q}.png")]) == 0
-    sizes = [(tmp_path / f"q{q}.hpcm").stat().st_size for q in ("2", "7")]
+    sizes = [(tmp_path / f"q{q}.hpcm").stat().st_size for q in ("2", "7.5")]
     assert sizes[0] < sizes[1]
     capsys.readouterr()
     assert main(["compress", str(src), "-o", str(tmp_path / "x.hpcm"), "--quality", "2.5"]) == 1

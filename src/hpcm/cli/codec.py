@@ -150,7 +150,9 @@ def _model_for_file(header, args) -> tuple[object, float]:
     """The model that wrote ``header``: from --checkpoint, else from its preset + quality."""
     from hpcm.models.registry import list_models
 
-    device = args.device or (header.device if header.device in ("cpu", "cuda", "mps") else "cpu")
+    # version-1 files decode exactly only on the encoder's device kind; version 2 anywhere (default CPU)
+    legacy = header.version == 1 and header.device in ("cpu", "cuda", "mps")
+    device = args.device or (header.device if legacy else "cpu")
     if args.checkpoint:
         return _load(args.checkpoint, quality=None, device=device, preset=header.preset)
     if header.preset not in list_models():
@@ -232,12 +234,18 @@ def cmd_decompress(args: argparse.Namespace) -> int:
                         f"above --max-pixels {args.max_pixels:,}")
     model, load_s = _model_for_file(header, args)
     _untrained_warning(model)
+    from hpcm.threads import available_cores
+
+    threads = args.threads if args.threads is not None else available_cores()
     with coding_progress(model, f"decoding {header.width}x{header.height}"):
         image, header, times = decode(data, model, allow_cross_device=args.allow_cross_device,
-                                      max_threads=args.threads)
+                                      threads=threads)
     write_image(out, image, overwrite=args.force)
     if lossy:
         _note(f"note: {lossy}")
+    if times.extra.get("recon_crc_mismatch"):
+        _note("note: the latent matched exactly; the pixels differ from the encoder's in the last bit "
+              "(another thread count or platform), as two JPEG decoders may")
     _say(f"{src} -> {out}: {header.width}x{header.height}, {header.bpp():.4f} bpp")
     _say(f"decode {times.network:.2f} s (total {times.total:.2f} s); model load {load_s:.2f} s")
     return 0
@@ -415,16 +423,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", metavar="OUT", help="output image (default: IN with suffix .png)")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("--checkpoint", metavar="PATH", help="weights the file was written with")
-    p.add_argument("--device", default=None, help="torch device (default: the device kind that encoded)")
+    p.add_argument("--device", default=None, help="torch device (default: cpu; for version-1 files the "
+                   "device kind that encoded)")
     p.add_argument("--max-pixels", type=_positive_int, default=MAX_PIXELS, metavar="N",
                    help="refuse files whose image has more pixels than this")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                   help="at most N CPU threads (default: the encoder's count from the file, capped at the "
-                   "cores this process may use; fewer than the encoder's may change the image, which "
-                   "a --verify file detects)")
+                   help="CPU threads (default: the cores this process may use); version-1 files use the "
+                   "encoder's thread count, capped at N")
     p.add_argument("--allow-cross-device", action="store_true",
-                   help="decode on another device kind than the encoder's (may give a wrong image; a "
-                   "verified file detects that)")
+                   help="version-1 files only: decode on another device kind than the encoder's (may give a "
+                   "wrong image; a verified file detects that). Version-2 files decode exactly anywhere")
     p.set_defaults(func=cmd_decompress, fast_exit=True)
 
     p = subparsers.add_parser("info", help="show the header of a .hpcm file", formatter_class=fmt,

@@ -71,9 +71,9 @@ def coding_threads(device: torch.device) -> int:
 def pinned_threads(threads: int) -> Iterator[None]:
     """Run CPU code with ``threads`` torch threads (0: leave as is), restoring the previous count.
 
-    oneDNN's CPU convolutions round differently for different thread counts, and the entropy parameters
-    that the decoder recomputes must be bit-identical to the encoder's: the decoder therefore runs with
-    the thread count the encoder recorded in the header.
+    Format version 1 only: oneDNN's CPU convolutions round differently for different thread counts, and a
+    v1 decoder must recompute the encoder's entropy parameters bit-identically, so it runs with the thread
+    count the encoder recorded in the header. Version-2 files decode exactly with any thread count.
     """
     previous = torch.get_num_threads()
     if threads and threads != previous:
@@ -114,7 +114,20 @@ def coding_quality(model: nn.Module, quality: float | None) -> float | None:
     return q
 
 
-def model_identity(model: nn.Module) -> tuple[str, int, bytes]:
+@contextlib.contextmanager
+def deterministic_math() -> Iterator[None]:
+    """Keep TF32 out of the parameter path (CUDA matmuls and cuDNN convolutions), restoring the settings."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32 = cudnn
+
+
+def model_identity(model: nn.Module) -> tuple[str, float, bytes]:
     """(preset name, quality or 0, 8-byte weights fingerprint) identifying ``model`` in a file header.
 
     Taken from ``model.weights_info`` (set by ``hpcm.models.io.load_model``) when present; otherwise
@@ -126,7 +139,8 @@ def model_identity(model: nn.Module) -> tuple[str, int, bytes]:
 
     info = getattr(model, "weights_info", None) or {}
     preset = info.get("preset") or getattr(model, "preset", None) or _matching_preset(model) or "custom"
-    quality = 0 if is_variable_rate(model) else int(info.get("quality") or 0)
+    quality = 0 if is_variable_rate(model) else float(info.get("quality") or 0)
+    quality = int(quality) if float(quality).is_integer() else quality
     fp_hex = info.get("fingerprint") or weights_fingerprint(model)
     return str(preset), quality, bytes.fromhex(fp_hex)[: container.FINGERPRINT_BYTES]
 
@@ -204,13 +218,26 @@ def decode_threads(recorded: int, limit: int | None = None) -> int:
     return max(1, min(int(recorded), cap)) if recorded else 0
 
 
+def _expected_streams(version: int) -> int:
+    return 2 if version == 1 else 3
+
+
 def _decode_streams(model: nn.Module, header: Header, streams: list[bytes],
-                    max_threads: int | None = None) -> np.ndarray:
-    """Run ``model.decompress`` and crop; defects in the streams become ``FormatError``."""
-    threads = decode_threads(header.threads, max_threads) if model_device(model).type == "cpu" else 0
+                    threads: int | None = None) -> np.ndarray:
+    """Run ``model.decompress`` and crop; defects in the streams become ``FormatError``.
+
+    Version 1: with the encoder's thread count, clamped to the usable cores (exact only on the encoder's
+    device kind). Version 2: with ``threads`` (None: torch's current setting); the decoded latent must
+    match the header's checksum.
+    """
+    if len(streams) != _expected_streams(header.version):
+        raise FormatError(f"a version-{header.version} file has {_expected_streams(header.version)} streams, "
+                          f"this one {len(streams)}")
+    if header.version == 1:
+        threads = decode_threads(header.threads, threads) if model_device(model).type == "cpu" else 0
     kwargs = {"quality": coding_quality(model, header.quality)} if is_variable_rate(model) else {}
     try:
-        with torch.inference_mode(), pinned_threads(threads):
+        with torch.inference_mode(), pinned_threads(threads or 0), deterministic_math():
             out = model.decompress(list(streams), tuple(header.z_shape), **kwargs)
     except HPCMError:
         raise
@@ -218,6 +245,11 @@ def _decode_streams(model: nn.Module, header: Header, streams: list[bytes],
         raise
     except Exception as exc:  # corrupted streams surface as coder / shape errors
         raise FormatError(f"cannot decode the coded streams ({type(exc).__name__}: {exc})") from None
+    if header.version >= 2 and out.get("latent_crc") != header.latent_crc:
+        raise FormatError(
+            "decoded latent does not match the encoder's (latent checksum): the file is corrupt, or this "
+            "decoder's arithmetic deviates from the encoder's beyond the format's tolerance"
+        )
     x_hat = out["x_hat"]
     if tuple(x_hat.shape) != (1, 3, header.padded_height, header.padded_width):
         raise FormatError(f"decoded image has shape {tuple(x_hat.shape)}, header says "
@@ -228,7 +260,7 @@ def _decode_streams(model: nn.Module, header: Header, streams: list[bytes],
 
 
 def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None, padding: str = "replicate",
-           verify: bool = False) -> tuple[bytes, Header, CodecTimes]:
+           verify: bool = False, format_version: int = container.VERSION) -> tuple[bytes, Header, CodecTimes]:
     """Code ``image`` (H, W, 3 uint8); return (file bytes, header, times).
 
     ``quality``: for variable-rate models, any value in the model's range (stored in the header to
@@ -236,8 +268,12 @@ def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None,
 
     With ``verify`` the streams are decoded again in-process and compared with the reconstruction of
     an eval-mode forward pass; a mismatch raises ``HPCMError``. The header then also carries the
-    CRC-32 of the decoded image, which every later decode checks (catching encoder/decoder drift).
+    CRC-32 of the decoded image (see :func:`decode` for when it is enforced).
+    ``format_version`` 1 writes the legacy format (official μ, no side stream, exact only on the
+    encoder's device kind and thread count); 2 (default) decodes exactly anywhere.
     """
+    if format_version not in container.SUPPORTED_VERSIONS:
+        raise HPCMError(f"unsupported format version {format_version}")
     image = _check_image(image)
     t0 = time.perf_counter()
     device = model_device(model)
@@ -249,25 +285,43 @@ def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None,
     x = _to_tensor(padded, device)
     threads = coding_threads(device)
     t1 = time.perf_counter()
-    with torch.inference_mode(), pinned_threads(threads):
-        out = model.compress(x, **kwargs)
+    em = getattr(model, "entropy_estimation", None)
+    grid = getattr(em, "mean_grid_bits", None)
+    if format_version == 1 and em is not None:
+        em.mean_grid_bits = None  # the official, unquantised μ
+    try:
+        with torch.inference_mode(), deterministic_math():
+            out = model.compress(x, **kwargs)
+    finally:
+        if em is not None:
+            em.mean_grid_bits = grid
     t2 = time.perf_counter()
     strings = [bytes(s[0] if isinstance(s, list | tuple) else s) for s in out["strings"]]
+    if len(strings) != _expected_streams(format_version):
+        raise HPCMError(f"model.compress gave {len(strings)} streams; format version {format_version} "
+                        f"needs {_expected_streams(format_version)}")
     hz, wz = (int(v) for v in out["shape"])
     header = Header(
         preset=preset, quality=own_quality if vr_quality is None else vr_quality, fingerprint=fingerprint,
         height=image.shape[0], width=image.shape[1],
         padded_height=padded.shape[0], padded_width=padded.shape[1],
         crop_top=top, crop_left=left, padding=padding, device=_device_kind(device),
-        threads=threads, z_shape=(hz, wz),
+        threads=threads, z_shape=(hz, wz), version=format_version,
+        latent_crc=out.get("latent_crc") if format_version >= 2 else None,
     )
     times = CodecTimes(network=t2 - t1)
     if verify:
         tv = time.perf_counter()
         decoded = _decode_streams(model, header, strings)
-        with torch.inference_mode(), pinned_threads(threads):
-            ref = _to_uint8(model(x, training=False, **kwargs)["x_hat"])[top : top + image.shape[0],
-                                                               left : left + image.shape[1]]
+        with torch.inference_mode(), pinned_threads(threads), deterministic_math():
+            if format_version == 1 and em is not None:
+                em.mean_grid_bits = None
+            try:
+                ref = _to_uint8(model(x, training=False, **kwargs)["x_hat"])
+            finally:
+                if em is not None:
+                    em.mean_grid_bits = grid
+            ref = ref[top : top + image.shape[0], left : left + image.shape[1]]
         diff = np.abs(decoded.astype(np.int16) - ref.astype(np.int16))
         if diff.max(initial=0) > 1:
             raise HPCMError(
@@ -306,7 +360,7 @@ def check_model(header: Header, model: nn.Module, *, allow_cross_device: bool = 
     if header.padded_height % multiple or header.padded_width % multiple:
         raise FormatError(f"padded size in header is not a multiple of the model's size multiple {multiple}")
     kind = _device_kind(model_device(model))
-    if kind != header.device and not allow_cross_device:
+    if header.version == 1 and kind != header.device and not allow_cross_device:
         raise ModelMismatchError(
             f"file was encoded on {header.device} but the model runs on {kind}; learned codecs need the same "
             f"device for bit-exact decoding (use --device {header.device})"
@@ -326,28 +380,45 @@ def _file_bytes(data: bytes | str | os.PathLike) -> bytes:
     return bytes(data)
 
 
+def _same_platform(header: Header, model: nn.Module) -> bool:
+    """Whether this process decodes like the encoder did (device kind and, on CPU, thread count)."""
+    kind = _device_kind(model_device(model))
+    return kind == header.device and (kind != "cpu" or torch.get_num_threads() == header.threads)
+
+
 def decode(
     data: bytes | str | os.PathLike, model: nn.Module, *, allow_cross_device: bool = False,
-    max_threads: int | None = None,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, Header, CodecTimes]:
     """Decode a complete ``.hpcm`` file (bytes, or a path) with ``model``; return (image, header, times).
 
-    ``max_threads`` caps the CPU threads (see :func:`decode_threads`).
+    Version 2: ``threads`` CPU threads (None: torch's current setting), any device; the decoded latent is
+    checked against the header's checksum. The reconstruction CRC of a verified file is enforced on the
+    encoder's platform (device kind and thread count); elsewhere the pixels after g_s may differ by ±1
+    and a mismatch is only reported (``times.extra["recon_crc_mismatch"]``).
+    Version 1: the encoder's device kind (unless ``allow_cross_device``) and thread count (capped at
+    ``threads`` and the usable cores, see :func:`decode_threads`).
     """
     t0 = time.perf_counter()
     header, streams = container.unpack(_file_bytes(data))
     check_model(header, model, allow_cross_device=allow_cross_device)
     check_stream_lengths(header, model)  # refuse before the network runs (hpcm.codec.plausibility)
     t1 = time.perf_counter()
-    image = _decode_streams(model, header, streams, max_threads)
+    with pinned_threads((threads or 0) if header.version >= 2 else 0):
+        image = _decode_streams(model, header, streams, threads)
+        same = _same_platform(header, model)
     t2 = time.perf_counter()
+    extra: dict[str, float] = {}
     if header.recon_crc is not None and image_crc(image) != header.recon_crc:
-        raise FormatError(
-            "decoded image does not match the encoder's reconstruction (stored checksum): the file was "
-            "altered after it was written, or this decoder computes differently from the encoder (device, "
-            "hardware, library version)"
-        )
-    return image, header, CodecTimes(network=t2 - t1, total=time.perf_counter() - t0)
+        if header.version >= 2 and not same:
+            extra["recon_crc_mismatch"] = 1.0
+        else:
+            raise FormatError(
+                "decoded image does not match the encoder's reconstruction (stored checksum): the file was "
+                "altered after it was written, or this decoder computes differently from the encoder "
+                "(device, hardware, library version)"
+            )
+    return image, header, CodecTimes(network=t2 - t1, total=time.perf_counter() - t0, extra=extra)
 
 
 def compress_image(model: nn.Module, image: np.ndarray, *, quality: float | None = None,

@@ -1,5 +1,8 @@
 """The ``.hpcm`` container: header, entropy-coded streams, CRC-32 trailer (see docs/format.md).
 
+Version 2 (written): quality in 1/100 units (16 bit), a CRC-32 of the decoded latent ŷ, three streams
+(y, z, side). Version 1 (read, and written on request): 1-byte integer quality, no latent checksum.
+
 Everything here is pure bytes handling; it needs no model. ``pack`` builds a file from a
 :class:`Header` and the streams, ``unpack`` checks and splits one. Every defect found by ``unpack``
 raises :class:`hpcm.errors.FormatError` with a one-line message.
@@ -15,8 +18,8 @@ from dataclasses import dataclass, field
 from hpcm.errors import FormatError
 
 MAGIC = b"HPCM"
-VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 
 #: Largest accepted image side and area (pixels). Larger images are refused (memory grows linearly).
 MAX_SIDE = 8192
@@ -37,7 +40,10 @@ DEVICE_KINDS = ("cpu", "cuda", "mps", "other")
 
 _PRESET_RE = re.compile(r"^[A-Za-z0-9._+-]+$")
 _FIXED_HEAD = struct.Struct(">4sBBB")  # magic, version, flags, preset length
-_BODY = struct.Struct(">B8sIIIIHHBBBIIB")  # quality .. number of streams
+_BODY = struct.Struct(">B8sIIIIHHBBBIIB")  # v1: quality .. number of streams
+_BODY_V2 = struct.Struct(">H8sIIIIHHBBBIIB")  # v2: quality in 1/100 units .. number of streams
+#: Largest quality a v2 header holds (16 bits in units of 1/100).
+MAX_QUALITY_V2 = 0xFFFF / 100
 _U32 = struct.Struct(">I")
 _TRAILER = 4
 
@@ -48,11 +54,14 @@ class Header:
 
     ``height``/``width``: original image size; ``padded_*``: the size given to the network;
     ``crop_top``/``crop_left``: where the original sits in the padded image; ``z_shape``: the
-    hyper-latent grid (padded / 64); ``stream_lengths``: byte length of each stream (y, z).
+    hyper-latent grid (padded / 64); ``stream_lengths``: byte length of each stream (y, z[, side]).
+    ``quality``: the rate point (0 = not applicable), fractional in v2 (stored in 1/100 units), an integer
+    in v1. ``latent_crc``: CRC-32 of the decoded latent ŷ (v2, always present). ``device`` and ``threads``
+    record where the encoder ran; in v2 they are informational (the decoder ignores them).
     """
 
     preset: str
-    quality: int
+    quality: float
     fingerprint: bytes
     height: int
     width: int
@@ -67,6 +76,7 @@ class Header:
     stream_lengths: tuple[int, ...] = field(default_factory=tuple)
     recon_crc: int | None = None
     version: int = VERSION
+    latent_crc: int | None = None
 
     @property
     def flags(self) -> int:
@@ -74,8 +84,10 @@ class Header:
 
     @property
     def header_size(self) -> int:
-        n = _FIXED_HEAD.size + len(self.preset.encode("ascii")) + _BODY.size
+        body = _BODY.size if self.version == 1 else _BODY_V2.size
+        n = _FIXED_HEAD.size + len(self.preset.encode("ascii")) + body
         n += _U32.size * len(self.stream_lengths)
+        n += _U32.size if self.version >= 2 else 0  # latent checksum
         return n + (_U32.size if self.recon_crc is not None else 0)
 
     @property
@@ -110,6 +122,7 @@ class Header:
             "z_shape": list(self.z_shape),
             "stream_lengths": list(self.stream_lengths),
             "recon_crc": None if self.recon_crc is None else f"{self.recon_crc:08x}",
+            "latent_crc": None if self.latent_crc is None else f"{self.latent_crc:08x}",
             "file_size": self.file_size,
             "bpp": self.bpp(),
             "payload_bpp": self.payload_bpp(),
@@ -119,8 +132,16 @@ class Header:
         """Check the fields for internal consistency; raise ``FormatError`` otherwise."""
         if not self.preset or len(self.preset) > MAX_PRESET_LEN or not _PRESET_RE.match(self.preset):
             raise FormatError(f"invalid model name {self.preset!r} in header")
-        if not 0 <= self.quality <= 255:
+        if self.version not in SUPPORTED_VERSIONS:
+            raise FormatError(f"unsupported .hpcm format version {self.version}")
+        if isinstance(self.quality, bool) or not isinstance(self.quality, int | float):
+            raise FormatError(f"invalid quality {self.quality!r} in header")
+        if self.version == 1 and not (float(self.quality).is_integer() and 0 <= self.quality <= 255):
+            raise FormatError(f"invalid quality {self.quality} in a version-1 header (integer 0..255)")
+        if not 0 <= self.quality <= MAX_QUALITY_V2:
             raise FormatError(f"invalid quality {self.quality} in header")
+        if self.version >= 2 and self.latent_crc is None:
+            raise FormatError("version-2 header without a latent checksum")
         if len(self.fingerprint) != FINGERPRINT_BYTES:
             raise FormatError("invalid weights fingerprint in header")
         check_image_size(self.height, self.width, error=FormatError)
@@ -156,22 +177,29 @@ def check_image_size(height: int, width: int, *, error: type[Exception]) -> None
         )
 
 
+def quality_code(quality: float) -> int:
+    """v2 quality field: the quality in units of 1/100, rounded (3 -> 300, 2.5 -> 250; 0 = not applicable)."""
+    return int(round(float(quality) * 100))
+
+
 def pack(header: Header, streams: list[bytes]) -> bytes:
     """Serialize ``header`` and ``streams`` into a complete ``.hpcm`` file (CRC-32 trailer appended).
 
-    ``header.stream_lengths`` is set from ``streams``.
+    ``header.stream_lengths`` is set from ``streams``. The layout is that of ``header.version`` (2 unless a
+    version-1 file is asked for; v1 has no latent checksum and an integer quality).
     """
     header.stream_lengths = tuple(len(s) for s in streams)
-    header.version = VERSION
     header.validate()
-    if not float(header.quality).is_integer():  # version 1 holds whole qualities only
-        raise FormatError(f"quality {header.quality} cannot be stored in format version {VERSION}")
+    version = header.version
+    if version == 1 and not float(header.quality).is_integer():  # version 1 holds whole qualities only
+        raise FormatError(f"quality {header.quality} cannot be stored in format version 1")
     preset = header.preset.encode("ascii")
+    body, quality = (_BODY, int(header.quality)) if version == 1 else (_BODY_V2, quality_code(header.quality))
     parts = [
-        _FIXED_HEAD.pack(MAGIC, VERSION, header.flags, len(preset)),
+        _FIXED_HEAD.pack(MAGIC, version, header.flags, len(preset)),
         preset,
-        _BODY.pack(
-            int(header.quality),
+        body.pack(
+            quality,
             header.fingerprint,
             header.height,
             header.width,
@@ -188,6 +216,8 @@ def pack(header: Header, streams: list[bytes]) -> bytes:
         ),
         *(_U32.pack(len(s)) for s in streams),
     ]
+    if version >= 2:
+        parts.append(_U32.pack(header.latent_crc & 0xFFFFFFFF))
     if header.recon_crc is not None:
         parts.append(_U32.pack(header.recon_crc & 0xFFFFFFFF))
     parts.extend(streams)
@@ -223,13 +253,20 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     pos = _FIXED_HEAD.size
     raw_preset = _take(data, pos, preset_len)
     pos += preset_len
+    body = _BODY if version == 1 else _BODY_V2
     (quality, fingerprint, height, width, padded_h, padded_w, crop_top, crop_left, pad_mode, device,
-     threads, hz, wz, n_streams) = _BODY.unpack(_take(data, pos, _BODY.size))  # fmt: skip
-    pos += _BODY.size
+     threads, hz, wz, n_streams) = body.unpack(_take(data, pos, body.size))  # fmt: skip
+    pos += body.size
+    if version >= 2:
+        quality = quality / 100 if quality % 100 else quality // 100
     if not 1 <= n_streams <= MAX_STREAMS:
         raise FormatError(f"file is corrupted (invalid number of streams {n_streams})")
     lengths = tuple(_U32.unpack(_take(data, pos + 4 * i, 4))[0] for i in range(n_streams))
     pos += 4 * n_streams
+    latent_crc = None
+    if version >= 2:
+        latent_crc = _U32.unpack(_take(data, pos, 4))[0]
+        pos += 4
     recon_crc = None
     if flags & FLAG_RECON_CRC:
         recon_crc = _U32.unpack(_take(data, pos, 4))[0]
@@ -266,6 +303,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
         stream_lengths=lengths,
         recon_crc=recon_crc,
         version=version,
+        latent_crc=latent_crc,
     )
     header.validate()
     streams = []

@@ -4,25 +4,36 @@ Faithful re-implementation of HPCM-Base/Large (spec hpcm.md §3-§8) with the of
 The context model is ONE step loop (:meth:`HPCM.context_pass`) shared by training, evaluation,
 encoding and decoding; a small coder strategy is the only mode-dependent piece:
 
-- :class:`LikelihoodCoder`: rounds (eval) or straight-through rounds (training) ``y - mu`` and
+- :class:`LikelihoodCoder`: rounds (eval) or straight-through rounds (training) ``y - μ`` and
   accumulates the residuals and scales for the GGM likelihood;
-- :class:`EncodeCoder`: rounds ``y - mu`` and appends the packed symbols with their integer
-  scale-table indexes to one symbol encoder;
-- :class:`DecodeCoder`: decodes the packed symbols with the same indexes; it never sees y.
+- :class:`EncodeCoder`: rounds ``y - μ`` and appends the packed symbols with their integer
+  scale-table indexes to one symbol encoder, and each step's decision syndrome to the side stream;
+- :class:`DecodeCoder`: resolves the step's decisions and decodes the packed symbols; it never sees y.
 
-Because everything except ``coder.code`` is the same code, the decoded ŷ equals the encoder's
-(and the eval forward's) ŷ exactly, given the same device and software.
+The coders live in :mod:`hpcm.entropy.conditional` and share every rule (μ grid, index rule, quantize,
+ŷ = q + μ) through the model's :class:`ConditionalGGM` (``entropy_estimation``). Because everything except
+``coder.code`` is the same code and every float → integer decision is resolved by the side stream, the
+decoded ŷ equals the encoder's (and the eval forward's) ŷ bit for bit on any thread count, CPU or GPU.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from hpcm.entropy.ggm import GGM
+from hpcm.entropy.conditional import (  # noqa: F401 (re-exported: the step coders)
+    ConditionalGGM,
+    DecodeCoder,
+    EncodeCoder,
+    LikelihoodCoder,
+    SideReader,
+    SideWriter,
+    StepCoder,
+    latent_checksum,
+    ste_round,
+)
 from hpcm.layers.conv import (
     PConvRB,
     conv1x1,
@@ -46,11 +57,6 @@ OFFICIAL_TABLE_KEYS = (
     "cdf_length_y",
     "offset_y",
 )
-
-
-def ste_round(x: Tensor) -> Tensor:
-    """Round in the forward pass, identity gradient."""
-    return x + (torch.round(x) - x).detach()
 
 
 # --- transforms (§3.2) ----------------------------------------------------------------------------
@@ -126,95 +132,7 @@ class HyperSynthesis(nn.Module):
         return self.branch(z)
 
 
-# --- coder strategies -----------------------------------------------------------------------------
-
-
-class StepCoder(ABC):
-    """Mode-dependent part of the step loop.
-
-    ``code(step, sigma, mu, mask, y)`` gets the step's raw σ and μ (B, M, h, w) on the step's grid,
-    its float mask (1, M, h, w) and the latent on that grid (None when decoding) and returns the
-    ŷ piece (zero outside the mask). ``next_scale(scatter)`` is called at each scale transition with
-    the scatter function that maps the current grid to the next one.
-    """
-
-    @abstractmethod
-    def code(self, step: S.Step, sigma: Tensor, mu: Tensor, mask: Tensor, y: Tensor | None) -> Tensor:
-        """Code the step's elements; return the ŷ piece (B, M, h, w)."""
-
-    def next_scale(self, scatter: Any) -> None:  # noqa: B027 (optional hook, no-op by default)
-        """Move per-grid state to the next (finer) grid; nothing by default."""
-
-
-class LikelihoodCoder(StepCoder):
-    """Training / evaluation: quantise ``y - mu`` and accumulate residuals and scales (§4.5).
-
-    After the pass, ``residual`` and ``scales`` are (B, M, H, W) on the y grid: the summed masked
-    residuals Σr (not rounded) and the summed masked scales Σσ_m.
-    """
-
-    def __init__(self, training: bool) -> None:
-        self.training = training
-        self.residual: Tensor | None = None
-        self.scales: Tensor | None = None
-
-    def code(self, step: S.Step, sigma: Tensor, mu: Tensor, mask: Tensor, y: Tensor | None) -> Tensor:
-        if y is None:
-            raise ValueError("LikelihoodCoder needs the latent")
-        mu_m = mu * mask
-        r = (y - mu_m) * mask
-        q = ste_round(r) if self.training else torch.round(r)
-        sig_m = sigma * mask
-        self.residual = r if self.residual is None else self.residual + r
-        self.scales = sig_m if self.scales is None else self.scales + sig_m
-        return q + mu_m
-
-    def next_scale(self, scatter: Any) -> None:
-        if self.residual is not None:
-            self.residual = scatter(self.residual)
-            self.scales = scatter(self.scales)
-
-
-class EncodeCoder(StepCoder):
-    """Encoding: round ``y - mu`` and append the packed symbols + table indexes to ``encoder``."""
-
-    def __init__(self, encoder: Any, scale_table: Tensor) -> None:
-        from hpcm.entropy import tables
-
-        self._to_index = tables.scale_to_index
-        self.encoder = encoder
-        self.scale_table = scale_table
-
-    def code(self, step: S.Step, sigma: Tensor, mu: Tensor, mask: Tensor, y: Tensor | None) -> Tensor:
-        if y is None:
-            raise ValueError("EncodeCoder needs the latent")
-        mu_m = mu * mask
-        q = torch.round((y - mu_m) * mask)
-        symbols = S.pack_channels(q, step.chunks)
-        indexes = self._to_index(S.pack_channels(sigma * mask, step.chunks), self.scale_table)
-        self.encoder.encode(
-            symbols.to(torch.int32).cpu().numpy(), indexes.to(torch.int32).cpu().numpy()
-        )
-        return q + mu_m
-
-
-class DecodeCoder(StepCoder):
-    """Decoding: read the packed symbols with the indexes of the packed masked scales."""
-
-    def __init__(self, decoder: Any, scale_table: Tensor) -> None:
-        from hpcm.entropy import tables
-
-        self._to_index = tables.scale_to_index
-        self.decoder = decoder
-        self.scale_table = scale_table
-
-    def code(self, step: S.Step, sigma: Tensor, mu: Tensor, mask: Tensor, y: Tensor | None) -> Tensor:
-        indexes = self._to_index(S.pack_channels(sigma * mask, step.chunks), self.scale_table)
-        symbols = self.decoder.decode(indexes.to(torch.int32).cpu().numpy())
-        packed = torch.as_tensor(symbols).reshape(indexes.shape).to(device=mu.device, dtype=mu.dtype)
-        q = S.unpack_channels(packed, step.chunks) * mask
-        return q + mu * mask
-
+# --- coder strategies: hpcm.entropy.conditional (re-exported here) -------------------------------------
 
 # --- the model ------------------------------------------------------------------------------------
 
@@ -231,11 +149,10 @@ class HPCM(nn.Module):
         self.means_hyper = nn.Parameter(torch.zeros(1, N, 1, 1))
         self.scales_hyper = nn.Parameter(torch.ones(1, N, 1, 1))
         # entropy tables: rebuilt by update(), not part of the state dict
-        self.register_buffer("scale_table", torch.empty(0), persistent=False)
-        self._y_table: Any = None
         self._z_table: Any = None
         self._z_table_key: Tensor | None = None
-        self.entropy_estimation = GGM(cfg.ggm_beta, cfg.scale_bound, cfg.likelihood_bound)
+        self.entropy_estimation = ConditionalGGM(cfg.ggm_beta, cfg.scale_bound, cfg.likelihood_bound,
+                                                 scale_table=cfg.scale_table)
         self.g_a = AnalysisTransform(cfg)
         self.g_s = SynthesisTransform(cfg)
         self.h_a = HyperAnalysis(cfg)
@@ -320,6 +237,7 @@ class HPCM(nn.Module):
             latents[1] = S.gather_s2_to_s1(latents[2])
         if self.memory is not None and hasattr(self.memory, "reset"):
             self.memory.reset()
+        coder.bind(self.entropy_estimation)
         cells = self._cells()
         y_hat: Tensor | None = None
         C: Tensor | None = None
@@ -407,7 +325,7 @@ class HPCM(nn.Module):
             z_values = torch.round(z_res)
             z_hat = z_values + self.means_hyper
         params = self.h_s(z_hat)
-        coder = LikelihoodCoder(training)
+        coder = LikelihoodCoder(training, self.entropy_estimation)
         y_hat = self.context_pass(params, coder, y)
         res, scales = coder.residual, coder.scales
         y_values = res + torch.empty_like(res).uniform_(-0.5, 0.5) if training else torch.round(res)
@@ -425,20 +343,13 @@ class HPCM(nn.Module):
     def update(self, force: bool = False) -> bool:
         """Build the y and z CDF tables (§7.1). Returns True if anything was (re)built.
 
-        The z table is rebuilt automatically whenever ``scales_hyper`` changed since the last build.
+        The y tables belong to ``entropy_estimation`` (:class:`ConditionalGGM`). The z table is rebuilt
+        automatically whenever ``scales_hyper`` changed since the last build.
         """
         from hpcm.entropy import tables
 
         cfg = self.config
-        built = False
-        if force or self._y_table is None or self.scale_table.numel() == 0:
-            lo, hi, levels = cfg.scale_table
-            table = tables.get_scale_table(lo, hi, levels).to(self.means_hyper.device)
-            self.scale_table = table
-            self._y_table = tables.build_ggm_cdf_table(
-                table, beta=cfg.ggm_beta, scale_bound=cfg.scale_bound
-            )
-            built = True
+        built = self.entropy_estimation.update(force)
         key = self.scales_hyper.detach().flatten().to("cpu", torch.float64).clone()
         stale = self._z_table_key is None or not torch.equal(key, self._z_table_key)
         if force or self._z_table is None or stale:
@@ -450,14 +361,27 @@ class HPCM(nn.Module):
             built = True
         return built
 
+    @property
+    def scale_table(self) -> Tensor:
+        """The y scale table (built by :meth:`update`)."""
+        return self.entropy_estimation.scale_table
+
+    @property
+    def _y_table(self) -> Any:
+        return self.entropy_estimation.table
+
     def _z_indexes(self, h: int, w: int) -> Tensor:
         return torch.arange(self.N, dtype=torch.int32).view(1, self.N, 1, 1).expand(1, self.N, h, w)
 
     @torch.no_grad()
     def compress(self, x: Tensor, quality: float | None = None) -> dict[str, Any]:
-        """x (1, 3, H, W), H, W multiples of ``size_multiple`` -> {"strings": [y, z], "shape": (h_z, w_z)}.
+        """x (1, 3, H, W), H, W multiples of ``size_multiple`` -> {"strings": [y, z, side],
+        "shape": (h_z, w_z), "latent_crc": CRC-32 of ŷ (:func:`latent_checksum`)}.
 
-        ``quality``: required by variable-rate models (the decoder needs the same value).
+        The side stream holds each step's decision syndrome (format v2). With
+        ``entropy_estimation.mean_grid_bits`` None (the official, format-v1 coding) there is no side stream.
+        ``quality``: required by variable-rate models (the decoder needs the same value); the checksum
+        covers the coded (gained) ŷ, before the inverse gain.
         """
         from hpcm.entropy.coder import SymbolEncoder
 
@@ -476,26 +400,32 @@ class HPCM(nn.Module):
         z_enc.encode(z_sym.to(torch.int32).cpu().numpy(), self._z_indexes(h_z, w_z).numpy())
         z_bytes = z_enc.finish()
         params = self.h_s(z_sym + self.means_hyper)
-        y_enc = SymbolEncoder(self._y_table)
-        self.context_pass(params, EncodeCoder(y_enc, self.scale_table), y)
-        return {"strings": [y_enc.finish(), z_bytes], "shape": (int(h_z), int(w_z))}
+        em = self.entropy_estimation
+        y_enc = SymbolEncoder(em.table)
+        side = SideWriter() if em.mean_grid_bits is not None else None
+        y_hat = self.context_pass(params, EncodeCoder(y_enc, em, side), y)
+        strings = [y_enc.finish(), z_bytes] + ([side.finish()] if side is not None else [])
+        return {"strings": strings, "shape": (int(h_z), int(w_z)), "latent_crc": latent_checksum(y_hat)}
 
     @torch.no_grad()
     def decompress(
         self, strings: list[bytes], shape: tuple[int, int], quality: float | None = None
-    ) -> dict[str, Tensor]:
-        """Inverse of :meth:`compress` -> {"x_hat": (1, 3, 64 h_z, 64 w_z) clamped to [0, 1]}."""
+    ) -> dict[str, Any]:
+        """Inverse of :meth:`compress` -> {"x_hat": (1, 3, 64 h_z, 64 w_z) in [0, 1], "latent_crc"}."""
         gains = self._gains(quality, 1)
         y_hat = self.decompress_latent(strings, shape)
+        crc = latent_checksum(y_hat)
         if gains is not None:
             y_hat = y_hat * gains[1].to(y_hat.dtype)
-        return {"x_hat": self.g_s(y_hat).clamp_(0, 1)}
+        return {"x_hat": self.g_s(y_hat).clamp_(0, 1), "latent_crc": crc}
 
     @torch.no_grad()
     def decompress_latent(self, strings: list[bytes], shape: tuple[int, int]) -> Tensor:
-        """Decode ŷ (1, M, 4 h_z, 4 w_z) from the two strings."""
+        """Decode ŷ (1, M, 4 h_z, 4 w_z) from [y, z, side] (format v2) or [y, z] (format v1: official μ)."""
         from hpcm.entropy.coder import SymbolDecoder
 
+        if len(strings) not in (2, 3):
+            raise ValueError(f"expected 2 or 3 streams, got {len(strings)}")
         self.update()
         h_z, w_z = (int(s) for s in shape)
         dev, dtype = self.means_hyper.device, self.means_hyper.dtype
@@ -503,8 +433,22 @@ class HPCM(nn.Module):
         z_sym = SymbolDecoder(self._z_table, strings[1]).decode(z_idx.numpy())
         z_sym = torch.as_tensor(z_sym).reshape(1, self.N, h_z, w_z).to(device=dev, dtype=dtype)
         params = self.h_s(z_sym + self.means_hyper)
-        y_dec = SymbolDecoder(self._y_table, strings[0])
-        return self.context_pass(params, DecodeCoder(y_dec, self.scale_table), None)
+        em = self.entropy_estimation
+        y_dec = SymbolDecoder(em.table, strings[0])
+        if len(strings) == 2:  # format v1: the official, unquantised μ
+            grid = em.mean_grid_bits
+            em.mean_grid_bits = None
+            try:
+                return self.context_pass(params, DecodeCoder(y_dec, em), None)
+            finally:
+                em.mean_grid_bits = grid
+        if em.mean_grid_bits is None:
+            raise ValueError("a side stream needs entropy_estimation.mean_grid_bits")
+        side = SideReader(strings[2])
+        y_hat = self.context_pass(params, DecodeCoder(y_dec, em, side), None)
+        side.finish()
+        y_dec.finish()
+        return y_hat
 
     # -- state dict ------------------------------------------------------------------------------
 

@@ -1,0 +1,531 @@
+"""The conditional entropy model of y and the step coders of HPCM's step loop (one seam, three modes).
+
+:class:`ConditionalGGM` owns everything that the training forward, the encoder and the decoder must agree
+on for y: the scale table and its quantised CDFs, the GGM likelihood (it *is* the model's ``GGM``, so the
+official state-dict names stay), the rule that maps σ to a table index, the grid that μ is put on, and
+:meth:`ConditionalGGM.quantize` / :meth:`ConditionalGGM.dequantize`. The three step coders
+(:class:`LikelihoodCoder`, :class:`EncodeCoder`, :class:`DecodeCoder`) only call these.
+
+Exact decoding on any platform (format version 2, docs/format.md "Exact decoding")
+--------------------------------------------------------------------------------------
+The decoder recomputes σ and μ in floating point; another thread count, oneDNN on or off, another CPU or
+a GPU moves them in the last bits (measured: relative deviations ≤ 6.4e-6, docs/determinism.md). Two
+things make the decoded ŷ bit-exact anyway:
+
+1. **μ on a grid.** μ is rounded to a multiple of 2^-k (``mean_grid_bits`` k = 5), so
+   ŷ = q + μ_grid is an exact dyadic number on every platform; the later steps then see the same ŷ.
+2. **Every decision is resolved.** The only float → integer decisions are the scale index (σ against the
+   table boundaries) and the μ bin (μ·2^k against the half-integers). An element whose value lies within
+   δ (``tolerance`` = 2e-4, relative) of an edge may be decided differently by another platform. Per
+   step the encoder writes a short *syndrome* of its decisions to a side stream: a hash
+   S(d) = Σ_i w_i·d_i mod 2^h with pseudo-random odd weights w_i (a fixed function of the step, the
+   element and a 1-bit salt). The decoder computes its own decisions; when their syndrome differs, it
+   looks for the element within δ of an edge whose flip to the other side of the edge explains the
+   difference (else, best effort, for 2-4 among the 16 nearest their edges), and flips it. The encoder
+   chooses h ∈ {14, 16, 17, ..., 20, 22, 32} and the salt so that every single flip of every element within
+   2.2δ of an edge (either direction) has a distinct, nonzero syndrome change: a single wrong decision is
+   therefore always corrected, never mis-corrected.
+   A deviation that cannot be resolved is a clean ``FormatError``; the latent checksum in the header
+   catches anything else.
+
+This costs 18-26 bits per step (11 steps; about 30 bytes per Kodak image), instead of coding the position
+of every near-edge element (measured: 150-900 such elements per Kodak image at δ = 5e-5 alone, 2-8 % of the
+file).
+"""
+
+from __future__ import annotations
+
+import zlib
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hpcm.entropy.ggm import GGM
+from hpcm.errors import FormatError, HPCMError
+from hpcm.models import schedule as S
+
+__all__ = [
+    "MEAN_GRID_BITS",
+    "TOLERANCE",
+    "SYNDROME_BITS",
+    "ConditionalGGM",
+    "Decisions",
+    "SideWriter",
+    "SideReader",
+    "StepCoder",
+    "LikelihoodCoder",
+    "EncodeCoder",
+    "DecodeCoder",
+    "latent_checksum",
+    "ste_round",
+]
+
+#: μ is put on multiples of 2^-MEAN_GRID_BITS (format version 2).
+MEAN_GRID_BITS = 5
+#: δ: relative tolerance band around every decision edge (σ relative to the boundary, μ relative to
+#: max(1, |μ|)). 70x (shipped weights) / 7x (any preset) the largest deviation measured between 1 and 2
+#: threads, oneDNN off and float64 (docs/determinism.md).
+TOLERANCE = 2e-4
+#: Syndrome widths the encoder may choose per step (3-bit code in the side stream).
+SYNDROME_BITS = (14, 16, 17, 18, 19, 20, 22, 32)
+WIDTH_CODE_BITS = 3
+#: Salts per width (1-bit code).
+SALTS = 2
+SALT_BITS = 1
+#: The encoder guarantees unique single-flip syndromes for elements within this many δ of an edge. A decoder
+#: candidate (within δ by the decoder's values, which deviate by < δ) is within 2δ by the encoder's values.
+ENCODER_BAND = 2.2
+
+#: Several wrong decisions in one step: subsets of up to MAX_FLIPS of the RANKED candidates nearest their
+#: edges are searched (best effort, see ConditionalGGM._ranked_search).
+MAX_FLIPS = 4
+RANKED = 16
+
+
+@lru_cache(maxsize=16)
+def _combinations(n: int, t: int) -> np.ndarray:
+    """All t-subsets of range(n) as an int array (C(n, t), t)."""
+    from itertools import combinations
+
+    return np.array(list(combinations(range(n), t)), dtype=np.int64).reshape(-1, t)
+
+
+def ste_round(x: Tensor) -> Tensor:
+    """Round in the forward pass, identity gradient."""
+    return x + (torch.round(x) - x).detach()
+
+
+def latent_checksum(y_hat: Tensor) -> int:
+    """CRC-32 of ŷ as little-endian float32 in C order, -0.0 normalised to +0.0 (stored in v2 headers)."""
+    a = (y_hat.detach().to(device="cpu", dtype=torch.float32) + 0.0).contiguous().numpy()
+    return zlib.crc32(a.astype("<f4", copy=False).tobytes())
+
+
+# --- syndromes --------------------------------------------------------------------------------------
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser on uint64 arrays (wrapping arithmetic; platform independent)."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _weights_at(step: int, salt: int, positions: np.ndarray) -> np.ndarray:
+    """Odd pseudo-random uint64 weights of the decisions at ``positions`` (a fixed function of step, salt and
+    the position)."""
+    seed = np.uint64((step * 64 + salt) * 0x100000001B3 & 0xFFFFFFFFFFFFFFFF)
+    return _splitmix64(_splitmix64(positions.astype(np.uint64) ^ seed)) | np.uint64(1)
+
+
+@lru_cache(maxsize=64)
+def _weights(step: int, salt: int, n: int) -> np.ndarray:
+    """The weights of all n decisions of a step (cached; read-only)."""
+    w = _weights_at(step, salt, np.arange(n, dtype=np.uint64))
+    w.flags.writeable = False
+    return w
+
+
+def _syndrome(w: np.ndarray, d: np.ndarray, bits: int) -> int:
+    with np.errstate(over="ignore"):
+        total = int(np.sum(w * d.astype(np.uint64), dtype=np.uint64))
+    return total & ((1 << bits) - 1)
+
+
+def _flip_values(w: np.ndarray, sign: np.ndarray, bits: int) -> np.ndarray:
+    """Syndrome change (mod 2^bits) of moving each decision by ``sign`` (±1)."""
+    mask = (1 << bits) - 1
+    w = w.astype(np.int64) & mask  # low bits survive the cast (bits ≤ 32)
+    return np.where(sign > 0, w, (-w) & mask).astype(np.int64)
+
+
+class SideWriter:
+    """Fixed-width fields packed MSB first into bytes (the side stream of format version 2)."""
+
+    def __init__(self) -> None:
+        self._value = 0
+        self._bits = 0
+
+    def write(self, value: int, bits: int) -> None:
+        if not 0 <= value < (1 << bits):
+            raise ValueError(f"{value} does not fit in {bits} bits")
+        self._value = (self._value << bits) | value
+        self._bits += bits
+
+    def finish(self) -> bytes:
+        pad = -self._bits % 8
+        n = (self._bits + pad) // 8
+        return (self._value << pad).to_bytes(n, "big") if n else b""
+
+
+class SideReader:
+    """Reads :class:`SideWriter` fields; running past the end or leaving a whole byte unread is an error."""
+
+    def __init__(self, data: bytes) -> None:
+        self._value = int.from_bytes(bytes(data), "big")
+        self._left = 8 * len(data)
+
+    def read(self, bits: int) -> int:
+        if bits > self._left:
+            raise FormatError("side stream is truncated")
+        self._left -= bits
+        return (self._value >> self._left) & ((1 << bits) - 1)
+
+    def finish(self) -> None:
+        if self._left >= 8:
+            raise FormatError(f"side stream has {self._left // 8} unexpected trailing bytes")
+        if self._value & ((1 << self._left) - 1):
+            raise FormatError("side stream padding is not zero")
+
+
+class Decisions:
+    """The integer decisions of one step (packed elements) and how far each is from its edge.
+
+    index: scale-table indexes (n,); bins: μ-grid bins (n,) (int64). ``dist``: (2n,) relative distance of
+    each decision (indexes first, then bins) to its nearest edge; ``sign``: (2n,) ±1, the direction in
+    which that edge lies (the decision another platform might have taken is ``d + sign``).
+    """
+
+    def __init__(self, index: np.ndarray, bins: np.ndarray, dist: np.ndarray, sign: np.ndarray) -> None:
+        self.index, self.bins, self.dist, self.sign = index, bins, dist, sign
+        self._vector: np.ndarray | None = None
+
+    @property
+    def vector(self) -> np.ndarray:
+        """[index | bins] (2n,) int64 (computed once; do not modify)."""
+        if self._vector is None:
+            self._vector = np.concatenate((self.index, self.bins))
+        return self._vector
+
+    def with_vector(self, d: np.ndarray) -> Decisions:
+        n = self.index.size
+        out = Decisions(d[:n], d[n:], self.dist, self.sign)
+        out._vector = d
+        return out
+
+
+# --- the conditional entropy model ---------------------------------------------------------------------
+
+
+class ConditionalGGM(GGM):
+    """GGM conditional entropy model of y: tables, index rule, μ grid, quantize, likelihood, symbol coding.
+
+    ``mean_grid_bits``: k, μ is put on multiples of 2^-k (None: the official, unquantised μ; format v1).
+    ``tolerance``: δ of the decision bands (format v2). State-dict keys are those of :class:`GGM`.
+    """
+
+    scale_table: Tensor
+
+    def __init__(self, beta: float = 1.5, scale_bound: float = 0.12, likelihood_bound: float = 1e-9,
+                 scale_table: tuple[float, float, int] = (0.12, 64.0, 60),
+                 mean_grid_bits: int | None = MEAN_GRID_BITS, tolerance: float = TOLERANCE) -> None:
+        super().__init__(beta, scale_bound, likelihood_bound)
+        self._table_args = (float(beta), float(scale_bound))
+        self.scale_table_spec = (float(scale_table[0]), float(scale_table[1]), int(scale_table[2]))
+        self.mean_grid_bits = mean_grid_bits
+        self.tolerance = float(tolerance)
+        self.register_buffer("scale_table", torch.empty(0), persistent=False)
+        self.table: Any = None  # CdfTable of the y scales, built by update()
+        #: decisions corrected by the side stream since construction (diagnostics, tests)
+        self.corrections = 0
+        self._edge_tables: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    # -- tables --------------------------------------------------------------------------------------
+
+    def update(self, force: bool = False) -> bool:
+        """Build the scale table and its quantised CDFs (§7.1); True if (re)built."""
+        from hpcm.entropy import tables
+
+        if not force and self.table is not None and self.scale_table.numel():
+            return False
+        lo, hi, levels = self.scale_table_spec
+        table = tables.get_scale_table(lo, hi, levels)
+        self.scale_table = table.to(self.beta.device)
+        beta, scale_bound = self._table_args
+        self.table = tables.build_ggm_cdf_table(table, beta=beta, scale_bound=scale_bound)
+        b32 = table[:-1].numpy().astype(np.float32)
+        lb = np.log(b32)
+        inf = np.array([np.inf], dtype=np.float32)
+        # ln of the boundary below / above each index (±inf where there is none)
+        self._edge_tables = (b32, np.concatenate((-inf, lb)), np.concatenate((lb, inf)))
+        return True
+
+    # -- the rules both sides share --------------------------------------------------------------------
+
+    def scale_index(self, sigma: Tensor) -> Tensor:
+        """σ → int32 table index (§7.1): the number of table boundaries strictly below σ."""
+        from hpcm.entropy.tables import scale_to_index
+
+        return scale_to_index(sigma, self.scale_table)
+
+    def mean_bins(self, mu: Tensor) -> Tensor:
+        """μ → its grid bin round(μ·2^k) (float tensor of integers; half to even)."""
+        return torch.round(mu * (2.0 ** self.mean_grid_bits))
+
+    def mean_grid(self, mu: Tensor, training: bool = False) -> Tensor:
+        """μ on the grid: bin·2^-k (exact); straight-through in training; μ itself when there is no grid."""
+        if self.mean_grid_bits is None:
+            return mu
+        g = self.mean_bins(mu) * (2.0 ** -self.mean_grid_bits)
+        return mu + (g - mu).detach() if training else g
+
+    def quantize(self, y: Tensor, mu: Tensor, mask: Tensor, training: bool = False) -> Tensor:
+        """Symbols q = round((y − μ)·mask) (straight-through rounding in training); μ already on the grid."""
+        r = (y - mu * mask) * mask
+        return ste_round(r) if training else torch.round(r)
+
+    @staticmethod
+    def dequantize(q: Tensor, mu: Tensor, mask: Tensor) -> Tensor:
+        """The ŷ piece q + μ·mask: the one line that training, encoder and decoder share."""
+        return q + mu * mask
+
+    def decisions(self, sigma_p: Tensor, mu_p: Tensor) -> Decisions:
+        """Natural decisions (index, μ bin) of packed σ, μ, with their edge distances and directions.
+
+        The index equals :meth:`scale_index` (#boundaries < σ, compared exactly in float32; NaN → last) and
+        the bin :meth:`mean_bins` (round half to even of μ·2^k, an exact power-of-two scaling). Distances:
+        for σ |ln σ − ln b| to the nearest boundary b (≈ the relative distance), for μ
+        (0.5 − |μ·2^k − bin|)·2^-k / max(1, |μ|); NaN never counts as near an edge.
+        """
+        s = sigma_p.detach().reshape(-1).to(device="cpu", dtype=torch.float32).numpy()
+        m = mu_p.detach().reshape(-1).to(device="cpu", dtype=torch.float32).numpy()
+        b32, lb_lo, lb_hi = self._edge_tables
+        index = np.searchsorted(b32, s, side="left")
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            ls = np.log(s)
+            d_lo = ls - lb_lo[index]
+            d_hi = lb_hi[index] - ls
+            k = self.mean_grid_bits
+            t = m * np.float32(2.0**k)
+            rounded = np.rint(t)
+            bins = np.nan_to_num(rounded, nan=0.0, posinf=0.0, neginf=0.0).astype(np.int64)
+            norm = np.maximum(np.float32(1.0), np.abs(m))
+            m_dist = (np.float32(0.5) - np.abs(t - rounded)) * np.float32(2.0**-k) / norm
+        dist = np.concatenate((np.minimum(d_lo, d_hi), m_dist))
+        dist[np.isnan(dist)] = np.inf
+        sign = np.concatenate((np.where(d_lo < d_hi, -1, 1), np.where(t >= rounded, 1, -1))).astype(np.int64)
+        return Decisions(index.astype(np.int64), bins, dist, sign)
+
+    # -- side information (format v2) ---------------------------------------------------------------
+
+    def write_side(self, step: int, dec: Decisions, side: SideWriter) -> None:
+        """Choose a syndrome width and salt that make single flips near an edge identifiable; write them."""
+        d = dec.vector
+        near = np.flatnonzero(dec.dist < ENCODER_BAND * self.tolerance)
+        # widths whose expected number of colliding pairs among the 2·|near| flip values exceeds 2 are skipped
+        first = next((c for c, bits in enumerate(SYNDROME_BITS) if (2 * near.size) ** 2 <= 2 ** (bits + 2)),
+                     len(SYNDROME_BITS) - 1)
+        for code, bits in list(enumerate(SYNDROME_BITS))[first:]:
+            for salt in range(SALTS):
+                w_near = _weights_at(step, salt, near)
+                vals = np.concatenate((_flip_values(w_near, np.ones(near.size), bits),
+                                       _flip_values(w_near, -np.ones(near.size), bits)))
+                if np.unique(vals).size == vals.size:
+                    side.write(code, WIDTH_CODE_BITS)
+                    side.write(salt, SALT_BITS)
+                    syn = _syndrome(_weights(step, salt, d.size), d, bits)
+                    side.write(syn, bits)
+                    self._self_check(step, dec, code, salt, syn)
+                    return
+        raise HPCMError(f"step {step}: no syndrome separates the {near.size} near-edge decisions")
+
+    def _self_check(self, step: int, dec: Decisions, code: int, salt: int, syn: int) -> None:
+        """Cheap proof that the decoder's rule reproduces the encoder's decisions, even after a flip."""
+        if dec.dist.size == 0:
+            return
+        i = int(np.argmin(dec.dist))
+        if not dec.dist[i] < self.tolerance:
+            return
+        d = dec.vector.copy()
+        d[i] += dec.sign[i]  # what a platform on the other side of the edge decides
+        sign = dec.sign.copy()
+        sign[i] = -sign[i]
+        other = Decisions(d[: dec.index.size], d[dec.index.size :], dec.dist, sign)
+        other._vector = d
+        bits = SYNDROME_BITS[code]
+        w_i = int(_weights_at(step, salt, np.array([i]))[0])
+        own = (syn + int(dec.sign[i]) * w_i) & ((1 << bits) - 1)  # S(d') from S(d), linearity
+        corrections = self.corrections
+        got = self._resolve(step, other, code, salt, syn, own_syndrome=own)
+        self.corrections = corrections
+        if not np.array_equal(got.vector, dec.vector):
+            raise HPCMError(f"step {step}: the decoder rule does not reproduce the encoder's decisions")
+
+    def read_side(self, step: int, dec: Decisions, side: SideReader) -> Decisions:
+        """Decoder: read the step's syndrome and return the encoder's decisions (or raise FormatError)."""
+        code = side.read(WIDTH_CODE_BITS)
+        salt = side.read(SALT_BITS)
+        syn = side.read(SYNDROME_BITS[code])
+        return self._resolve(step, dec, code, salt, syn)
+
+    def _resolve(self, step: int, dec: Decisions, code: int, salt: int, syn: int,
+                 own_syndrome: int | None = None) -> Decisions:
+        bits = SYNDROME_BITS[code]
+        mask = (1 << bits) - 1
+        d = dec.vector
+        if own_syndrome is None:
+            own_syndrome = _syndrome(_weights(step, salt, d.size), d, bits)
+        delta = (syn - own_syndrome) & mask
+        if delta == 0:
+            return dec
+        cand = np.flatnonzero(dec.dist < self.tolerance)
+        vals = _flip_values(_weights_at(step, salt, cand), dec.sign[cand], bits)
+        hits = cand[vals == delta]
+        flips: list[int] = []
+        if hits.size == 1:  # one wrong decision: identified uniquely (the encoder made sure)
+            flips = [int(hits[0])]
+        elif hits.size == 0 and cand.size >= 2:
+            flips = self._ranked_search(cand, vals, dec.dist[cand], delta, mask)
+        if not flips:
+            raise FormatError(
+                f"cannot resolve the entropy parameters of step {step}: this decoder's arithmetic deviates "
+                f"from the encoder's by more than the tolerance {self.tolerance:g}, or the side stream is "
+                "corrupt"
+            )
+        d = d.copy()
+        for f in flips:
+            d[f] += dec.sign[f]
+        self.corrections += len(flips)
+        return dec.with_vector(d)
+
+    @staticmethod
+    def _ranked_search(cand: np.ndarray, vals: np.ndarray, dist: np.ndarray, delta: int,
+                       mask: int) -> list[int]:
+        """Several wrong decisions: a decision goes wrong only when its edge is closer than the deviation, so
+        the flips are among the candidates nearest their edges. Subsets of 2..MAX_FLIPS of the RANKED
+        nearest candidates are tried, smallest size first, the most plausible (smallest summed distance)
+        match wins. Best effort: a false match leaves a wrong ŷ that the latent checksum refuses."""
+        order = np.argsort(dist, kind="stable")[:RANKED]
+        for t in range(2, MAX_FLIPS + 1):
+            if order.size < t:
+                break
+            combos = _combinations(order.size, t)
+            sums = vals[order][combos].sum(axis=1) & mask
+            match = np.flatnonzero(sums == delta)
+            if match.size:
+                best = match[np.argmin(dist[order][combos[match]].sum(axis=1))]
+                return [int(c) for c in cand[order[combos[best]]]]
+        return []
+
+
+# --- step coders (the mode-dependent part of the step loop) -------------------------------------------
+
+
+class StepCoder:
+    """Mode-dependent part of the step loop.
+
+    ``code(step, sigma, mu, mask, y)`` gets the step's raw σ and μ (B, M, h, w) on the step's grid,
+    its float mask (1, M, h, w) and the latent on that grid (None when decoding) and returns the
+    ŷ piece (zero outside the mask). ``next_scale(scatter)`` is called at each scale transition with
+    the scatter function that maps the current grid to the next one. ``bind(em)`` is called by the
+    step loop with the model's :class:`ConditionalGGM` before the first step.
+    """
+
+    entropy_model: ConditionalGGM | None = None
+
+    def bind(self, entropy_model: ConditionalGGM) -> None:
+        if self.entropy_model is None:
+            self.entropy_model = entropy_model
+
+    def code(self, step: S.Step, sigma: Tensor, mu: Tensor, mask: Tensor, y: Tensor | None) -> Tensor:
+        """Code the step's elements; return the ŷ piece (B, M, h, w)."""
+        raise NotImplementedError
+
+    def next_scale(self, scatter: Any) -> None:
+        """Move per-grid state to the next (finer) grid; nothing by default."""
+
+
+class LikelihoodCoder(StepCoder):
+    """Training / evaluation: quantise ``y - μ_grid`` and accumulate residuals and scales (§4.5).
+
+    After the pass, ``residual`` and ``scales`` are (B, M, H, W) on the y grid: the summed masked
+    residuals Σr (not rounded) and the summed masked scales Σσ_m.
+    """
+
+    def __init__(self, training: bool, entropy_model: ConditionalGGM | None = None) -> None:
+        self.training = training
+        self.entropy_model = entropy_model
+        self.residual: Tensor | None = None
+        self.scales: Tensor | None = None
+
+    def code(self, step: S.Step, sigma: Tensor, mu: Tensor, mask: Tensor, y: Tensor | None) -> Tensor:
+        if y is None:
+            raise ValueError("LikelihoodCoder needs the latent")
+        em = self.entropy_model
+        mu = em.mean_grid(mu, self.training)
+        q = em.quantize(y, mu, mask, self.training)
+        r = (y - mu * mask) * mask
+        sig_m = sigma * mask
+        self.residual = r if self.residual is None else self.residual + r
+        self.scales = sig_m if self.scales is None else self.scales + sig_m
+        return em.dequantize(q, mu, mask)
+
+    def next_scale(self, scatter: Any) -> None:
+        if self.residual is not None:
+            self.residual = scatter(self.residual)
+            self.scales = scatter(self.scales)
+
+
+class EncodeCoder(StepCoder):
+    """Encoding: quantise ``y - μ_grid``; append symbols + table indexes to ``encoder`` and, with a grid,
+    the step's syndrome to ``side``."""
+
+    def __init__(self, encoder: Any, entropy_model: ConditionalGGM | None = None,
+                 side: SideWriter | None = None) -> None:
+        self.encoder = encoder
+        self.entropy_model = entropy_model
+        self.side = side
+
+    def code(self, step: S.Step, sigma: Tensor, mu: Tensor, mask: Tensor, y: Tensor | None) -> Tensor:
+        if y is None:
+            raise ValueError("EncodeCoder needs the latent")
+        em = self.entropy_model
+        sigma_p = S.pack_channels(sigma * mask, step.chunks)
+        if em.mean_grid_bits is None:
+            indexes = em.scale_index(sigma_p)
+        else:
+            dec = em.decisions(sigma_p, S.pack_channels(mu * mask, step.chunks))
+            em.write_side(step.index, dec, self.side)
+            indexes = torch.from_numpy(dec.index.astype(np.int32)).reshape(sigma_p.shape)
+        mu = em.mean_grid(mu)
+        q = em.quantize(y, mu, mask)
+        symbols = S.pack_channels(q, step.chunks)
+        self.encoder.encode(symbols.to(torch.int32).cpu().numpy(), indexes.to(torch.int32).cpu().numpy())
+        return em.dequantize(q, mu, mask)
+
+
+class DecodeCoder(StepCoder):
+    """Decoding: resolve the step's decisions (side stream), read the symbols with their indexes."""
+
+    def __init__(self, decoder: Any, entropy_model: ConditionalGGM | None = None,
+                 side: SideReader | None = None) -> None:
+        self.decoder = decoder
+        self.entropy_model = entropy_model
+        self.side = side
+
+    def code(self, step: S.Step, sigma: Tensor, mu: Tensor, mask: Tensor, y: Tensor | None) -> Tensor:
+        em = self.entropy_model
+        sigma_p = S.pack_channels(sigma * mask, step.chunks)
+        if em.mean_grid_bits is None:
+            indexes = em.scale_index(sigma_p).cpu().numpy()
+            mu_g = mu
+        else:
+            dec = em.decisions(sigma_p, S.pack_channels(mu * mask, step.chunks))
+            dec = em.read_side(step.index, dec, self.side)
+            indexes = dec.index.astype(np.int32).reshape(sigma_p.shape)
+            bins = torch.from_numpy(dec.bins).reshape(sigma_p.shape).to(device=mu.device, dtype=mu.dtype)
+            mu_g = S.unpack_channels(bins * (2.0 ** -em.mean_grid_bits), step.chunks)
+        symbols = self.decoder.decode(np.asarray(indexes, dtype=np.int32))
+        packed = torch.as_tensor(symbols).reshape(sigma_p.shape).to(device=mu.device, dtype=mu.dtype)
+        q = S.unpack_channels(packed, step.chunks) * mask
+        return em.dequantize(q, mu_g, mask)
+
+
+def expected_side_bits(steps: int = len(S.STEPS)) -> float:
+    """Typical side-stream size in bits (every step at the narrowest syndrome)."""
+    return steps * (WIDTH_CODE_BITS + SALT_BITS + SYNDROME_BITS[0])

@@ -1,0 +1,283 @@
+"""Format version 2 decodes to the same ŷ on any thread count, with oneDNN on or off, and on a perturbed
+decoder network (a stand-in for another CPU or a GPU); larger deviations are clean errors (issue 16)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+
+from hpcm.codec import container
+from hpcm.codec.api import decode, decompress_image, encode
+from hpcm.codec.image_io import read_image
+from hpcm.entropy.conditional import (
+    MEAN_GRID_BITS,
+    TOLERANCE,
+    ConditionalGGM,
+    SideReader,
+    SideWriter,
+    latent_checksum,
+)
+from hpcm.errors import FormatError
+from hpcm.models.hpcm import LikelihoodCoder
+from hpcm.models.io import load_model
+from hpcm.models.registry import list_models
+
+TINY_PRESETS = [name for name in list_models() if name.endswith("-tiny")]
+
+
+@pytest.fixture(scope="module")
+def crop(kodak_dir) -> torch.Tensor:
+    path = kodak_dir / "kodim23.png"
+    if not path.is_file():
+        pytest.skip(f"Kodak not found at {kodak_dir}")
+    img = read_image(path)[128:256, 256:448]
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def eval_latent(model, x) -> torch.Tensor:
+    """ŷ of the eval forward pass (the same step loop and rules as the coder)."""
+    with torch.no_grad():
+        y = model.g_a(x)
+        z_hat = torch.round(model.h_a(y) - model.means_hyper) + model.means_hyper
+        return model.context_pass(model.h_s(z_hat), LikelihoodCoder(False), y)
+
+
+def perturbed(name: str, rel: float, seed: int = 0):
+    """The preset whose parameter networks (h_s and the two spatial priors, which give every σ and μ) have
+    their outputs multiplied by 1 + rel·N(0, 1): a stand-in for another platform's rounding."""
+    model = load_model(name, quality=3 if name == "hpcm-tiny" else None)
+    gen = torch.Generator().manual_seed(seed)
+
+    def noise(module, args, out):
+        return out * (1 + rel * torch.randn(out.shape, generator=gen, dtype=out.dtype))
+
+    for module in (model.h_s, model.y_spatial_prior_s1_s2, model.y_spatial_prior_s3):
+        module.register_forward_hook(noise)
+    return model
+
+
+@pytest.mark.parametrize("name", TINY_PRESETS)
+def test_one_thread_encode_decodes_identically_with_two_threads_and_without_onednn(name, crop):
+    model = load_model(name, quality=3 if name == "hpcm-tiny" else None)
+    with threads(1):
+        enc = model.compress(crop)
+        ref = eval_latent(model, crop)
+    assert len(enc["strings"]) == 3 and enc["latent_crc"] == latent_checksum(ref)
+    with threads(2):
+        two = model.decompress_latent(enc["strings"], enc["shape"])
+    with threads(1), torch.backends.mkldnn.flags(enabled=False):
+        plain = model.decompress_latent(enc["strings"], enc["shape"])
+    assert torch.equal(two, ref) and torch.equal(plain, ref)
+
+
+def test_mu_is_on_the_grid_and_y_hat_is_exact(crop):
+    model = load_model("hpcm-tiny", quality=3)
+    y_hat = eval_latent(model, crop)
+    # every coded value is an integer plus a multiple of 2^-k: exactly representable
+    scaled = y_hat.double() * 2**MEAN_GRID_BITS
+    assert torch.equal(scaled, torch.round(scaled))
+
+
+@pytest.mark.parametrize("rel", [3e-6, 1e-5])
+def test_decoder_perturbed_below_tolerance_decodes_identically(rel, crop):
+    """Relative noise on every σ, μ of 3e-6 (the largest measured for hpcm-tiny between CPU settings) and
+    1e-5 (δ/20): decisions that fall on the other side of an edge are corrected, ŷ is bit-identical."""
+    model = load_model("hpcm-tiny", quality=3)
+    enc = model.compress(crop)
+    other = perturbed("hpcm-tiny", rel)
+    y_hat = other.decompress_latent(enc["strings"], enc["shape"])
+    assert torch.equal(y_hat, eval_latent(model, crop))
+    if rel == 1e-5:
+        assert other.entropy_estimation.corrections > 0  # the side stream did the work
+
+
+def test_decoder_perturbed_far_above_tolerance_is_a_clean_error(crop):
+    model = load_model("hpcm-tiny", quality=3)
+    image = (crop[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    data, _, _ = encode(model, image)
+    other = perturbed("hpcm-tiny", 1e-3)
+    other.weights_info = dict(model.weights_info)
+    with pytest.raises(FormatError, match="tolerance|latent checksum"):
+        decompress_image(data, other)
+
+
+def test_forged_latent_checksum_is_a_clean_error():
+    model = load_model("hpcm-tiny")
+    image = np.random.default_rng(3).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    data, header, _ = encode(model, image)
+    h, streams = container.unpack(data)
+    h.latent_crc ^= 1
+    with pytest.raises(FormatError, match="latent checksum"):
+        decompress_image(container.pack(h, streams), model)
+
+
+def test_thread_count_of_the_header_is_not_used(crop):
+    """A hostile v2 header asking for 255 threads does not change the decoder's thread count."""
+    model = load_model("hpcm-tiny")
+    image = (crop[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    data, header, _ = encode(model, image)
+    h, streams = container.unpack(data)
+    h.threads = 255
+    seen = []
+    original = model.decompress
+
+    def spy(*args, **kw):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kw)
+
+    model.decompress = spy
+    with threads(1):
+        out, _, _ = decode(container.pack(h, streams), model, threads=2)
+        assert torch.get_num_threads() == 1
+    assert seen == [2]
+    # the latent is checked exactly (checksum); pixels after g_s may differ by ±1 between thread counts
+    ref = decompress_image(data, load_model("hpcm-tiny"))
+    assert np.abs(out.astype(np.int16) - ref.astype(np.int16)).max() <= 1
+
+
+def test_version_1_files_still_decode():
+    model = load_model("hpcm-tiny")
+    image = np.random.default_rng(4).integers(0, 256, (48, 70, 3), dtype=np.uint8)
+    data, header, _ = encode(model, image, format_version=1, verify=True)
+    assert data[4] == 1 and header.latent_crc is None and len(header.stream_lengths) == 2
+    out, h, _ = decode(data, model)
+    assert h.version == 1 and h.quality == 3 and isinstance(h.quality, int)
+    assert model.entropy_estimation.mean_grid_bits == MEAN_GRID_BITS  # restored after v1 coding
+    # the v1 decoder reproduces the official (unquantised μ) eval forward
+    from hpcm.codec.api import pad_image
+
+    padded, top, left = pad_image(image, model.size_multiple)
+    x = torch.from_numpy(padded).permute(2, 0, 1)[None].float() / 255
+    model.entropy_estimation.mean_grid_bits = None
+    try:
+        with torch.no_grad():
+            ref = model(x, training=False)["x_hat"]
+    finally:
+        model.entropy_estimation.mean_grid_bits = MEAN_GRID_BITS
+    ref = (ref.clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(out, ref[top : top + 48, left : left + 70])
+
+
+# -- the side information, unit level -------------------------------------------------------------------
+
+
+def _random_step(n: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    sigma = torch.exp(torch.rand(1, n, generator=g) * 6 - 2.5)
+    mu = torch.randn(1, n, generator=g) * 3
+    return sigma, mu
+
+
+@pytest.fixture(scope="module")
+def em() -> ConditionalGGM:
+    m = ConditionalGGM()
+    m.update()
+    return m
+
+
+def _edge_cases(em: ConditionalGGM, sigma: torch.Tensor, mu: torch.Tensor, count: int):
+    """Move the ``count`` μ values nearest their bin edge to just across it (by 0.02 δ), as another platform
+    might."""
+    dec = em.decisions(sigma, mu)
+    n = dec.index.size
+    order = np.argsort(dec.dist[n:])[:count]
+    mu2 = mu.clone().double()
+    step = 2.0**-MEAN_GRID_BITS
+    for i in order:
+        edge = (dec.bins[i] + 0.5 * dec.sign[n + i]) * step
+        mu2[0, i] = edge + 0.02 * TOLERANCE * dec.sign[n + i] * max(1.0, abs(float(mu[0, i])))
+    return dec, mu2.float()
+
+
+@pytest.mark.parametrize("flips", [1, 2, 3, 4])
+def test_side_stream_corrects_decisions_across_an_edge(em, flips):
+    """One wrong decision per step is always corrected; 2..4 by the ranked search (best effort)."""
+    sigma, mu = _random_step(20000, seed=flips)
+    dec, mu2 = _edge_cases(em, sigma, mu, flips)
+    other = em.decisions(sigma, mu2)
+    assert int((other.bins != dec.bins).sum()) == flips  # the other platform decides differently
+    side = SideWriter()
+    em.write_side(7, dec, side)
+    reader = SideReader(side.finish())
+    got = em.read_side(7, other, reader)
+    reader.finish()
+    assert np.array_equal(got.index, dec.index) and np.array_equal(got.bins, dec.bins)
+
+
+def test_side_stream_scale_index_flip(em):
+    sigma, mu = _random_step(5000, seed=9)
+    table = em.scale_table.double()
+    sigma2 = sigma.clone()
+    sigma[0, 0] = float(table[20]) * (1 - 1e-5)  # just below a boundary: index 20
+    sigma2[0, 0] = float(table[20]) * (1 + 1e-5)  # just above: index 21
+    dec, other = em.decisions(sigma, mu), em.decisions(sigma2, mu)
+    assert dec.index[0] == 20 and other.index[0] == 21
+    side = SideWriter()
+    em.write_side(3, dec, side)
+    got = em.read_side(3, other, SideReader(side.finish()))
+    assert np.array_equal(got.index, dec.index)
+
+
+def test_deviation_beyond_tolerance_is_refused(em):
+    sigma, mu = _random_step(3000, seed=5)
+    dec = em.decisions(sigma, mu)
+    n = dec.index.size
+    i = int(np.argmin(np.where(dec.dist[n:] > 0.1 * 2.0**-MEAN_GRID_BITS, dec.dist[n:], np.inf)))
+    mu2 = mu.clone()
+    mu2[0, i] = (dec.bins[i] + dec.sign[n + i]) * 2.0**-MEAN_GRID_BITS  # a whole bin away
+    side = SideWriter()
+    em.write_side(2, dec, side)
+    with pytest.raises(FormatError, match="cannot resolve"):
+        em.read_side(2, em.decisions(sigma, mu2), SideReader(side.finish()))
+
+
+def test_side_reader_refuses_truncation_and_trailing_bytes():
+    w = SideWriter()
+    w.write(5, 3)
+    w.write(1000, 13)
+    data = w.finish()
+    r = SideReader(data)
+    assert (r.read(3), r.read(13)) == (5, 1000)
+    r.finish()
+    with pytest.raises(FormatError, match="truncated"):
+        SideReader(data[:1]).read(16)
+    r = SideReader(data + b"\x00")
+    r.read(16)
+    with pytest.raises(FormatError, match="trailing"):
+        r.finish()
+
+
+def test_decisions_follow_the_shared_rules(em):
+    sigma, mu = _random_step(4000, seed=11)
+    table = em.scale_table
+    sigma[0, :60] = table  # exactly on the boundaries
+    sigma[0, 60] = float("nan")
+    mu[0, :50] = (torch.arange(50) - 25.0) / 64  # exactly on bin edges (half-integers of μ·32)
+    dec = em.decisions(sigma, mu)
+    assert np.array_equal(dec.index, em.scale_index(sigma).reshape(-1).numpy())
+    assert np.array_equal(dec.bins, em.mean_bins(mu).reshape(-1).numpy().astype(np.int64))
+    assert torch.equal(em.mean_grid(mu), em.mean_bins(mu) / 2**MEAN_GRID_BITS)
+
+
+def test_side_stream_with_many_near_edge_decisions(em):
+    """A large step (hundreds of decisions within 2.2 δ of an edge) still gets a separating syndrome."""
+    sigma, mu = _random_step(200000, seed=13)
+    dec = em.decisions(sigma, mu)
+    assert int((dec.dist < 2.2 * TOLERANCE).sum()) > 600
+    for step in range(1, 12):
+        side = SideWriter()
+        em.write_side(step, dec, side)
+        assert em.read_side(step, dec, SideReader(side.finish())) is dec
