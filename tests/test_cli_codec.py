@@ -103,7 +103,7 @@ def test_decompress_threads_and_corrupt_latent(kodak_crop, tmp_path, capsys):
         assert rc == 0, err
     with pytest.raises(SystemExit):  # argparse refuses
         run(capsys, "decompress", out, "-o", tmp_path / "bad.png", "--threads", "0")
-    assert "threads must be between" in capsys.readouterr().err
+    assert "--threads: must be at least 1" in capsys.readouterr().err
     header, streams = container.unpack(out.read_bytes())
     header.latent_crc ^= 0x10
     forged = tmp_path / "forged.hpcm"

@@ -201,7 +201,7 @@ def test_header_thread_count_is_clamped(monkeypatch):
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     header = Header(preset="x", quality=1, fingerprint=b"\0" * 8, height=64, width=64, padded_height=64,
-                    padded_width=64, threads=255, z_shape=(1, 1), stream_lengths=(1, 1))
+                    padded_width=64, threads=255, z_shape=(1, 1), stream_lengths=(1, 1), version=1)
     model = Recorder()
     api._decode_streams(model, header, [b"\0", b"\0"])
     assert model.seen == 2

@@ -370,13 +370,14 @@ def test_ms_ssim_loss():
 def test_amp_bf16_keeps_likelihoods_float32(data_dirs, tmp_path):
     from hpcm.entropy.ggm import GGM
     from hpcm.models.registry import create_model
-    from hpcm.train.amp import GGMFloat32, keep_likelihoods_fp32
+    from hpcm.train.amp import Float32Likelihood, keep_likelihoods_fp32
 
     torch.manual_seed(0)
     model = create_model("hpcm-tiny")
     state = {k: v.clone() for k, v in model.state_dict().items()}
     assert keep_likelihoods_fp32(model) == 1 and keep_likelihoods_fp32(model) == 0
-    assert isinstance(model.entropy_estimation, GGMFloat32) and isinstance(model.entropy_estimation, GGM)
+    em = model.entropy_estimation
+    assert isinstance(em, Float32Likelihood) and isinstance(em, GGM)
     assert model.state_dict().keys() == state.keys()  # same checkpoints with and without AMP
     x = torch.rand(1, 3, 64, 64)
     with torch.autocast("cpu", dtype=torch.bfloat16):

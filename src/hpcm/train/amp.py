@@ -14,23 +14,37 @@ from torch import Tensor, nn
 
 from hpcm.entropy.ggm import GGM
 
-__all__ = ["GGMFloat32", "keep_likelihoods_fp32"]
+__all__ = ["Float32Likelihood", "GGMFloat32", "keep_likelihoods_fp32"]
 
 
-class GGMFloat32(GGM):
-    """A :class:`GGM` whose likelihood runs in (at least) float32, outside autocast."""
+class Float32Likelihood:
+    """Mixin for a :class:`GGM` (or subclass): the likelihood runs in (at least) float32, outside autocast."""
 
     def likelihood(self, values: Tensor, scales: Tensor) -> Tensor:
         dtype = torch.promote_types(torch.promote_types(values.dtype, scales.dtype), torch.float32)
         with torch.autocast(values.device.type, enabled=False):
-            return super().likelihood(values.to(dtype), scales.to(dtype))
+            return super().likelihood(values.to(dtype), scales.to(dtype))  # type: ignore[misc]
+
+
+class GGMFloat32(Float32Likelihood, GGM):
+    """A :class:`GGM` whose likelihood runs in (at least) float32, outside autocast."""
+
+
+_FLOAT32_CLASSES: dict[type, type] = {GGM: GGMFloat32}
+
+
+def _float32_class(cls: type) -> type:
+    if cls not in _FLOAT32_CLASSES:
+        _FLOAT32_CLASSES[cls] = type(f"{cls.__name__}Float32", (Float32Likelihood, cls), {})
+    return _FLOAT32_CLASSES[cls]
 
 
 def keep_likelihoods_fp32(model: nn.Module) -> int:
-    """Make every GGM module of ``model`` a :class:`GGMFloat32` (in place); returns how many were changed."""
+    """Make every GGM module of ``model`` (subclasses such as ``ConditionalGGM`` included) compute its
+    likelihood in float32 (in place, by class swap); returns how many were changed."""
     n = 0
     for m in model.modules():
-        if type(m) is GGM:
-            m.__class__ = GGMFloat32
+        if isinstance(m, GGM) and not isinstance(m, Float32Likelihood):
+            m.__class__ = _float32_class(type(m))
             n += 1
     return n
