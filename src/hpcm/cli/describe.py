@@ -110,6 +110,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     from hpcm.models.bundled import notes as bundled_notes
     from hpcm.models.bundled import qualities as bundled_qualities
+    from hpcm.models.bundled import variable_rate_shipped
     from hpcm.models.registry import list_models
 
     models = list_models()
@@ -117,6 +118,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for name, desc in models.items():
         shipped = bundled_qualities(name)
         weights = f" [trained weights: quality {', '.join(map(str, shipped))}]" if shipped else ""
+        if variable_rate_shipped(name):
+            weights = " [trained weights: one file, every quality]"
         print(f"{name:<{width}}  {desc}{weights}")
         for note in bundled_notes(name):  # the full note, said here once (codec commands say a short line)
             print(textwrap.fill(f"weights note: {note}", width=100, initial_indent="  ",

@@ -23,13 +23,22 @@ def qualities(preset: str, weights_dir: Path | None = None) -> list[int]:
     return sorted(found)
 
 
+def variable_rate_shipped(preset: str, weights_dir: Path | None = None) -> bool:
+    """True when one weights file for every quality ships for ``preset`` (``<preset>.safetensors``)."""
+    folder = WEIGHTS_DIR if weights_dir is None else Path(weights_dir)
+    return (folder / f"{preset}.safetensors").is_file()
+
+
 def notes(preset: str, weights_dir: Path | None = None) -> list[str]:
     """The distinct ``note`` texts of ``preset``'s shipped weights (from their JSON sidecars)."""
     folder = WEIGHTS_DIR if weights_dir is None else Path(weights_dir)
     found: list[str] = []
-    for q in qualities(preset, folder):
+    sidecars = [f"{preset}-q{q}.json" for q in qualities(preset, folder)]
+    if variable_rate_shipped(preset, folder):
+        sidecars.append(f"{preset}.json")
+    for name in sidecars:
         try:
-            text = json.loads((folder / f"{preset}-q{q}.json").read_text()).get("note")
+            text = json.loads((folder / name).read_text()).get("note")
         except (OSError, ValueError, AttributeError):
             continue
         if text and text not in found:
