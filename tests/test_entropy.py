@@ -381,3 +381,29 @@ def test_corrupt_streams_never_crash(y_table: CdfTable, fuzz_stream, cut: int, f
         dec.finish()
     except FormatError:
         pass
+
+
+def test_tables_equal_the_scipy_construction_exactly(scale_table: torch.Tensor) -> None:
+    """The tables are built without SciPy (import time); they must equal the SciPy-built ones bit for bit,
+    or files written before would stop decoding. Reference: gennorm.ppf and special.gammaincc."""
+    from scipy import special
+
+    import hpcm.entropy.tables as tables
+
+    for tail_mass, beta in ((1e-6, 1.5), (1e-6, 1.0), (1e-9, 2.0), (1e-3, 0.8)):
+        ours = tables.ggm_tail_multiplier(tail_mass, beta)
+        ref = float(-stats.gennorm.ppf(tail_mass / 2.0, beta))
+        assert ours == pytest.approx(ref, rel=1e-14, abs=0)
+        assert np.float32(ours) == np.float32(ref)
+    rng = np.random.default_rng(0)
+    scales = np.concatenate(
+        [scale_table.numpy(), np.exp(rng.uniform(np.log(0.05), np.log(64.0), 400)).astype(np.float32)]
+    )
+    ours = build_ggm_cdf_table(scales)
+    original = tables._ggm_lower_tail
+    try:
+        tables._ggm_lower_tail = lambda u, b: 0.5 * special.gammaincc(1.0 / b, np.abs(u) ** b)
+        ref = build_ggm_cdf_table(scales)
+    finally:
+        tables._ggm_lower_tail = original
+    assert ours == ref

@@ -284,6 +284,25 @@ def test_light_commands_do_not_import_torch(tmp_path, flat_file):
     assert out.stdout.strip().splitlines()[-1] == "NO-TORCH"
 
 
+# -- 9: the coding path imports only what coding needs (SciPy alone cost ≈ 0.8 s per call) ----------
+def test_compress_and_decompress_import_no_heavy_modules(tmp_path):
+    image = tmp_path / "a.png"
+    Image.fromarray(np.full((40, 56, 3), 120, np.uint8)).save(image)
+    code = (
+        "import sys\n"
+        "from hpcm.cli.main import main\n"
+        f"assert main(['compress', {str(image)!r}, '-o', {str(tmp_path / 'a.hpcm')!r}]) == 0\n"
+        f"assert main(['decompress', {str(tmp_path / 'a.hpcm')!r}, '-o', {str(tmp_path / 'b.png')!r}]) == 0\n"
+        "heavy = ('scipy', 'matplotlib', 'numba', 'triton', 'bjontegaard', 'pytorch_msssim')\n"
+        "heavy = sorted(m for m in heavy if m in sys.modules)\n"
+        "print('HEAVY', *heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(),
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY"
+
+
 # -- 21: phase 4 builds the seed-named spatial priors (same weights) ---------------------------------
 def test_phase4_builds_named_spatial_priors():
     from hpcm.layers.rwkv import RWKVSpatialPrior_S1_S2, RWKVSpatialPrior_S3

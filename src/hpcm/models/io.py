@@ -315,7 +315,8 @@ def load_official_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Mo
 def _finish(model: nn.Module, device: str | torch.device, info: dict[str, Any]) -> nn.Module:
     model.eval()
     model.to(device)
-    info.setdefault("fingerprint", weights_fingerprint(model))
+    if "fingerprint" not in info:  # (setdefault would hash the weights a second time)
+        info["fingerprint"] = weights_fingerprint(model)
     model.weights_info = info
     return model
 
