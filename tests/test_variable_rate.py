@@ -157,9 +157,14 @@ def test_variable_rate_config_errors(train_dir, tmp_path):
         train(_cfg(train_dir, tmp_path / "c", lmbda=0.01))
     with pytest.raises(ConfigError, match="not a variable-rate model"):
         train(_cfg(train_dir, tmp_path / "d", model="hpcm-tiny"))
-    one = train(_cfg(train_dir, tmp_path / "e", quality=6, steps=2))  # one quality of a variable-rate model
+    with pytest.raises(ConfigError, match="1..8 for hpcm-tiny-vr"):
+        train(_cfg(train_dir, tmp_path / "f", quality=9, steps=2))
+    with pytest.raises(ConfigError, match="quality must be 1..6"):  # fixed-rate: HPCM's λ table
+        train(_cfg(train_dir, tmp_path / "g", model="hpcm-tiny", quality=7, steps=2))
+    # one quality of a variable-rate model, also above HPCM's six λ (the model's own anchors)
+    one = train(_cfg(train_dir, tmp_path / "e", quality=7, steps=2))
     terms = ("bpp", "bpp_y", "bpp_z", "loss", "mse", "psnr")
-    assert {k for k in one.last_val if k.startswith("q")} == {"q6/" + k for k in terms}
+    assert {k for k in one.last_val if k.startswith("q")} == {"q7/" + k for k in terms}
 
 
 def test_codec_api_and_cli_code_the_chosen_quality(shared_dir, tmp_path, capsys):

@@ -69,7 +69,10 @@ class TrainConfig:
             return float(self.lmbda)
         if self.quality is None:
             return None
-        return lambda_for(self.quality, self.metric)
+        try:
+            return lambda_for(self.quality, self.metric)
+        except ValueError as exc:
+            raise ConfigError(f"--quality: {exc} (a fixed-rate model uses HPCM's λ table)") from None
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on missing or inconsistent settings."""
@@ -83,8 +86,8 @@ class TrainConfig:
             raise ConfigError(f"--metric must be one of {METRICS}, got {self.metric!r}")
         if self.quality is not None and self.lmbda is not None:
             raise ConfigError("give one of --quality and --lmbda, not both (neither: variable-rate model)")
-        if self.quality is not None and not 1 <= self.quality <= 6:
-            raise ConfigError(f"--quality must be 1..6, got {self.quality}")
+        if self.quality is not None and not self.quality >= 1:  # the upper end is the model's (trainer)
+            raise ConfigError(f"--quality must be at least 1, got {self.quality}")
         if self.lmbda is not None and not (self.lmbda > 0 and math.isfinite(self.lmbda)):
             raise ConfigError(f"--lmbda must be positive, got {self.lmbda}")
         for name in ("steps", "batch_size", "patch_size", "val_every", "save_every", "log_every"):

@@ -313,8 +313,12 @@ def _train(
     multiple = size_multiple(model)
     if cfg.patch_size % multiple:
         raise ConfigError(f"--patch-size {cfg.patch_size} is not a multiple of the model's {multiple}")
-    lmbda = cfg.resolved_lmbda
     gains = getattr(model, "quality_gains", None)
+    if gains is not None and cfg.quality is not None:
+        lo, hi = gains.quality_range
+        if not lo <= cfg.quality <= hi:
+            raise ConfigError(f"--quality must be {lo:g}..{hi:g} for {cfg.model}, got {cfg.quality}")
+    lmbda = cfg.resolved_lmbda if gains is None else None
     if gains is None and lmbda is None:
         raise ConfigError(f"give --quality or --lmbda ({cfg.model} is not a variable-rate model)")
     if gains is not None and cfg.lmbda is not None:
