@@ -20,7 +20,7 @@ case "${1:-}" in
   stop)  # only the main processes: a data-loader worker killed first would crash the run before it saves
     for pid in $(pgrep -f "hpcm train --model width_probe:"); do
       parent=$(ps -o ppid= -p "$pid" | tr -d ' ')
-      grep -q "hpcm train" "/proc/$parent/cmdline" 2>/dev/null || kill -TERM "$pid"
+      tr "\0" " " < "/proc/$parent/cmdline" 2>/dev/null | grep -q "hpcm train" || kill -TERM "$pid"
     done ;;
   *) echo "usage: $0 start [NAMES...] | stop" >&2; exit 2 ;;
 esac
