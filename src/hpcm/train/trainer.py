@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from hpcm.errors import CheckpointError
 from hpcm.models.io import is_derived_key
 from hpcm.models.migrate import MigrationReport, freeze, freeze_except, migrate, param_groups, parse_lr_rules
-from hpcm.models.protocol import size_multiple
+from hpcm.models.protocol import model_config_dict, size_multiple
 from hpcm.train import distributed as D
 from hpcm.train.amp import keep_likelihoods_fp32
 from hpcm.train.checkpoint import (
@@ -88,12 +88,6 @@ def build_model(name: str) -> nn.Module:
         return create_model(name)
     except KeyError as exc:
         raise ConfigError(f"unknown model {name!r}: {exc}") from None
-
-
-def model_config_dict(model: nn.Module) -> dict | None:
-    """``model.config.to_dict()`` when the model has an ``HPCMConfig``."""
-    cfg = getattr(model, "config", None)
-    return cfg.to_dict() if hasattr(cfg, "to_dict") else None
 
 
 def load_source_state(path: str | Path) -> dict[str, torch.Tensor]:
