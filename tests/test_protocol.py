@@ -52,6 +52,11 @@ def test_codec_refuses_a_size_multiple_the_format_cannot_store():
 def test_readers_use_the_protocol():
     """No module outside protocol.py reads these attributes with a getattr default of its own."""
     pattern = re.compile(r'getattr\(\w+, "(size_multiple|weights_info|preset|variable_rate)"')
-    offenders = [f"{p.relative_to(SRC)}:{i}" for p in SRC.rglob("*.py") if p.name != "protocol.py"
-                 for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    offenders = [
+        f"{p.relative_to(SRC)}:{i}"
+        for p in SRC.rglob("*.py")
+        if p.name != "protocol.py"
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert offenders == []
