@@ -60,24 +60,24 @@ def _sync(device: torch.device) -> None:
 
 
 def run_pass(mem, inputs, device, train: bool) -> tuple[list[float], list[int], list[int]]:
-    """One pass over SCHEDULE (what ``mem(step, C)`` does, split to see the entries each read finds).
+    """One pass over SCHEDULE (what ``mem(state, step, C)`` does, split to see the entries each read finds).
 
     Returns per-step seconds (plus the backward time in training), entries visible to each read and stored
     bytes after each step.
     """
     times, visible, stored = [], [], []
-    mem.reset(inputs[0].shape[0])
+    state = mem.new_state(inputs[0].shape[0])
     outs = []
     for step, ctx in zip(SCHEDULE, inputs):
         _sync(device)
         t0 = time.perf_counter()
         if step.starts_scale:
-            mem.transfer(step.scale)
-        visible.append(mem.num_entries().get(step.scale, 0))
-        outs.append(mem.step(step.scale, ctx))
+            mem.transfer(state, step.scale)
+        visible.append(state.num_entries().get(step.scale, 0))
+        outs.append(mem.step(state, step.scale, ctx))
         _sync(device)
         times.append(time.perf_counter() - t0)
-        stored.append(mem.memory_bytes())
+        stored.append(state.memory_bytes())
     if train:
         _sync(device)
         t0 = time.perf_counter()

@@ -64,6 +64,9 @@ def time_worker(preset: str, size: str, repeats: int, codec: bool, threads: int,
     """Forward (and codec) times with and without the bank, interleaved in one process (same weights)."""
     model, x = _build(preset, size, threads)
     bank = model.memory
+    states: list = []  # the per-pass memory states (the bank's entries live there, not on the module)
+    new_state = bank.new_state
+    bank.new_state = lambda *a, **k: states.append(new_state(*a, **k)) or states[-1]
     n_bank = sum(p.numel() for p in bank.parameters())
     n_total = sum(p.numel() for p in model.parameters())
     out: dict = {"preset": preset, "size": size, "params_total": n_total, "params_bank": n_bank}
@@ -82,7 +85,7 @@ def time_worker(preset: str, size: str, repeats: int, codec: bool, threads: int,
             for on in (False, True):
                 use(on)
                 times["fwd_on" if on else "fwd_off"].append(_timed(lambda: model(x)))
-        out["stored_bytes"] = bank.memory_bytes()
+        out["stored_bytes"] = states[-1].memory_bytes()
         if codec:
             for on in (False, True):
                 use(on)

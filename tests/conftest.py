@@ -33,3 +33,25 @@ def no_bundled_weights(tmp_path, monkeypatch):
     import hpcm.models.io as mio
 
     monkeypatch.setattr(mio, "WEIGHTS_DIR", tmp_path / "no-bundled-weights")
+
+
+@pytest.fixture
+def memory_states(monkeypatch):
+    """``record(memory)`` -> the list of every per-pass state ``memory.new_state`` makes from then on.
+
+    The memory bank keeps nothing per image on its modules (each pass makes a ``MemoryBankState`` and the
+    step loop carries it), so tests that inspect a pass's reads record the states the passes make.
+    """
+
+    def record(memory) -> list:
+        states: list = []
+        new_state = memory.new_state
+
+        def recording(*args, **kwargs):
+            states.append(new_state(*args, **kwargs))
+            return states[-1]
+
+        monkeypatch.setattr(memory, "new_state", recording)
+        return states
+
+    return record

@@ -16,7 +16,9 @@ from hpcm.layers.memory_bank import (
     FullContextMemoryBank,
     HierarchicalMemoryManager,
     MemoryBankConfig,
+    MemoryBankState,
     compressed_width,
+    entries_bytes,
     upsample_nearest_exact,
 )
 
@@ -42,19 +44,22 @@ def _inputs(batch: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]
             for _, hw in SCHEDULE]
 
 
-def _run(mem: HierarchicalMemoryManager, inputs, initial: torch.Tensor | None = None) -> list[torch.Tensor]:
-    """Drive the manager through SCHEDULE the way the model's step loop does; return fused contexts."""
-    mem.reset(inputs[0][0].shape[0])
+def _run(
+    mem: HierarchicalMemoryManager, inputs, initial: torch.Tensor | None = None
+) -> tuple[list[torch.Tensor], MemoryBankState]:
+    """Drive the manager through SCHEDULE the way the model's step loop does; return the fused contexts and
+    the pass's state."""
+    state = mem.new_state(inputs[0][0].shape[0])
     if initial is not None:  # step 1 (hyper only): store the initial context
-        mem.write("s1", initial)
+        mem.write(state, "s1", initial)
     outs, prev = [], None
     for (scale, _), (ctx, psi) in zip(SCHEDULE, inputs):
         if prev is not None and scale != prev:
-            mem.transfer(scale)
+            mem.transfer(state, scale)
         prev = scale
-        outs.append(mem.read_and_fuse(scale, ctx))
-        mem.write(scale, psi)
-    return outs
+        outs.append(mem.read_and_fuse(state, scale, ctx))
+        mem.write(state, scale, psi)
+    return outs, state
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -66,19 +71,20 @@ def _run(mem: HierarchicalMemoryManager, inputs, initial: torch.Tensor | None = 
 @pytest.mark.parametrize("mode", ["topk", "soft"])
 def test_zero_init_is_identity(hw, mode):
     bank = FullContextMemoryBank(C, max_refs=3, topk=2, value_resolution=4, mode=mode)
+    entries, log = [], []
     for _ in range(3):
-        bank.write(torch.randn(2, C, *hw))
+        bank.write(entries, torch.randn(2, C, *hw))
     cur = torch.randn(2, C, *hw)
-    out = bank.read_and_fuse(cur)
-    assert len(bank.read_log) == 1  # a real read happened
+    out = bank.read_and_fuse(entries, cur, log)
+    assert len(log) == 1  # a real read happened
     assert torch.equal(out, cur)
 
 
 def test_manager_zero_init_is_identity_over_schedule():
     mem = HierarchicalMemoryManager(C, MULTIREF_DEFAULT)
     inputs = _inputs(2)
-    outs = _run(mem, inputs, initial=torch.randn(2, C, 2, 3))
-    assert len(mem.last_indices) == len(SCHEDULE)
+    outs, state = _run(mem, inputs, initial=torch.randn(2, C, 2, 3))
+    assert len(state.last_indices) == len(SCHEDULE)
     for out, (ctx, _) in zip(outs, inputs):
         assert torch.equal(out, ctx)
 
@@ -86,9 +92,10 @@ def test_manager_zero_init_is_identity_over_schedule():
 def test_randomised_last_projection_changes_output():
     bank = FullContextMemoryBank(C, max_refs=2, topk=1, value_resolution=4)
     _randomise_fusion(bank)
-    bank.write(torch.randn(1, C, 5, 7))
+    entries = []
+    bank.write(entries, torch.randn(1, C, 5, 7))
     cur = torch.randn(1, C, 5, 7)
-    out = bank.read_and_fuse(cur)
+    out = bank.read_and_fuse(entries, cur)
     assert out.shape == cur.shape and torch.isfinite(out).all()
     assert (out - cur).abs().max() > 1e-3
 
@@ -97,8 +104,9 @@ def test_empty_bank_returns_input_object():
     bank = FullContextMemoryBank(C)
     _randomise_fusion(bank)
     cur = torch.randn(1, C, 4, 4)
-    assert bank.read_and_fuse(cur) is cur
-    assert bank.read_log == []
+    log = []
+    assert bank.read_and_fuse([], cur, log) is cur
+    assert log == []
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -109,24 +117,27 @@ def test_empty_bank_returns_input_object():
 def test_fifo_eviction_and_capacity():
     bank = FullContextMemoryBank(C, max_refs=3)
     xs = [torch.randn(1, C, 4, 4) for _ in range(5)]
+    entries = []
     first = [bank.encode(x, entry_id=i) for i, x in enumerate(xs[:3])]
     for e in first:
-        assert bank.push(e) is None
-    assert bank.push(bank.encode(xs[3], entry_id=3)) is first[0]
-    assert bank.push(bank.encode(xs[4], entry_id=4)) is first[1]
-    assert len(bank) == 3
-    assert [e.entry_id for e in bank.entries] == [2, 3, 4]
-    assert bank.memory_bytes() == 3 * 4 * (bank.key_dim + bank.value_dim * 8 * 8)
+        assert bank.push(entries, e) is None
+    assert bank.push(entries, bank.encode(xs[3], entry_id=3)) is first[0]
+    assert bank.push(entries, bank.encode(xs[4], entry_id=4)) is first[1]
+    assert len(entries) == 3
+    assert [e.entry_id for e in entries] == [2, 3, 4]
+    assert entries_bytes(entries) == 3 * 4 * (bank.key_dim + bank.value_dim * 8 * 8)
+    assert bank.write(entries, xs[0]).entry_id == 5  # default id: one after the newest
 
 
 def test_topk_tie_break_lowest_index():
     bank = FullContextMemoryBank(C, max_refs=4, topk=2, value_resolution=2)
     x = torch.randn(1, C, 3, 3)
+    entries, log = [], []
     for _ in range(4):  # identical entries: all scores tie exactly
-        bank.write(x.clone())
-    bank.read_and_fuse(torch.randn(1, C, 3, 3))
-    assert bank.read_log[-1].indices.tolist() == [[0, 1]]
-    torch.testing.assert_close(bank.read_log[-1].weights, torch.full((1, 2), 0.5))
+        bank.write(entries, x.clone())
+    bank.read_and_fuse(entries, torch.randn(1, C, 3, 3), log)
+    assert log[-1].indices.tolist() == [[0, 1]]
+    torch.testing.assert_close(log[-1].weights, torch.full((1, 2), 0.5))
 
 
 def test_select_matches_reference_ranking_with_many_ties():
@@ -154,20 +165,21 @@ def test_soft_vs_topk():
         _randomise_fusion(b)
     xs = [torch.randn(2, C, 6, 6) for _ in range(4)]
     cur = torch.randn(2, C, 6, 6)
-    outs = {}
+    outs, logs = {}, {}
     for name, b in banks.items():
+        entries, logs[name] = [], []
         for x in xs:
-            b.write(x)
-        outs[name] = b.read_and_fuse(cur)
-    soft = banks["soft"].read_log[-1]
+            b.write(entries, x)
+        outs[name] = b.read_and_fuse(entries, cur, logs[name])
+    soft = logs["soft"][-1]
     assert soft.indices.shape == (2, 4) and sorted(soft.indices[0].tolist()) == [0, 1, 2, 3]
     torch.testing.assert_close(soft.weights.sum(1), torch.ones(2))
-    assert banks["topk"].read_log[-1].indices.shape == (2, 2)
+    assert logs["topk"][-1].indices.shape == (2, 2)
     # top-k over every entry is the soft mode (same ranking, same weights)
     assert torch.equal(outs["topk_all"], outs["soft"])
     assert not torch.equal(outs["topk"], outs["soft"])
     # the top-2 picks are the first two of the soft ranking
-    assert torch.equal(banks["topk"].read_log[-1].indices, soft.indices[:, :2])
+    assert torch.equal(logs["topk"][-1].indices, soft.indices[:, :2])
 
 
 def test_manager_mode_switch():
@@ -204,37 +216,51 @@ def test_per_sample_independence_bitwise(mode):
     inputs = _inputs(3, seed=5)
     init = torch.randn(3, C, 2, 3)
     with torch.no_grad():
-        batched = _run(mem, inputs, init)
-        batched_idx = [i.clone() for i in mem.last_indices]
+        batched, batched_state = _run(mem, inputs, init)
         for b in range(3):
-            alone = _run(mem, [(c[b:b + 1], p[b:b + 1]) for c, p in inputs], init[b:b + 1])
+            alone, state = _run(mem, [(c[b:b + 1], p[b:b + 1]) for c, p in inputs], init[b:b + 1])
             for o_b, o_a in zip(batched, alone):
                 assert torch.equal(o_b[b:b + 1], o_a)
-            for i_b, i_a in zip(batched_idx, mem.last_indices):
+            for i_b, i_a in zip(batched_state.last_indices, state.last_indices):
                 assert torch.equal(i_b[b:b + 1], i_a)
 
 
-def test_reset_isolates_images_and_reproduces_indices():
+def test_new_state_isolates_images_and_reproduces_indices():
     mem = HierarchicalMemoryManager(C, MULTIREF_DEFAULT)
     _randomise_fusion(mem)
     with torch.no_grad():
-        ref = _run(mem, _inputs(1, seed=7))
-        ref_idx = [i.clone() for i in mem.last_indices]
+        ref, ref_state = _run(mem, _inputs(1, seed=7))
         _run(mem, _inputs(1, seed=8))  # another image in between
-        again = _run(mem, _inputs(1, seed=7))
+        again, state = _run(mem, _inputs(1, seed=7))
     assert all(torch.equal(a, b) for a, b in zip(ref, again))
-    assert all(torch.equal(a, b) for a, b in zip(ref_idx, mem.last_indices))  # "encoder" == "decoder"
+    # "encoder" == "decoder"
+    assert all(torch.equal(a, b) for a, b in zip(ref_state.last_indices, state.last_indices, strict=True))
 
 
-def test_use_before_reset_and_batch_mismatch_raise():
+def test_modules_hold_no_per_image_state():
+    """A pass leaves nothing on the modules: their attributes are the same objects before and after."""
+    mem = HierarchicalMemoryManager(C, MULTIREF_DEFAULT)
+    before = {name: dict(vars(m)) for name, m in mem.named_modules()}
+    _, state = _run(mem, _inputs(2), initial=torch.randn(2, C, 2, 3))
+    assert state.num_writes == len(SCHEDULE) + 1 and state.memory_bytes() > 0
+    for name, m in mem.named_modules():
+        after = vars(m)
+        assert after.keys() == before[name].keys(), name
+        assert all(after[k] is v for k, v in before[name].items()), name
+
+
+def test_foreign_state_and_batch_mismatch_raise():
     mem = HierarchicalMemoryManager(C)
-    with pytest.raises(RuntimeError):
-        mem.read_and_fuse("s3", torch.randn(1, C, 4, 4))
-    mem.reset(2)
+    other = HierarchicalMemoryManager(C, replace_cfg(enabled_scales=("s3",)))
+    with pytest.raises(ValueError, match="new_state"):
+        mem.read_and_fuse(other.new_state(), "s3", torch.randn(1, C, 4, 4))
     with pytest.raises(ValueError):
-        mem.write("s3", torch.randn(1, C, 4, 4))
+        mem.new_state(0)
+    state = mem.new_state(2)
     with pytest.raises(ValueError):
-        mem.read_and_fuse("s9", torch.randn(2, C, 4, 4))
+        mem.write(state, "s3", torch.randn(1, C, 4, 4))
+    with pytest.raises(ValueError):
+        mem.read_and_fuse(state, "s9", torch.randn(2, C, 4, 4))
 
 
 @pytest.mark.parametrize("t", [1, 3, 5])
@@ -244,9 +270,9 @@ def test_causality_reads_ignore_later_and_same_step_writes(t):
     inputs = _inputs(1, seed=11)
     perturbed = [(c, p + 3.0 * torch.randn_like(p) if i >= t else p) for i, (c, p) in enumerate(inputs)]
     with torch.no_grad():
-        ref = _run(mem, inputs)
-        ids = mem.last_entry_ids
-        out = _run(mem, perturbed)
+        ref, ref_state = _run(mem, inputs)
+        ids = ref_state.last_entry_ids
+        out, _ = _run(mem, perturbed)
     for i in range(t + 1):  # step t's own write happens after its read
         assert torch.equal(ref[i], out[i])
     assert not torch.equal(ref[t + 1], out[t + 1])  # the perturbation is visible one step later
@@ -261,7 +287,7 @@ def test_causality_gradient():
     mem = HierarchicalMemoryManager(C, MemoryBankConfig(value_resolution=4, mode="soft"))
     _randomise_fusion(mem)
     inputs = [(c, p.requires_grad_()) for c, p in _inputs(1, seed=12)]
-    outs = _run(mem, inputs)
+    outs, _ = _run(mem, inputs)
     t = 4
     grads = torch.autograd.grad(outs[t].sum(), [p for _, p in inputs], allow_unused=True)
     for i, g in enumerate(grads):
@@ -273,51 +299,51 @@ def test_causality_gradient():
 def test_transfer_moves_entries_with_fifo_eviction():
     cfg = replace_cfg(max_refs_s1=3, max_refs_s2=2, max_refs_s3=4)
     mem = HierarchicalMemoryManager(C, cfg)
-    mem.reset(1)
+    state = mem.new_state(1)
     for _ in range(3):
-        mem.write("s1", torch.randn(1, C, 2, 3))
-    s1_entries = mem.banks["s1"].entries
-    mem.transfer("s2")
-    assert mem.num_entries() == {"s1": 0, "s2": 2, "s3": 0}
-    moved = mem.banks["s2"].entries
+        mem.write(state, "s1", torch.randn(1, C, 2, 3))
+    s1_entries = list(state.entries["s1"])
+    mem.transfer(state, "s2")
+    assert state.num_entries() == {"s1": 0, "s2": 2, "s3": 0}
+    moved = state.entries["s2"]
     assert [e.entry_id for e in moved] == [1, 2]  # target full: oldest evicted first
     for a, b in zip(s1_entries[1:], moved):  # moved unchanged (no resampling)
         assert a.key is b.key and a.value is b.value and b.origin == "s1"
-    mem.write("s2", torch.randn(1, C, 4, 6))
-    mem.transfer("s3")
-    assert [e.entry_id for e in mem.banks["s3"].entries] == [2, 3]
-    assert [e.origin for e in mem.banks["s3"].entries] == ["s1", "s2"]
+    mem.write(state, "s2", torch.randn(1, C, 4, 6))
+    mem.transfer(state, "s3")
+    assert [e.entry_id for e in state.entries["s3"]] == [2, 3]
+    assert [e.origin for e in state.entries["s3"]] == ["s1", "s2"]
     # a read at s3 uses the transferred entries (keys and values dimension-compatible across scales)
-    mem.read_and_fuse("s3", torch.randn(1, C, 8, 12))
-    assert sorted(mem.last_entry_ids[-1][0].tolist()) == [2, 3]
+    mem.read_and_fuse(state, "s3", torch.randn(1, C, 8, 12))
+    assert sorted(state.last_entry_ids[-1][0].tolist()) == [2, 3]
 
 
 def test_transfer_disabled_and_skipped_scale():
     mem = HierarchicalMemoryManager(C, replace_cfg(enable_hierarchical_transfer=False))
-    mem.reset(1)
-    mem.write("s1", torch.randn(1, C, 2, 3))
-    mem.transfer("s2")
-    assert mem.num_entries() == {"s1": 0, "s2": 0, "s3": 0}
+    state = mem.new_state(1)
+    mem.write(state, "s1", torch.randn(1, C, 2, 3))
+    mem.transfer(state, "s2")
+    assert state.num_entries() == {"s1": 0, "s2": 0, "s3": 0}
     # s2 disabled: s1 entries wait in s1 and move straight to s3
     mem = HierarchicalMemoryManager(C, replace_cfg(enabled_scales=("s1", "s3")))
     assert set(mem.banks) == {"s1", "s3"}
-    mem.reset(1)
-    mem.write("s1", torch.randn(1, C, 2, 3))
-    mem.transfer("s2")
+    state = mem.new_state(1)
+    mem.write(state, "s1", torch.randn(1, C, 2, 3))
+    mem.transfer(state, "s2")
     x = torch.randn(1, C, 4, 6)
-    assert mem.read_and_fuse("s2", x) is x
-    mem.write("s2", x)  # no bank: no-op
-    assert mem.num_entries() == {"s1": 1, "s3": 0} and mem.num_writes == 1
-    mem.transfer("s3")
-    assert mem.num_entries() == {"s1": 0, "s3": 1}
+    assert mem.read_and_fuse(state, "s2", x) is x
+    mem.write(state, "s2", x)  # no bank: no-op
+    assert state.num_entries() == {"s1": 1, "s3": 0} and state.num_writes == 1
+    mem.transfer(state, "s3")
+    assert state.num_entries() == {"s1": 0, "s3": 1}
 
 
 def test_phase1_s3_only():
     mem = HierarchicalMemoryManager(C, replace_cfg(enabled_scales=("s3",)))
     assert list(mem.banks) == ["s3"]
-    outs = _run(mem, _inputs(1))
-    assert len(mem.last_indices) == 5  # six s3 steps, the first finds the bank empty
-    assert mem.num_entries() == {"s3": 4}
+    outs, state = _run(mem, _inputs(1))
+    assert len(state.last_indices) == 5  # six s3 steps, the first finds the bank empty
+    assert state.num_entries() == {"s3": 4}
     assert outs[0].shape == (1, C, 2, 3)
 
 
@@ -330,13 +356,13 @@ def test_gradient_flows_in_training():
     mem = HierarchicalMemoryManager(C, replace_cfg(mode="soft", value_resolution=4)).train()
     inputs = [(c.requires_grad_(), p.requires_grad_()) for c, p in _inputs(2, seed=2)]
     # at init only the zero-initialised projection receives gradient
-    sum(o.square().sum() for o in _run(mem, inputs)).backward()
+    sum(o.square().sum() for o in _run(mem, inputs)[0]).backward()
     b3 = mem.banks["s3"]
     assert b3.fusion_out.weight.grad.abs().sum() > 0
     mem.zero_grad()
     _randomise_fusion(mem)
     init = torch.randn(2, C, 2, 3, requires_grad=True)
-    outs = _run(mem, inputs, initial=init)
+    outs, _ = _run(mem, inputs, initial=init)
     sum(o.square().sum() for o in outs).backward()
     for name, p in mem.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
@@ -352,12 +378,13 @@ def test_gradient_flows_in_training():
 def test_grid_sizes(hw, r):
     bank = FullContextMemoryBank(C, max_refs=2, topk=2, value_resolution=r)
     _randomise_fusion(bank)
-    bank.write(torch.randn(2, C, 5, 5))  # written at another grid size
-    bank.write(torch.randn(2, C, *hw))
+    entries = []
+    bank.write(entries, torch.randn(2, C, 5, 5))  # written at another grid size
+    bank.write(entries, torch.randn(2, C, *hw))
     cur = torch.randn(2, C, *hw)
-    out = bank.read_and_fuse(cur)
+    out = bank.read_and_fuse(entries, cur)
     assert out.shape == cur.shape and torch.isfinite(out).all()
-    assert bank.entries[1].value.shape == (2, bank.value_dim, r, r)
+    assert entries[1].value.shape == (2, bank.value_dim, r, r)
 
 
 def test_upsample_nearest_exact_reference():
@@ -420,9 +447,9 @@ def test_presets_build_at_small_widths(channels, preset):
     mem = HierarchicalMemoryManager(channels, MEMORY_PRESETS[preset].to_dict())
     counts = mem.num_parameters(per_scale=True)
     assert set(counts) == {"s1", "s2", "s3"} and mem.num_parameters() == sum(counts.values())
-    mem.reset(1)
-    mem.write("s3", torch.randn(1, channels, 3, 3))
-    out = mem.read_and_fuse("s3", torch.randn(1, channels, 3, 3))
+    state = mem.new_state(1)
+    mem.write(state, "s3", torch.randn(1, channels, 3, 3))
+    out = mem.read_and_fuse(state, "s3", torch.randn(1, channels, 3, 3))
     assert out.shape == (1, channels, 3, 3)
 
 
@@ -432,30 +459,30 @@ def test_presets_build_at_small_widths(channels, preset):
 
 
 def test_seam_adapter_follows_static_schedule():
-    """``memory(step, C)`` as HPCM's step loop calls it: transfer at scale starts, read, then write."""
+    """``memory(state, step, C)`` as HPCM's step loop calls it: transfer at scale starts, read, then write."""
     from hpcm.models.schedule import STEPS
 
     mem = HierarchicalMemoryManager(C, MULTIREF_DEFAULT)
     _randomise_fusion(mem)
-    mem.reset()  # batch size bound on first use
+    state = mem.new_state()  # batch size bound on first use
     grids = {1: (2, 3), 2: (4, 6), 3: (8, 12)}
     seen = []
     for step in STEPS:
         if not step.uses_network:
             continue
         ctx = torch.randn(2, C, *grids[step.scale])
-        out = mem(step, ctx)
+        out = mem(state, step, ctx)
         assert out.shape == ctx.shape
-        seen.append(mem.num_entries()[f"s{step.scale}"])
+        seen.append(state.num_entries()[f"s{step.scale}"])
     # s1: 1 write; s2: 1 transferred + 3 writes, capacity 3; s3: 3 transferred + 6 writes, capacity 4
     assert seen == [1, 2, 3, 3, 4, 4, 4, 4, 4, 4]
-    assert mem.num_writes == 10 and len(mem.last_indices) == 9
+    assert state.num_writes == 10 and len(state.last_indices) == 9
     with pytest.raises(ValueError):
-        mem.write("s3", torch.randn(3, C, 8, 12))  # batch bound to 2
+        mem.write(state, "s3", torch.randn(3, C, 8, 12))  # batch bound to 2
 
 
 @pytest.mark.slow
-def test_inside_hpcm_tiny_identity_and_decodable():
+def test_inside_hpcm_tiny_identity_and_decodable(memory_states):
     """In the real model: identity at init; randomised bank changes x_hat and decodes with equal indices."""
     from hpcm.models.registry import create_model
 
@@ -468,9 +495,11 @@ def test_inside_hpcm_tiny_identity_and_decodable():
         _randomise_fusion(model.memory)
         fwd = model(x)["x_hat"]
         assert not torch.equal(fwd, ref)
+        states = memory_states(model.memory)
         enc = model.compress(x)
-        enc_idx = [i.clone() for i in model.memory.last_indices]
         dec = model.decompress(enc["strings"], enc["shape"])["x_hat"]
-    assert len(enc_idx) == 10  # steps 2..11 read (step 1 writes the hyper context)
-    assert all(torch.equal(a, b) for a, b in zip(enc_idx, model.memory.last_indices, strict=True))
+    (enc_state, dec_state) = states
+    assert len(enc_state.last_indices) == 10  # steps 2..11 read (step 1 writes the hyper context)
+    assert all(torch.equal(a, b) for a, b in zip(enc_state.last_indices, dec_state.last_indices, strict=True))
     torch.testing.assert_close(dec, fwd.clamp(0, 1), atol=1e-5, rtol=0)
+

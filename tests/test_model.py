@@ -151,23 +151,29 @@ def test_decoder_never_needs_y(tiny):
 
 def test_memory_seam_called_after_every_cell_update():
     class Recorder(torch.nn.Module):
+        """A ContextMemory whose per-pass state is the list of the steps it saw."""
+
         def __init__(self) -> None:
             super().__init__()
-            self.steps: list[int] = []
-            self.resets = 0
+            self.states: list[list[int]] = []
 
-        def reset(self) -> None:
-            self.resets += 1
+        def new_state(self) -> list[int]:
+            self.states.append([])
+            return self.states[-1]
 
-        def forward(self, step: S.Step, C: torch.Tensor) -> torch.Tensor:
-            self.steps.append(step.index)
+        def write_initial(self, state: list[int], step: S.Step, C: torch.Tensor) -> None:
+            state.append(step.index)
+
+        def forward(self, state: list[int], step: S.Step, C: torch.Tensor) -> torch.Tensor:
+            state.append(step.index)
             return C
 
     model = create_model("hpcm-tiny").eval()
     model.memory = Recorder()
     with torch.no_grad():
         model(torch.rand(1, 3, 64, 64))
-    assert model.memory.steps == list(range(2, 12)) and model.memory.resets == 1
+        model(torch.rand(1, 3, 64, 64))
+    assert model.memory.states == [list(range(1, 12))] * 2  # one state per pass
 
 
 def test_config_roundtrip_and_registry():

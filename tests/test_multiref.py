@@ -16,7 +16,7 @@ from PIL import Image
 
 import hpcm
 from hpcm.codec.api import _to_uint8, compress_image, decompress_image, pad_image
-from hpcm.layers.memory_bank import FullContextMemoryBank, HierarchicalMemoryManager
+from hpcm.layers.memory_bank import FullContextMemoryBank, HierarchicalMemoryManager, MemoryBankState
 from hpcm.models import schedule as S
 from hpcm.models.hpcm import HPCM, LikelihoodCoder
 from hpcm.models.registry import get_config, list_models
@@ -84,9 +84,9 @@ def _eval_pass(model: HPCM, params: torch.Tensor, y: torch.Tensor) -> tuple[torc
     return y_hat, coder
 
 
-def _read_log(model: HPCM) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    log = model.memory.read_log
-    return [(r.scale, r.indices.clone(), r.entry_ids.clone(), r.weights.clone()) for r in log]
+def _read_log(state: MemoryBankState) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The reads of one pass: (scale, positions, entry ids, weights)."""
+    return [(r.scale, r.indices.clone(), r.entry_ids.clone(), r.weights.clone()) for r in state.read_log]
 
 
 def _same_logs(a, b) -> bool:
@@ -96,17 +96,17 @@ def _same_logs(a, b) -> bool:
     )
 
 
-def _roundtrip(model: HPCM, x: torch.Tensor) -> dict:
-    """Eval pass, compress, decompress; return the three y-hats and read logs."""
+def _roundtrip(model: HPCM, x: torch.Tensor, memory_states) -> dict:
+    """Eval pass, compress, decompress; return the three y-hats, the passes' memory states and read logs."""
     y, params = _latents(model, x)
+    states = memory_states(model.memory)
     y_hat, coder = _eval_pass(model, params, y)
-    fwd_log = _read_log(model)
     with torch.no_grad():
         enc = model.compress(x)
-        enc_log = _read_log(model)
         dec = model.decompress_latent(enc["strings"], enc["shape"])
-    return {"y_hat": y_hat, "dec": dec, "fwd": fwd_log, "enc": enc_log, "dec_log": _read_log(model),
-            "coder": coder, "y": y, "params": params}
+    fwd, enc_state, dec_state = states
+    return {"y_hat": y_hat, "dec": dec, "fwd": _read_log(fwd), "enc": _read_log(enc_state),
+            "dec_log": _read_log(dec_state), "states": states, "coder": coder, "y": y, "params": params}
 
 
 def _expected_reads(model: HPCM) -> list[str]:
@@ -142,10 +142,10 @@ def test_all_tiny_presets_listed():
 
 
 @pytest.mark.parametrize("name", TINY_MULTIREF)
-def test_exact_roundtrip_and_identical_retrieval(name, kodak_dir):
+def test_exact_roundtrip_and_identical_retrieval(name, kodak_dir, memory_states):
     model = hpcm.create_model(name).eval()
     _activate(model)
-    r = _roundtrip(model, _crop(kodak_dir))
+    r = _roundtrip(model, _crop(kodak_dir), memory_states)
     assert torch.equal(r["dec"], r["y_hat"])
     # retrieval: the same reads, positions, entry ids and weights in forward, compress and decompress
     assert [s for s, *_ in r["fwd"]] == _expected_reads(model)
@@ -158,19 +158,19 @@ def test_exact_roundtrip_and_identical_retrieval(name, kodak_dir):
     assert any(not torch.equal(plain.params[t][0], r["coder"].params[t][0]) for t in range(2, 12))
 
 
-def test_step1_write_feeds_the_s1_read(kodak_dir):
+def test_step1_write_feeds_the_s1_read(kodak_dir, memory_states):
     """s1 holds the step-1 hyper context, so the step-2 read retrieves it (entry id 0)."""
     model = hpcm.create_model(PHASE2).eval()
     _activate(model)
-    r = _roundtrip(model, _crop(kodak_dir, h=64, w=128))
+    r = _roundtrip(model, _crop(kodak_dir, h=64, w=128), memory_states)
     scale, idx, ids, w = r["fwd"][0]
     assert scale == "s1" and idx.tolist() == [[0]] and ids.tolist() == [[0]] and w.tolist() == [[1.0]]
-    assert len(r["fwd"]) == 10 and model.memory.num_writes == 11
+    assert len(r["fwd"]) == 10 and all(state.num_writes == 11 for state in r["states"])
     # retrieval is selective somewhere: not every read takes the oldest entries in order
     assert any(i.tolist() != [list(range(i.shape[1]))] for _, i, _, _ in r["fwd"])
 
 
-def test_rwkv_phase2_cells_with_bank_roundtrip(kodak_dir):
+def test_rwkv_phase2_cells_with_bank_roundtrip(kodak_dir, memory_states):
     """Seed-style constructor with ``phase="phase2"`` (RWKV cells at s1/s2/s3) plus the bank, tiny widths."""
     tiny = get_config("hpcm-tiny")
     overrides = {f.name: getattr(tiny, f.name) for f in fields(tiny) if f.name not in ("M", "N", "memory")}
@@ -181,27 +181,27 @@ def test_rwkv_phase2_cells_with_bank_roundtrip(kodak_dir):
     with torch.no_grad():  # first Numba call: compiles and resets torch's thread count (see _one_thread)
         model(torch.rand(1, 3, 64, 64))
     torch.set_num_threads(1)
-    r = _roundtrip(model, _crop(kodak_dir, "kodim05", 64, 128))
+    r = _roundtrip(model, _crop(kodak_dir, "kodim05", 64, 128), memory_states)
     assert torch.equal(r["dec"], r["y_hat"])
     assert len(r["fwd"]) == 10 and _same_logs(r["fwd"], r["enc"]) and _same_logs(r["enc"], r["dec_log"])
 
 
-def test_soft_mode_roundtrip(kodak_dir):
+def test_soft_mode_roundtrip(kodak_dir, memory_states):
     model = hpcm.create_model(PHASE2).eval()
     _activate(model)
     model.memory.mode = "soft"
-    r = _roundtrip(model, _crop(kodak_dir, "kodim15"))
+    r = _roundtrip(model, _crop(kodak_dir, "kodim15"), memory_states)
     assert torch.equal(r["dec"], r["y_hat"])
     assert _same_logs(r["fwd"], r["enc"]) and _same_logs(r["enc"], r["dec_log"])
     # soft reads keep every stored entry: s3 starts with the 3 entries moved from s2, then is full (4)
     assert [i.shape[1] for s, i, *_ in r["fwd"] if s == "s3"] == [3, 4, 4, 4, 4, 4]
 
 
-def test_transfer_disabled_roundtrip(kodak_dir):
+def test_transfer_disabled_roundtrip(kodak_dir, memory_states):
     memory = multiref_memory(("s1", "s2", "s3"), enable_hierarchical_transfer=False)
     model = hpcm.create_model(PHASE2, memory=memory).eval()
     _activate(model)
-    r = _roundtrip(model, _crop(kodak_dir, "kodim15"))
+    r = _roundtrip(model, _crop(kodak_dir, "kodim15"), memory_states)
     assert torch.equal(r["dec"], r["y_hat"])
     assert _same_logs(r["fwd"], r["enc"]) and _same_logs(r["enc"], r["dec_log"])
     # each scale starts empty: the first step of s2 and of s3 finds nothing to read
@@ -295,7 +295,7 @@ def test_every_bank_parameter_gets_a_gradient(kodak_dir):
 
 
 @pytest.mark.parametrize("mode", ["topk", "soft"])
-def test_batch_independence_bitwise(kodak_dir, mode):
+def test_batch_independence_bitwise(kodak_dir, mode, memory_states):
     """An image alone and inside a batch of 2 gives bitwise the same sigma, mu, retrieval (eval)."""
     model = hpcm.create_model(PHASE2).eval()
     _activate(model)
@@ -303,13 +303,10 @@ def test_batch_independence_bitwise(kodak_dir, mode):
     xa, xb = _crop(kodak_dir, "kodim23", 64, 128), _crop(kodak_dir, "kodim01", 64, 128)
     # context pass from per-image latents: the bank and the context model alone
     (ya, pa), (yb, pb) = _latents(model, xa), _latents(model, xb)
-    alone = []
-    logs = []
-    for y, p in ((ya, pa), (yb, pb)):
-        alone.append(_eval_pass(model, p, y)[1].params)
-        logs.append(_read_log(model))
+    states = memory_states(model.memory)
+    alone = [_eval_pass(model, p, y)[1].params for y, p in ((ya, pa), (yb, pb))]
     _, both = _eval_pass(model, torch.cat((pa, pb)), torch.cat((ya, yb)))
-    both_log = _read_log(model)
+    logs, both_log = [_read_log(states[0]), _read_log(states[1])], _read_log(states[2])
     for i in range(2):
         for t in range(1, 12):
             assert torch.equal(both.params[t][0][i : i + 1], alone[i][t][0])
@@ -323,13 +320,14 @@ def test_batch_independence_bitwise(kodak_dir, mode):
 
 
 @pytest.mark.parametrize("name", TINY_MULTIREF)
-def test_fresh_bank_is_plain_hpcm(name, kodak_dir):
+def test_fresh_bank_is_plain_hpcm(name, kodak_dir, memory_states):
     """Zero-initialised fusion: a fresh multiref model equals the same weights without the bank, bitwise."""
     model = hpcm.create_model(name).eval()
     x = _crop(kodak_dir, "kodim07", 64, 128)
+    states = memory_states(model.memory)
     with torch.no_grad():
         out = model(x)
-        assert len(model.memory.read_log) > 0  # the bank really read and fused
+        assert len(states) == 1 and len(states[0].read_log) > 0  # the bank really read and fused
         bank, model.memory = model.memory, None
         ref = model(x)
         model.memory = bank

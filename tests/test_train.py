@@ -25,7 +25,7 @@ from hpcm.train.data import (
     pad_to_multiple,
 )
 from hpcm.train.loss import RateDistortionLoss, lambda_for
-from hpcm.train.trainer import train
+from hpcm.train.trainer import LAST, train
 
 TRAIN_IMAGES = ("384022.jpg", "112090.jpg", "48017.jpg")
 
@@ -219,6 +219,55 @@ def test_resume_after_sigterm_is_bit_identical(data_dirs, tmp_path):
     lb = [json.loads(s) for s in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     key = [(e["split"], e["step"], e["loss"]) for e in la]
     assert key == [(e["split"], e["step"], e["loss"]) for e in lb]
+
+
+def _trainer(cfg: TrainConfig):
+    from hpcm.train import distributed as D
+    from hpcm.train.trainer import Trainer
+
+    return Trainer(cfg, D.setup(cfg.device))
+
+
+def test_trainer_one_step_alone(data_dirs, tmp_path):
+    """The Trainer's pieces without its loop: setup, then one optimizer step on one batch."""
+    trainer = _trainer(_cfg(data_dirs, tmp_path / "run", val=None, lr=1e-3)).setup()
+    model = trainer.model
+    assert trainer.step == 0 and trainer.lmbda == 0.0067 and trainer.val_images is None
+    assert (tmp_path / "run" / "config.toml").exists() and not (tmp_path / "run" / LAST).exists()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batch = next(iter(trainer.loader))
+    assert batch.shape == (1, 3, 64, 64)
+    values = trainer.train_step(batch)
+    assert trainer.step == 1 and trainer.skipped == 0 and trainer.lr == trainer.cfg.lr_at(0)
+    assert {"loss", "bpp", "mse"} <= set(values) and all(math.isfinite(v) for v in values.values())
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("g_a.") for k in changed)
+    assert all(trainer.optimizer.state[p] for p in trainer.trainable if p.grad is not None)
+
+
+def test_trainer_save_then_resume_continues_exactly(data_dirs, tmp_path):
+    """save() after one step, a resumed Trainer restores step, weights and optimizer, and its next step
+    equals the next step of the trainer that never stopped."""
+    run = tmp_path / "run"
+    first = _trainer(_cfg(data_dirs, run, val=None)).setup()
+    batches = iter(first.loader)
+    first.train_step(next(batches))
+    first.save(first.last_path)
+    meta = json.loads((run / "checkpoint_last.json").read_text())
+    assert meta["step"] == 1 and meta["skipped_steps"] == 0 and meta["preset"] == "hpcm-tiny"
+
+    resumed = _trainer(_cfg(data_dirs, run, val=None, resume=True)).setup()
+    assert resumed.step == 1 and resumed.prior_seconds >= 0
+    sa, sb = first.model.state_dict(), resumed.model.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    for pa, pb in zip(first.trainable, resumed.trainable, strict=True):
+        for name, value in first.optimizer.state[pa].items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(resumed.optimizer.state[pb][name]))
+    va = first.train_step(next(batches))
+    vb = resumed.train_step(next(iter(resumed.loader)))
+    assert va == vb and first.step == resumed.step == 2
+    sa, sb = first.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def test_cli_export_init_from_and_freeze(data_dirs, tmp_path, capsys):

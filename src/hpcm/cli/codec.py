@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hpcm.codec.container import MAX_PIXELS
 from hpcm.errors import HPCMError, ModelMismatchError
+from hpcm.models.protocol import is_variable_rate, weights_info
 
 DEFAULT_MODEL = "hpcm-tiny"  # the preset with trained weights shipped in the package (src/hpcm/weights)
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -28,7 +29,7 @@ def _note(msg: str) -> None:
 
 
 def _untrained_warning(model) -> None:
-    info = getattr(model, "weights_info", {}) or {}
+    info = weights_info(model)
     if not info.get("trained", True):
         _note(
             f"warning: {info.get('preset')} has UNTRAINED weights (deterministic initial weights, no trained "
@@ -291,9 +292,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for n in notes:
         _note(f"note: {src}: {n}")
     model, load_s = _load(args.model, quality=args.quality, device=args.device)
-    info = model.weights_info
+    info = weights_info(model)
     h, w = image.shape[:2]
-    quality = args.quality if getattr(model, "variable_rate", False) else info.get("quality")
+    quality = args.quality if is_variable_rate(model) else info.get("quality")
     _say(f"hpcm demo: {src.name} ({w}x{h}), model {info['preset']} q{quality or '-'} "
          f"on {args.device} (loaded in {load_s:.2f} s)")
     if not info.get("trained", True):

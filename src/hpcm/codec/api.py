@@ -24,6 +24,7 @@ from hpcm.codec import container
 from hpcm.codec.container import Header, check_image_size, read_header
 from hpcm.codec.plausibility import check_stream_lengths
 from hpcm.errors import FormatError, HPCMError, ImageError, ModelMismatchError
+from hpcm.models.protocol import is_variable_rate, model_device, model_preset, size_multiple, weights_info
 
 __all__ = [
     "CodecTimes",
@@ -45,13 +46,6 @@ class CodecTimes:
     network: float = 0.0  # model.compress / model.decompress (includes entropy coding)
     total: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's parameters (CPU for a parameterless module)."""
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 def _device_kind(device: torch.device) -> str:
@@ -91,18 +85,13 @@ QUALITY_STEP = 0.01
 DEFAULT_VR_QUALITY = 3.0
 
 
-def is_variable_rate(model: nn.Module) -> bool:
-    """True for a model whose quality is chosen per image (``model.variable_rate``)."""
-    return bool(getattr(model, "variable_rate", False))
-
-
 def coding_quality(model: nn.Module, quality: float | None) -> float | None:
     """The quality ``model`` codes at: for a variable-rate model ``quality`` (default
     ``DEFAULT_VR_QUALITY``) rounded to the header's ``QUALITY_STEP`` and checked against the model's
     range; for a fixed-rate model None (its weights are one quality; a different ``quality`` is an error).
     """
     if not is_variable_rate(model):
-        own = (getattr(model, "weights_info", None) or {}).get("quality")
+        own = weights_info(model).get("quality")
         if quality is not None and own is not None and float(quality) != float(own):
             raise HPCMError(f"these weights code quality {own} only, not {quality:g}")
         return None
@@ -137,8 +126,8 @@ def model_identity(model: nn.Module) -> tuple[str, float, bytes]:
     """
     from hpcm.models.io import weights_fingerprint
 
-    info = getattr(model, "weights_info", None) or {}
-    preset = info.get("preset") or getattr(model, "preset", None) or _matching_preset(model) or "custom"
+    info = weights_info(model)
+    preset = model_preset(model) or _matching_preset(model) or "custom"
     quality = 0 if is_variable_rate(model) else float(info.get("quality") or 0)
     quality = int(quality) if float(quality).is_integer() else quality
     fp_hex = info.get("fingerprint") or weights_fingerprint(model)
@@ -198,8 +187,13 @@ def image_crc(image: np.ndarray) -> int:
 
 
 def _size_multiple(model: nn.Module) -> int:
-    m = int(getattr(model, "size_multiple", 256))
-    if m <= 0 or m % container.Z_STRIDE:
+    """``hpcm.models.protocol.size_multiple(model)``, which the file format needs to be a multiple of
+    ``Z_STRIDE`` (the header stores the padded size in units of it)."""
+    try:
+        m = size_multiple(model)
+    except ValueError as exc:
+        raise HPCMError(str(exc)) from None
+    if m % container.Z_STRIDE:
         raise HPCMError(f"model.size_multiple {m} is not a positive multiple of {container.Z_STRIDE}")
     return m
 

@@ -73,10 +73,12 @@ def code_image(
 def hpcm_levels(model) -> list[float]:
     """Qualities to search for an hpcm model: every 0.01 of a variable-rate model's range (bisection makes
     that about 10 encodes), or just the weights' own quality for a fixed-rate model."""
-    if getattr(model, "variable_rate", False):
+    from hpcm.models.protocol import is_variable_rate, weights_info
+
+    if is_variable_rate(model):
         lo, hi = model.quality_gains.quality_range
         return [round(lo + 0.01 * i, 2) for i in range(int(round((hi - lo) / 0.01)) + 1)]
-    return [float((getattr(model, "weights_info", None) or {}).get("quality") or 0)]
+    return [float(weights_info(model).get("quality") or 0)]
 
 
 def classical_levels(codec: str) -> list[float]:

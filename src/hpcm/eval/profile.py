@@ -140,9 +140,11 @@ def count_params(model: torch.nn.Module) -> int:
 
 def forward_kwargs(model: torch.nn.Module) -> dict[str, Any]:
     """Extra ``forward`` arguments: a variable-rate model runs at the codec's default quality."""
-    if not getattr(model, "variable_rate", False):
-        return {}
     from hpcm.codec.api import DEFAULT_VR_QUALITY
+    from hpcm.models.protocol import is_variable_rate
+
+    if not is_variable_rate(model):
+        return {}
 
     return {"quality": DEFAULT_VR_QUALITY}
 

@@ -31,7 +31,7 @@ import torch
 
 from hpcm.eval.metrics import bpp, image_metrics, to_uint8
 from hpcm.eval.results import aggregate, list_images, progress
-from hpcm.models.protocol import model_device, size_multiple, weights_info
+from hpcm.models.protocol import is_variable_rate, model_device, size_multiple, weights_info
 
 CompressFn = Callable[[Any, np.ndarray], bytes]
 DecompressFn = Callable[[bytes, Any], np.ndarray]
@@ -51,9 +51,6 @@ class Codec:
         return cls(compress=compress_image, decompress=decompress_image)
 
 
-_model_device = model_device
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -68,7 +65,7 @@ def estimate_image(
     ``quality``: for variable-rate models."""
     from hpcm.codec.api import pad_image
 
-    device = _model_device(model)
+    device = model_device(model)
     h, w = image.shape[:2]
     padded, top, left = pad_image(image, size_multiple(model), mode="replicate")
     xp = torch.from_numpy(np.ascontiguousarray(padded)).permute(2, 0, 1)[None].float().div(255.0).to(device)
@@ -99,7 +96,7 @@ def evaluate_model(
     model.eval()
     if not estimate and codec is None:
         codec = Codec.default()
-    vr_quality = float(quality) if getattr(model, "variable_rate", False) and quality is not None else None
+    vr_quality = float(quality) if is_variable_rate(model) and quality is not None else None
     kwargs = {} if vr_quality is None else {"quality": vr_quality}
     records = []
     for stem, image in images:
@@ -124,9 +121,6 @@ def evaluate_model(
         if bar is not None:
             bar.update(1)
     return records
-
-
-_weights_info = weights_info
 
 
 def evaluate(
@@ -165,11 +159,11 @@ def evaluate(
     for spec, quality in runs:
         whole = quality is None or float(quality).is_integer()
         model = loader(spec, quality=int(quality) if whole and quality is not None else None, device=device)
-        if not whole and not getattr(model, "variable_rate", False):
+        if not whole and not is_variable_rate(model):
             from hpcm.errors import HPCMError
 
             raise HPCMError(f"{spec}: quality {quality} needs a variable-rate model (e.g. hpcm-tiny-vr)")
-        info = _weights_info(model)
+        info = weights_info(model)
         label = name or str(info.get("preset") or Path(spec).stem)
         if info.get("trained") is False:
             warnings.warn(f"{spec}: evaluating untrained (initial) weights", stacklevel=2)

@@ -26,26 +26,30 @@ Pieces
     zero delta returns ``cur`` exactly. An empty bank also returns ``cur`` unchanged.
   - tau = clamp(exp(log_tau), tau_min, tau_max), learnable (init 0.1, range [0.02, 1]).
 
-``HierarchicalMemoryManager`` (one bank per enabled scale s1/s2/s3) and the step protocol::
+``HierarchicalMemoryManager`` (one bank per enabled scale s1/s2/s3) and the step protocol. The modules hold
+weights only; everything that depends on the image (entries, write ids, read log, batch size) is a
+``MemoryBankState`` made for each pass and carried by the step loop beside the coder::
 
-    mem.reset(B)                                   # every forward / compress / decompress, before step 1
-    mem.write("s1", C1)                            # optional: step 1's hyper context (HPCM does this)
+    state = mem.new_state(B)                       # every forward / compress / decompress, before step 1
+    mem.write(state, "s1", C1)                     # optional: step 1's hyper context (HPCM does this)
     for step in schedule:                          # static schedule, identical in all three modes
         if step starts a new scale:                # after the last step of the previous scale
-            mem.transfer(scale)                    # s1 -> s2 -> s3 entry transfer
+            mem.transfer(state, scale)             # s1 -> s2 -> s3 entry transfer
         ... psi = prior(...); C = cell(psi, C) ...
-        C = mem.read_and_fuse(scale, C)            # reads entries written at EARLIER steps only
-        mem.write(scale, psi)                      # the step's context psi, before fusion; commit point
+        C = mem.read_and_fuse(state, scale, C)     # reads entries written at EARLIER steps only
+        mem.write(state, scale, psi)               # the step's context psi, before fusion; commit point
         ... code the step's symbols with split(psi) ...
 
-``mem.step(scale, C, psi)`` does the last two lines in that order (any decodable tensor may be stored).
+``mem.step(state, scale, C, psi)`` does the last two lines in that order (any decodable tensor may be
+stored). A single ``FullContextMemoryBank`` works the same way on a plain list of entries
+(``bank.write(entries, x)``, ``bank.read_and_fuse(entries, cur, log)``).
 
 HPCM's seam (``hpcm.models.hpcm.HPCM.context_pass``, one code path for forward, compress and decompress)::
 
-    mem.reset()                                    # batch size bound on first use
-    step 1:      C = [sigma1 | mu1] (gathered h_s(z-hat));  mem.write_initial(step, C)   # s1 write, no read
-    steps 2..11: psi = prior(...); C = cell(psi, C); C = mem(step, C)
-                 # mem(step, C): transfer if step.starts_scale, read_and_fuse(C), write C (before fusion)
+    state = mem.new_state()                        # batch size bound on first use
+    step 1:      C = [sigma1 | mu1] (gathered h_s(z-hat));  mem.write_initial(state, step, C)  # s1, no read
+    steps 2..11: psi = prior(...); C = cell(psi, C); C = mem(state, step, C)
+                 # transfer if step.starts_scale, read_and_fuse(C), write C (before fusion)
 
 What the model stores, and why it is decodable: the **context C right after the step's cell**, before the
 bank's own fusion (C_t = cell(psi_t, C_{t-1}), psi_t = prior(adaptor([C_{t-1}, y-hat_{<t}]))), and at step 1
@@ -81,7 +85,7 @@ matmul, hence no TF32).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -160,6 +164,52 @@ class ReadRecord:
     weights: torch.Tensor
 
 
+def entries_bytes(entries: list[MemoryEntry]) -> int:
+    """Bytes held by the keys and values of ``entries``."""
+    return sum(e.key.numel() * e.key.element_size() + e.value.numel() * e.value.element_size()
+               for e in entries)
+
+
+@dataclass
+class MemoryBankState:
+    """The per-pass state of a :class:`HierarchicalMemoryManager`: everything that depends on the image.
+
+    Made by ``manager.new_state()`` at the start of every forward, compress and decompress and carried by
+    the step loop beside the coder; the modules hold weights only, so no image's entries outlive its pass.
+    ``entries[scale]``: that bank's FIFO, oldest first (one list per bank); ``next_id``: the id of the next
+    write (writes so far); ``read_log``: every read, in call order; ``batch_size``: bound on first use when
+    not given.
+    """
+
+    entries: dict[str, list[MemoryEntry]]
+    batch_size: int | None = None
+    next_id: int = 0
+    read_log: list[ReadRecord] = field(default_factory=list)
+
+    @property
+    def last_indices(self) -> list[torch.Tensor]:
+        """Buffer positions (B, k) retrieved by each read of this pass, in call order."""
+        return [r.indices for r in self.read_log]
+
+    @property
+    def last_entry_ids(self) -> list[torch.Tensor]:
+        """Global write ids (B, k) retrieved by each read of this pass (write order, from 0)."""
+        return [r.entry_ids for r in self.read_log]
+
+    @property
+    def num_writes(self) -> int:
+        """Writes committed in this pass (ids handed out so far)."""
+        return self.next_id
+
+    def num_entries(self) -> dict[str, int]:
+        """Entries currently held per scale."""
+        return {s: len(e) for s, e in self.entries.items()}
+
+    def memory_bytes(self) -> int:
+        """Bytes held by all stored keys and values."""
+        return sum(entries_bytes(e) for e in self.entries.values())
+
+
 class _PooledEncoder(nn.Module):
     """conv1x1 (no bias) -> GroupNorm -> global mean: (B, C, h, w) -> (B, Ck)."""
 
@@ -227,74 +277,47 @@ class FullContextMemoryBank(nn.Module):
         nn.init.zeros_(self.fusion_out.weight)
         nn.init.zeros_(self.fusion_out.bias)
 
-        self._entries: list[MemoryEntry] = []
-        self._next_id = 0
-        self.read_log: list[ReadRecord] = []
-
-    # ---- state -------------------------------------------------------------------------------------------
-
-    def reset(self) -> None:
-        """Drop every entry and the read log (start of a new image batch)."""
-        self._entries = []
-        self._next_id = 0
-        self.read_log = []
-
-    @property
-    def entries(self) -> list[MemoryEntry]:
-        """Stored entries, oldest first (a copy of the list; the entries themselves are shared)."""
-        return list(self._entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
     @property
     def temperature(self) -> torch.Tensor:
         """Clamped softmax temperature tau (0-dim tensor)."""
         lo, hi = self.temperature_range
         return self.log_temperature.exp().clamp(lo, hi)
 
-    def memory_bytes(self) -> int:
-        """Bytes held by the stored keys and values."""
-        return sum(e.key.numel() * e.key.element_size() + e.value.numel() * e.value.element_size()
-                   for e in self._entries)
-
     # ---- write -------------------------------------------------------------------------------------------
 
-    def encode(self, x: torch.Tensor, entry_id: int | None = None, origin: str = "") -> MemoryEntry:
+    def encode(self, x: torch.Tensor, entry_id: int = 0, origin: str = "") -> MemoryEntry:
         """Build an entry from x (B, C, h, w): key (B, Ck), value (B, Cv, R, R)."""
         if x.dim() != 4 or x.shape[1] != self.channels:
             raise ValueError(f"expected (B, {self.channels}, h, w), got {tuple(x.shape)}")
         key = self.key_encoder(x)
         r = self.value_resolution
         value = F.adaptive_avg_pool2d(self.value_encoder(x), (r, r))
-        if entry_id is None:
-            entry_id = self._next_id
         return MemoryEntry(key=key, value=value, entry_id=entry_id, origin=origin or self.name)
 
-    def push(self, entry: MemoryEntry) -> MemoryEntry | None:
-        """Append an entry; if the bank is full the oldest entry is evicted and returned."""
-        if self._entries and entry.key.shape[0] != self._entries[0].key.shape[0]:
+    def push(self, entries: list[MemoryEntry], entry: MemoryEntry) -> MemoryEntry | None:
+        """Append ``entry`` to this bank's FIFO ``entries`` (in place); if it is then over ``max_refs`` the
+        oldest entry is evicted and returned."""
+        if entries and entry.key.shape[0] != entries[0].key.shape[0]:
             raise ValueError("entry batch size differs from the stored entries")
         if entry.key.shape[-1] != self.key_dim or entry.value.shape[1:] != (
             self.value_dim, self.value_resolution, self.value_resolution
         ):
             raise ValueError("entry key/value shapes do not match this bank")
-        self._entries.append(entry)
-        self._next_id = max(self._next_id, entry.entry_id + 1)
-        if len(self._entries) > self.max_refs:
-            return self._entries.pop(0)
+        entries.append(entry)
+        if len(entries) > self.max_refs:
+            return entries.pop(0)
         return None
 
-    def write(self, x: torch.Tensor, entry_id: int | None = None) -> MemoryEntry:
-        """Encode x (B, C, h, w) and push it (FIFO). Returns the new entry."""
-        entry = self.encode(x, entry_id)
-        self.push(entry)
-        return entry
+    def write(self, entries: list[MemoryEntry], x: torch.Tensor, entry_id: int | None = None) -> MemoryEntry:
+        """Encode x (B, C, h, w) and push it onto ``entries`` (FIFO). Returns the new entry.
 
-    def take_entries(self) -> list[MemoryEntry]:
-        """Remove and return all entries, oldest first (used by hierarchical transfer)."""
-        out, self._entries = self._entries, []
-        return out
+        ``entry_id`` None: one more than the newest entry's (0 for an empty list).
+        """
+        if entry_id is None:
+            entry_id = entries[-1].entry_id + 1 if entries else 0
+        entry = self.encode(x, entry_id)
+        self.push(entries, entry)
+        return entry
 
     # ---- read --------------------------------------------------------------------------------------------
 
@@ -307,16 +330,19 @@ class FullContextMemoryBank(nn.Module):
         k = scores.shape[1] if self.mode == "soft" else min(self.topk, scores.shape[1])
         return order[:, :k]
 
-    def retrieve(self, cur: torch.Tensor) -> tuple[torch.Tensor, ReadRecord] | None:
-        """Weighted reading (B, Cv, R, R) and its record for query cur (B, C, h, w); None if empty."""
-        if not self._entries:
+    def retrieve(
+        self, entries: list[MemoryEntry], cur: torch.Tensor
+    ) -> tuple[torch.Tensor, ReadRecord] | None:
+        """Weighted reading (B, Cv, R, R) of ``entries`` and its record for query cur (B, C, h, w); None if
+        there are no entries."""
+        if not entries:
             return None
         b = cur.shape[0]
-        if self._entries[0].key.shape[0] != b:
-            raise ValueError(f"batch size {b} differs from the stored {self._entries[0].key.shape[0]}")
-        keys = torch.stack([e.key for e in self._entries], dim=1).float()  # (B, N, Ck)
-        values = torch.stack([e.value for e in self._entries], dim=1)  # (B, N, Cv, R, R)
-        ids = torch.tensor([e.entry_id for e in self._entries], device=cur.device)
+        if entries[0].key.shape[0] != b:
+            raise ValueError(f"batch size {b} differs from the stored {entries[0].key.shape[0]}")
+        keys = torch.stack([e.key for e in entries], dim=1).float()  # (B, N, Ck)
+        values = torch.stack([e.value for e in entries], dim=1)  # (B, N, Cv, R, R)
+        ids = torch.tensor([e.entry_id for e in entries], device=cur.device)
         query = self.query_encoder(cur).float()  # (B, Ck)
         eps = 1e-8
         qn = query / query.norm(dim=-1, keepdim=True).clamp_min(eps)
@@ -337,17 +363,23 @@ class FullContextMemoryBank(nn.Module):
         gate = torch.sigmoid(self.gate(hidden))
         return cur + gate * delta
 
-    def read_and_fuse(self, cur: torch.Tensor) -> torch.Tensor:
-        """Retrieve from the entries stored so far, fuse into cur (B, C, h, w); empty bank -> cur itself."""
-        got = self.retrieve(cur)
+    def read_and_fuse(
+        self, entries: list[MemoryEntry], cur: torch.Tensor, log: list[ReadRecord] | None = None
+    ) -> torch.Tensor:
+        """Retrieve from ``entries`` (those stored so far), fuse into cur (B, C, h, w); no entries -> cur
+        itself. The read's record is appended to ``log`` when given."""
+        got = self.retrieve(entries, cur)
         if got is None:
             return cur
         reading, record = got
-        self.read_log.append(record)
+        if log is not None:
+            log.append(record)
         return self.fuse(cur, reading)
 
-    def forward(self, cur: torch.Tensor) -> torch.Tensor:
-        return self.read_and_fuse(cur)
+    def forward(
+        self, entries: list[MemoryEntry], cur: torch.Tensor, log: list[ReadRecord] | None = None
+    ) -> torch.Tensor:
+        return self.read_and_fuse(entries, cur, log)
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, key_dim={self.key_dim}, max_refs={self.max_refs}, "
@@ -360,12 +392,14 @@ class FullContextMemoryBank(nn.Module):
 
 
 class HierarchicalMemoryManager(nn.Module):
-    """One ``FullContextMemoryBank`` per enabled scale plus the per-image state and s1 -> s2 -> s3 transfer.
+    """One ``FullContextMemoryBank`` per enabled scale and the s1 -> s2 -> s3 transfer, over a per-pass
+    :class:`MemoryBankState`.
 
     channels: C of the context (2M). ``config``: a ``MemoryBankConfig`` (or its dict). Banks live in
-    ``self.banks[scale]`` (state-dict keys ``banks.s3.key_encoder.proj.weight`` etc.). Calls for a scale
-    without a bank are no-ops (``read_and_fuse`` returns its input object), so a step loop can call them
-    at every step. See the module docstring for the step protocol.
+    ``self.banks[scale]`` (state-dict keys ``banks.s3.key_encoder.proj.weight`` etc.). The module holds
+    weights only: every call takes the ``state`` made by :meth:`new_state` for the current pass. Calls for
+    a scale without a bank are no-ops (``read_and_fuse`` returns its input object), so a step loop can call
+    them at every step. See the module docstring for the step protocol.
     """
 
     def __init__(self, channels: int, config: MemoryBankConfig | dict[str, Any] | None = None) -> None:
@@ -391,10 +425,6 @@ class HierarchicalMemoryManager(nn.Module):
             )
             for s in SCALES if s in config.enabled_scales
         })
-        self._active = False
-        self._batch_size: int | None = None
-        self._next_id = 0
-        self.read_log: list[ReadRecord] = []
 
     # ---- mode --------------------------------------------------------------------------------------------
 
@@ -413,58 +443,30 @@ class HierarchicalMemoryManager(nn.Module):
 
     # ---- state -------------------------------------------------------------------------------------------
 
-    def reset(self, batch_size: int | None = None) -> None:
-        """Start a new batch of images: empty every bank and the logs. Call before step 1 of every pass.
-
-        ``batch_size`` None binds it to the batch dimension of the first tensor seen after the reset.
-        """
+    def new_state(self, batch_size: int | None = None) -> MemoryBankState:
+        """A fresh (empty) state for one pass over a batch of images: make one before step 1 of every
+        forward, compress and decompress. ``batch_size`` None binds it to the batch dimension of the first
+        tensor the state sees."""
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self._active = True
-        self._batch_size = batch_size
-        self._next_id = 0
-        self.read_log = []
-        for bank in self.banks.values():
-            bank.reset()
+        return MemoryBankState(entries={s: [] for s in self.banks}, batch_size=batch_size)
 
-    def _check(self, x: torch.Tensor | None = None) -> None:
-        if not self._active:
-            raise RuntimeError("HierarchicalMemoryManager.reset() must be called before use")
+    def _check(self, state: MemoryBankState, x: torch.Tensor | None = None) -> None:
+        if state.entries.keys() != self.banks.keys():
+            raise ValueError(f"the state holds scales {sorted(state.entries)}, this manager has banks at "
+                             f"{sorted(self.banks)}: make it with this manager's new_state()")
         if x is None:
             return
-        if self._batch_size is None:
-            self._batch_size = x.shape[0]
-        if x.shape[0] != self._batch_size:
-            raise ValueError(f"batch size {x.shape[0]} differs from reset({self._batch_size})")
+        if state.batch_size is None:
+            state.batch_size = x.shape[0]
+        if x.shape[0] != state.batch_size:
+            raise ValueError(f"batch size {x.shape[0]} differs from the state's {state.batch_size}")
 
     def has_bank(self, scale: str) -> bool:
         """Whether ``scale`` has a bank."""
         if scale not in SCALES:
             raise ValueError(f"unknown scale {scale!r}")
         return scale in self.banks
-
-    @property
-    def last_indices(self) -> list[torch.Tensor]:
-        """Buffer positions (B, k) retrieved by each read since ``reset``, in call order."""
-        return [r.indices for r in self.read_log]
-
-    @property
-    def last_entry_ids(self) -> list[torch.Tensor]:
-        """Global write ids (B, k) retrieved by each read since ``reset`` (write order, from 0)."""
-        return [r.entry_ids for r in self.read_log]
-
-    @property
-    def num_writes(self) -> int:
-        """Writes committed since ``reset`` (ids handed out so far)."""
-        return self._next_id
-
-    def num_entries(self) -> dict[str, int]:
-        """Entries currently held per scale."""
-        return {s: len(b) for s, b in self.banks.items()}
-
-    def memory_bytes(self) -> int:
-        """Bytes held by all stored keys and values."""
-        return sum(b.memory_bytes() for b in self.banks.values())
 
     def num_parameters(self, per_scale: bool = False) -> int | dict[str, int]:
         """Parameter count of all banks, or a dict per scale."""
@@ -473,69 +475,75 @@ class HierarchicalMemoryManager(nn.Module):
 
     # ---- step API ----------------------------------------------------------------------------------------
 
-    def transfer(self, to_scale: str) -> None:
+    def transfer(self, state: MemoryBankState, to_scale: str) -> None:
         """Scale change to ``to_scale``: move coarser banks' entries into its bank (see module docstring)."""
         if to_scale not in SCALES:
             raise ValueError(f"unknown scale {to_scale!r}")
-        self._check()
+        self._check(state)
         if to_scale not in self.banks:  # no bank here: coarser entries wait for the next scale with one
             return
-        coarser = [s for s in SCALES[: SCALES.index(to_scale)] if s in self.banks]
-        moved = [e for s in coarser for e in self.banks[s].take_entries()]
+        moved: list[MemoryEntry] = []
+        for s in SCALES[: SCALES.index(to_scale)]:
+            if s in self.banks:
+                moved.extend(state.entries[s])
+                state.entries[s] = []
         if self.config.enable_hierarchical_transfer:
-            target = self.banks[to_scale]
+            target, entries = self.banks[to_scale], state.entries[to_scale]
             for entry in moved:
-                target.push(entry)
+                target.push(entries, entry)
 
-    def read_and_fuse(self, scale: str, context: torch.Tensor) -> torch.Tensor:
+    def read_and_fuse(self, state: MemoryBankState, scale: str, context: torch.Tensor) -> torch.Tensor:
         """Fuse references written at earlier steps into context (B, C, h, w) at ``scale``."""
         if not self.has_bank(scale):
             return context
-        self._check(context)
-        bank = self.banks[scale]
-        n_before = len(bank.read_log)
-        out = bank.read_and_fuse(context)
-        self.read_log.extend(bank.read_log[n_before:])
-        return out
+        self._check(state, context)
+        return self.banks[scale].read_and_fuse(state.entries[scale], context, state.read_log)
 
-    def write(self, scale: str, x: torch.Tensor) -> None:
+    def write(self, state: MemoryBankState, scale: str, x: torch.Tensor) -> None:
         """Commit x (B, C, h, w) (decodable: psi or C of this step, never y) to the bank of ``scale``."""
         if not self.has_bank(scale):
             return
-        self._check(x)
-        self.banks[scale].write(x, entry_id=self._next_id)
-        self._next_id += 1
+        self._check(state, x)
+        self.banks[scale].write(state.entries[scale], x, entry_id=state.next_id)
+        state.next_id += 1
 
-    def step(self, scale: str, context: torch.Tensor, store: torch.Tensor | None = None) -> torch.Tensor:
-        """One step: ``read_and_fuse(scale, context)``, then ``write(scale, store)`` (default: ``context``).
-
-        Returns the fused context (B, C, h, w).
+    def step(
+        self, state: MemoryBankState, scale: str, context: torch.Tensor, store: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One step: ``read_and_fuse(state, scale, context)``, then ``write(state, scale, store)`` (default:
+        ``context``). Returns the fused context (B, C, h, w).
         """
-        out = self.read_and_fuse(scale, context)
-        self.write(scale, context if store is None else store)
+        out = self.read_and_fuse(state, scale, context)
+        self.write(state, scale, context if store is None else store)
         return out
 
-    def write_initial(self, step: Any, context: torch.Tensor) -> None:
+    def write_initial(self, state: MemoryBankState, step: Any, context: torch.Tensor) -> None:
         """Step 1 of HPCM's seam (no network, no read): store the hyper context C1 = [sigma1 | mu1].
 
         context (B, C, H/4, W/4) is gathered from h_s(z-hat) only, so the decoder has it before any y symbol;
         it goes to the bank of ``step``'s scale (s1; a no-op if s1 has no bank), so step 2 has an entry to
         read.
         """
-        scale = step.scale if isinstance(step.scale, str) else f"s{int(step.scale)}"
-        self.write(scale, context)
+        self.write(state, _scale_name(step), context)
 
-    def forward(self, step: Any, context: torch.Tensor, store: torch.Tensor | None = None) -> torch.Tensor:
-        """Step-loop seam ``C = memory(step, C)`` (``hpcm.models.hpcm.HPCM.memory``), called after the cell.
+    def forward(
+        self, state: MemoryBankState, step: Any, context: torch.Tensor, store: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Step-loop seam ``C = memory(state, step, C)`` (``hpcm.models.hpcm.HPCM.memory``), after the cell.
 
         ``step`` needs ``.scale`` (1/2/3 or "s1"/"s2"/"s3") and ``.starts_scale``; a step that starts a scale
-        first transfers, then ``step(scale, context, store)`` reads and writes (store defaults to the
+        first transfers, then ``step(state, scale, context, store)`` reads and writes (store defaults to the
         context before fusion). Returns the fused context (B, C, h, w).
         """
-        scale = step.scale if isinstance(step.scale, str) else f"s{int(step.scale)}"
+        scale = _scale_name(step)
         if getattr(step, "starts_scale", False) and scale != "s1":
-            self.transfer(scale)
-        return self.step(scale, context, store)
+            self.transfer(state, scale)
+        return self.step(state, scale, context, store)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, config={self.config}"
+
+
+def _scale_name(step: Any) -> str:
+    """"s1"/"s2"/"s3" for a step whose ``.scale`` is 1/2/3 (``hpcm.models.schedule.Step``) or the name."""
+    return step.scale if isinstance(step.scale, str) else f"s{int(step.scale)}"

@@ -18,7 +18,7 @@ decoded ŷ equals the encoder's (and the eval forward's) ŷ bit for bit on any t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -134,6 +134,23 @@ class HyperSynthesis(nn.Module):
 
 # --- coder strategies: hpcm.entropy.conditional (re-exported here) -------------------------------------
 
+# --- the memory seam ------------------------------------------------------------------------------
+
+
+class ContextMemory(Protocol):
+    """What the step loop needs from ``HPCM.memory`` (``hpcm.layers.memory_bank.HierarchicalMemoryManager``).
+
+    The module holds weights only; ``new_state()`` makes the per-pass state (entries, ids, logs) that the
+    step loop carries through one forward, compress or decompress and then drops.
+    """
+
+    def new_state(self) -> Any: ...
+
+    def write_initial(self, state: Any, step: S.Step, context: Tensor) -> None: ...
+
+    def __call__(self, state: Any, step: S.Step, context: Tensor) -> Tensor: ...
+
+
 # --- the model ------------------------------------------------------------------------------------
 
 
@@ -173,10 +190,11 @@ class HPCM(nn.Module):
         self.attn_s2 = cfg.cells[1].build(2 * M)
         self.attn_s3 = cfg.cells[2].build(2 * M)
         self.context_net = nn.ModuleList([spec.build(2 * M) for spec in cfg.context_nets])
-        # Seam for a per-image memory bank (multiref, hpcm.layers.memory_bank): if set, memory.reset()
-        # (when defined) runs at the start of every context pass, memory.write_initial(step, C) (when
-        # defined) stores step 1's hyper context C = [sigma1 | mu1], and C = memory(step, C) runs after
-        # every cell update (steps 2..11). Built from ``config.memory`` when given, else None; assignable.
+        # Seam for a multi-reference memory bank (multiref, hpcm.layers.memory_bank; see ContextMemory):
+        # every context pass makes state = memory.new_state(), stores step 1's hyper context
+        # C = [sigma1 | mu1] with memory.write_initial(state, step, C) and runs C = memory(state, step, C)
+        # after every cell update (steps 2..11). Built from ``config.memory`` when given, else None;
+        # assignable (any module with those three methods).
         self.memory: nn.Module | None = None
         if cfg.memory is not None:
             from hpcm.layers.memory_bank import HierarchicalMemoryManager
@@ -235,8 +253,8 @@ class HPCM(nn.Module):
         if y is not None:
             latents[2] = S.gather_y_to_s2(y)
             latents[1] = S.gather_s2_to_s1(latents[2])
-        if self.memory is not None and hasattr(self.memory, "reset"):
-            self.memory.reset()
+        memory = self.memory
+        state = memory.new_state() if memory is not None else None  # per pass, carried like the coder
         coder.bind(self.entropy_estimation)
         cells = self._cells()
         y_hat: Tensor | None = None
@@ -246,8 +264,8 @@ class HPCM(nn.Module):
                 sigma, mu = S.gather_y_to_s1(scales_all), S.gather_y_to_s1(means_all)
                 C = torch.cat((sigma, mu), dim=1)
                 y_hat = torch.zeros_like(sigma)
-                if self.memory is not None and hasattr(self.memory, "write_initial"):
-                    self.memory.write_initial(step, C)  # decoder-side (from z-hat only): s1 gets an entry
+                if memory is not None:
+                    memory.write_initial(state, step, C)  # decoder-side (from z-hat only): s1 gets an entry
             else:
                 if step.starts_scale:
                     C, y_hat = self._transition(step.scale, C, y_hat, scales_all, means_all, coder)
@@ -255,8 +273,8 @@ class HPCM(nn.Module):
                 psi = prior(self._adaptor(step)(torch.cat((C, y_hat), dim=1)),
                             self.adaptive_params_list[step.param])
                 C = cells[step.scale - 1](psi, C)
-                if self.memory is not None:  # multi-reference memory bank seam
-                    C = self.memory(step, C)
+                if memory is not None:  # multi-reference memory bank seam
+                    C = memory(state, step, C)
                 sigma, mu = psi[:, :M], psi[:, M:]
             h, w = S.grid_shape(step.scale, H, W)
             mask = S.step_mask(step, M, h, w, params.device, params.dtype)

@@ -27,6 +27,7 @@ from hpcm import rates
 from hpcm.atomic import atomic_write_bytes
 from hpcm.errors import CheckpointError
 from hpcm.models import bundled
+from hpcm.models.protocol import is_variable_rate, model_config_dict, model_preset, weights_info
 
 #: Quality -> λ views of the tables in ``hpcm.rates`` (hpcm.md §8.2).
 MSE_LAMBDAS = dict(enumerate(rates.MSE_LAMBDAS, start=1))
@@ -81,11 +82,6 @@ def weights_fingerprint(model: nn.Module) -> str:
     return fingerprint_state(learned_state(model))
 
 
-def _config_dict(model: nn.Module) -> dict[str, Any] | None:
-    config = getattr(model, "config", None)
-    return config.to_dict() if hasattr(config, "to_dict") else None
-
-
 def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None,
                  *, overwrite: bool = True) -> Path:
     """Write ``path`` (.safetensors) and its JSON sidecar; return ``path``.
@@ -99,15 +95,15 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, 
     if path.suffix != ".safetensors":
         raise CheckpointError(f"weights path must end in .safetensors, got {path.name}")
     state = {k: v.contiguous().clone() for k, v in learned_state(model).items()}
-    info = dict(getattr(model, "weights_info", None) or {})
+    info = weights_info(model)
     meta: dict[str, Any] = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "preset": info.get("preset") or getattr(model, "preset", None),
+        "preset": model_preset(model),
         "quality": info.get("quality"),
     }
     meta.update(metadata or {})
-    meta["config"] = _config_dict(model)
+    meta["config"] = model_config_dict(model)
     meta["fingerprint"] = fingerprint_state(state)
     meta.setdefault("trained", True)
     text = json.dumps(meta, indent=2, sort_keys=True)
@@ -401,7 +397,7 @@ def _load_safetensors(path: Path, device: str | torch.device, quality: int | Non
     if meta.get("fingerprint") and meta["fingerprint"] != fp:
         raise CheckpointError(f"{path}: weights do not match their recorded fingerprint (file corrupted?)")
     file_quality = meta.get("quality")
-    if getattr(model, "variable_rate", False):
+    if is_variable_rate(model):
         file_quality = quality = None  # one model for every quality: chosen per image when coding
     if quality is not None and file_quality is not None and int(file_quality) != int(quality):
         raise CheckpointError(f"{path} holds quality {file_quality}, not {quality}")

@@ -5,7 +5,13 @@ from any ``nn.Module``, with the defaults written here and nowhere else:
 
 - ``size_multiple(model)``: image H and W given to the model must be multiples of it (callers pad);
 - ``model_device(model)``: where its parameters live;
-- ``weights_info(model)`` / ``model_preset(model)``: provenance of the loaded weights (``hpcm.models.io``).
+- ``is_variable_rate(model)``: whether its quality is chosen per image (``model.variable_rate``);
+- ``weights_info(model)`` / ``model_preset(model)``: provenance of the loaded weights (``hpcm.models.io``);
+- ``model_config_dict(model)``: the JSON-able architecture (``model.config.to_dict()``) recorded with weights
+  and training checkpoints.
+
+Writers set the attributes (``model.preset = ...``, ``model.weights_info = ...``); readers use these
+functions, never ``getattr`` with a default of their own.
 """
 
 from __future__ import annotations
@@ -54,6 +60,11 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def is_variable_rate(model: Any) -> bool:
+    """True for a model whose quality is chosen per image (``model.variable_rate``; False when undeclared)."""
+    return bool(getattr(model, "variable_rate", False))
+
+
 def weights_info(model: Any) -> dict[str, Any]:
     """A copy of ``model.weights_info`` (empty when the model has none)."""
     info = getattr(model, "weights_info", None)
@@ -63,3 +74,9 @@ def weights_info(model: Any) -> dict[str, Any]:
 def model_preset(model: Any) -> str | None:
     """The preset recorded with the weights, else ``model.preset``, else None."""
     return weights_info(model).get("preset") or getattr(model, "preset", None)
+
+
+def model_config_dict(model: Any) -> dict[str, Any] | None:
+    """``model.config.to_dict()`` (an ``HPCMConfig``'s JSON-able dict), None for a model without one."""
+    config = getattr(model, "config", None)
+    return config.to_dict() if hasattr(config, "to_dict") else None

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from hpcm.errors import CheckpointError
 from hpcm.models.io import is_derived_key
 from hpcm.models.migrate import MigrationReport, freeze, freeze_except, migrate, param_groups, parse_lr_rules
-from hpcm.models.protocol import size_multiple
+from hpcm.models.protocol import model_config_dict, size_multiple
 from hpcm.train import distributed as D
 from hpcm.train.amp import keep_likelihoods_fp32
 from hpcm.train.checkpoint import (
@@ -88,12 +88,6 @@ def build_model(name: str) -> nn.Module:
         return create_model(name)
     except KeyError as exc:
         raise ConfigError(f"unknown model {name!r}: {exc}") from None
-
-
-def model_config_dict(model: nn.Module) -> dict | None:
-    """``model.config.to_dict()`` when the model has an ``HPCMConfig``."""
-    cfg = getattr(model, "config", None)
-    return cfg.to_dict() if hasattr(cfg, "to_dict") else None
 
 
 def load_source_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -287,278 +281,385 @@ def train(
     cfg.validate()
     info = D.setup(cfg.device)
     try:
-        return _train(cfg, info, model, on_step)
+        return Trainer(cfg, info, model, on_step).run()
     finally:
         D.teardown(info)
 
 
-def _train(
-    cfg: TrainConfig,
-    info: D.DistInfo,
-    model: nn.Module | None,
-    on_step: Callable[[int, dict[str, float]], None] | None,
-) -> TrainResult:
-    run_dir = Path(cfg.out)
-    last_path = run_dir / LAST
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.resume and not last_path.exists():
-        raise CheckpointError(f"--resume: no {LAST} in {run_dir}")
-    if not cfg.resume and last_path.exists():
-        raise ConfigError(f"{run_dir} already holds a run ({LAST}); use --resume or another --out")
+class Trainer:
+    """One run of :func:`train`, in pieces that can be read and called alone.
 
-    torch.manual_seed(cfg.seed)
-    if model is None:
-        model = build_model(cfg.model)
-    multiple = size_multiple(model)
-    if cfg.patch_size % multiple:
-        raise ConfigError(f"--patch-size {cfg.patch_size} is not a multiple of the model's {multiple}")
-    gains = getattr(model, "quality_gains", None)
-    if gains is not None and cfg.quality is not None:
-        lo, hi = gains.quality_range
-        if not lo <= cfg.quality <= hi:
-            raise ConfigError(f"--quality must be {lo:g}..{hi:g} for {cfg.model}, got {cfg.quality}")
-    lmbda = cfg.resolved_lmbda if gains is None else None
-    if gains is None and lmbda is None:
-        raise ConfigError(f"give --quality or --lmbda ({cfg.model} is not a variable-rate model)")
-    if gains is not None and cfg.lmbda is not None:
-        raise ConfigError(f"{cfg.model} is variable-rate: give --quality to train one quality, or neither")
-    fixed_quality = float(cfg.quality) if gains is not None and cfg.quality is not None else None
-    if gains is not None:
-        lmbda = None  # per crop, from the model's anchors
-    criterion = RateDistortionLoss(lmbda, cfg.metric)
+    :meth:`setup` runs the pieces in their fixed order (the order matters for bit-exact resume: every one
+    that draws random numbers or restores the RNG must run where it always has):
 
-    # ---- weights: resume > init-from > fresh
-    start_step, skipped, best_val = 0, 0, None
-    prior_seconds = 0.0  # training wall time of earlier stretches of this run (provenance)
-    ckpt = None
-    migration: MigrationReport | None = None
-    if cfg.resume:
-        tensors, meta, optim_json = read_checkpoint(last_path)
-        _check_resumable(cfg, meta)
-        if not cfg.init_from:  # keep the run's origin in its provenance across resumes
-            cfg.init_from = meta.get("train_config", {}).get("init_from")
-        rep = migrate(model_state(tensors), model)
-        if any(not is_derived_key(k) for k in rep.initialised):
-            raise CheckpointError(f"{last_path} does not fit model {cfg.model!r}:\n{rep}")
-        start_step, skipped, best_val = int(meta["step"]), int(meta["skipped_steps"]), meta["best_val_loss"]
-        prior_seconds = float(meta.get("train_seconds") or 0.0)
-        ckpt = (tensors, optim_json)
-    elif cfg.init_from:
-        migration = migrate(load_source_state(cfg.init_from), model)
-        if info.is_main:
-            print(migration.summary() if len(str(migration)) > 4000 else str(migration), file=sys.stderr)
-        if not migration.copied:
-            raise CheckpointError(f"--init-from {cfg.init_from}: no tensor matches model {cfg.model!r}")
+    1. :meth:`build_model` — seed, build, check the patch size, choose λ / the quality and the loss;
+    2. :meth:`load_weights` — ``--resume`` (weights, counters; the optimizer state waits for step 4) or
+       ``--init-from``;
+    3. :meth:`prepare_model` — gradient checkpointing, freezing, bf16 likelihoods, device, train mode;
+    4. :meth:`build_optimizer` — Adam over the parameter groups, the resumed optimizer and RNG state, DDP;
+    5. :meth:`setup_data` — training stream (a function of the step) and validation images;
+    6. :meth:`start_logs` — checkpoint metadata, ``config.toml``, metrics log, TensorBoard.
 
-    checkpointed = enable_grad_checkpointing(model) if cfg.grad_checkpoint else []
-    if cfg.grad_checkpoint and not checkpointed and info.is_main:
-        print("hpcm train: --grad-checkpoint: no module of this model has use_checkpoint", file=sys.stderr)
-    if cfg.train_only:
-        freeze_except(model, cfg.train_only)
-    if cfg.freeze:
-        freeze(model, cfg.freeze)
+    Then :meth:`run` loops :meth:`train_step` (one optimizer step; the learning rate and the noise seed
+    are functions of the step), :meth:`log_train`, :meth:`validate` and :meth:`save`. The checkpoint
+    format is :mod:`hpcm.train.checkpoint`'s.
+    """
 
-    device = info.device
-    if cfg.amp == "bf16":
-        keep_likelihoods_fp32(model)  # networks in bf16 autocast, the rate terms in float32
-    model.to(device).train()
-    groups = param_groups(model, cfg.lr, parse_lr_rules(cfg.lr_groups))
-    if not groups:
-        raise ConfigError("every parameter is frozen: nothing to train")
-    for g in groups:
-        g.pop("param_names")  # keep the optimizer state format independent of the torch version
-    optimizer = torch.optim.Adam(groups, lr=cfg.lr)
-    if ckpt is not None:
-        restore_optimizer(optimizer, *ckpt)
-        restore_rng(ckpt[0])
-        del ckpt
-    trainable = [p for g in optimizer.param_groups for p in g["params"]]
-    net: nn.Module = model
-    if info.enabled:
-        net = DistributedDataParallel(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=cfg.ddp_find_unused,
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        info: D.DistInfo,
+        model: nn.Module | None = None,
+        on_step: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.info = info
+        self.device = info.device
+        self.model = model
+        self.on_step = on_step
+        self.run_dir = Path(cfg.out)
+        self.last_path = self.run_dir / LAST
+        # counters (a resumed run starts from the checkpoint's)
+        self.step = 0
+        self.skipped = 0
+        self.best_val: float | None = None
+        self.prior_seconds = 0.0  # training wall time of earlier stretches of this run (provenance)
+        self.run_t0 = time.perf_counter()
+        self.migration: MigrationReport | None = None
+        self._resumed: tuple[dict[str, torch.Tensor], dict] | None = None
+        self.use_amp = cfg.amp == "bf16"
+        self.tb: Any = None
+
+    # ---- setup -------------------------------------------------------------------------------------------
+
+    def setup(self) -> Trainer:
+        """Every piece of the run before the first step, in order (see the class docstring)."""
+        self.check_run_dir()
+        self.build_model()
+        self.load_weights()
+        self.prepare_model()
+        self.build_optimizer()
+        self.setup_data()
+        self.start_logs()
+        return self
+
+    def check_run_dir(self) -> None:
+        """Create the run folder; ``--resume`` needs its last checkpoint, a fresh run an unused folder."""
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.cfg.resume and not self.last_path.exists():
+            raise CheckpointError(f"--resume: no {LAST} in {self.run_dir}")
+        if not self.cfg.resume and self.last_path.exists():
+            raise ConfigError(f"{self.run_dir} already holds a run ({LAST}); use --resume or another --out")
+
+    def build_model(self) -> None:
+        """Seed torch, build the model (unless given), check the patch size, choose λ and the loss."""
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        if self.model is None:
+            self.model = build_model(cfg.model)
+        multiple = size_multiple(self.model)
+        if cfg.patch_size % multiple:
+            raise ConfigError(f"--patch-size {cfg.patch_size} is not a multiple of the model's {multiple}")
+        gains = getattr(self.model, "quality_gains", None)
+        if gains is not None and cfg.quality is not None:
+            lo, hi = gains.quality_range
+            if not lo <= cfg.quality <= hi:
+                raise ConfigError(f"--quality must be {lo:g}..{hi:g} for {cfg.model}, got {cfg.quality}")
+        lmbda = cfg.resolved_lmbda if gains is None else None
+        if gains is None and lmbda is None:
+            raise ConfigError(f"give --quality or --lmbda ({cfg.model} is not a variable-rate model)")
+        if gains is not None and cfg.lmbda is not None:
+            raise ConfigError(
+                f"{cfg.model} is variable-rate: give --quality to train one quality, or neither"
+            )
+        self.gains = gains
+        self.fixed_quality = float(cfg.quality) if gains is not None and cfg.quality is not None else None
+        self.lmbda = None if gains is not None else lmbda  # variable rate: per crop, from the model's anchors
+        self.criterion = RateDistortionLoss(self.lmbda, cfg.metric)
+
+    def load_weights(self) -> None:
+        """Weights to start from: ``--resume`` (the run's last checkpoint) > ``--init-from`` > fresh."""
+        cfg, model = self.cfg, self.model
+        if cfg.resume:
+            tensors, meta, optim_json = read_checkpoint(self.last_path)
+            _check_resumable(cfg, meta)
+            if not cfg.init_from:  # keep the run's origin in its provenance across resumes
+                cfg.init_from = meta.get("train_config", {}).get("init_from")
+            rep = migrate(model_state(tensors), model)
+            if any(not is_derived_key(k) for k in rep.initialised):
+                raise CheckpointError(f"{self.last_path} does not fit model {cfg.model!r}:\n{rep}")
+            self.step, self.skipped = int(meta["step"]), int(meta["skipped_steps"])
+            self.best_val = meta["best_val_loss"]
+            self.prior_seconds = float(meta.get("train_seconds") or 0.0)
+            self._resumed = (tensors, optim_json)
+        elif cfg.init_from:
+            self.migration = migrate(load_source_state(cfg.init_from), model)
+            if self.info.is_main:
+                text = str(self.migration)
+                print(self.migration.summary() if len(text) > 4000 else text, file=sys.stderr)
+            if not self.migration.copied:
+                raise CheckpointError(f"--init-from {cfg.init_from}: no tensor matches model {cfg.model!r}")
+
+    def prepare_model(self) -> None:
+        """Gradient checkpointing, frozen parameters, float32 likelihoods under bf16; device, train mode."""
+        cfg, model = self.cfg, self.model
+        checkpointed = enable_grad_checkpointing(model) if cfg.grad_checkpoint else []
+        if cfg.grad_checkpoint and not checkpointed and self.info.is_main:
+            print("hpcm train: --grad-checkpoint: no module of this model has use_checkpoint",
+                  file=sys.stderr)
+        if cfg.train_only:
+            freeze_except(model, cfg.train_only)
+        if cfg.freeze:
+            freeze(model, cfg.freeze)
+        if self.use_amp:
+            keep_likelihoods_fp32(model)  # networks in bf16 autocast, the rate terms in float32
+        model.to(self.device).train()
+
+    def build_optimizer(self) -> None:
+        """Adam over the parameter groups (``--lr-groups``), the resumed optimizer and RNG state, and the
+        DDP wrapper when distributed. The learning rate itself is set per step (:meth:`set_lr`)."""
+        cfg, model = self.cfg, self.model
+        groups = param_groups(model, cfg.lr, parse_lr_rules(cfg.lr_groups))
+        if not groups:
+            raise ConfigError("every parameter is frozen: nothing to train")
+        for g in groups:
+            g.pop("param_names")  # keep the optimizer state format independent of the torch version
+        self.optimizer = torch.optim.Adam(groups, lr=cfg.lr)
+        if self._resumed is not None:
+            restore_optimizer(self.optimizer, *self._resumed)
+            restore_rng(self._resumed[0])
+            self._resumed = None
+        self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.net: nn.Module = model
+        if self.info.enabled:
+            self.net = DistributedDataParallel(
+                model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.ddp_find_unused,
+            )
+
+    def setup_data(self) -> None:
+        """Training crops (a function of the step, from the current step on) and the validation images
+        (``--val``, else the ``--val-holdout`` images; rank 0 only)."""
+        cfg, info = self.cfg, self.info
+        paths = find_images(cfg.data)
+        check_images(paths)
+        paths, held_out = split_holdout(paths, cfg.val_holdout)
+        self.num_train_images = len(paths)
+        dataset = PatchDataset(
+            paths, cfg.patch_size, downscale_prob=cfg.downscale_prob, downscale_min=cfg.downscale_min
         )
+        sampler = StepBatchSampler(
+            len(paths),
+            cfg.batch_size,
+            seed=cfg.seed,
+            num_steps=cfg.steps,
+            start_step=self.step,
+            rank=info.rank,
+            world_size=info.world_size,
+        )
+        self.loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=_worker_init if cfg.num_workers else None,
+        )
+        self.val_images: ValidationImages | None = None
+        if info.is_main and cfg.val:
+            self.val_images = ValidationImages(cfg.val, cfg.max_val_images)
+        elif info.is_main and held_out:
+            self.val_images = ValidationImages(held_out, cfg.max_val_images)
 
-    # ---- data
-    paths = find_images(cfg.data)
-    check_images(paths)
-    paths, held_out = split_holdout(paths, cfg.val_holdout)
-    dataset = PatchDataset(
-        paths, cfg.patch_size, downscale_prob=cfg.downscale_prob, downscale_min=cfg.downscale_min
-    )
-    sampler = StepBatchSampler(
-        len(paths),
-        cfg.batch_size,
-        seed=cfg.seed,
-        num_steps=cfg.steps,
-        start_step=start_step,
-        rank=info.rank,
-        world_size=info.world_size,
-    )
-    loader = DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda",
-        worker_init_fn=_worker_init if cfg.num_workers else None,
-    )
-    val_images = None
-    if info.is_main and cfg.val:
-        val_images = ValidationImages(cfg.val, cfg.max_val_images)
-    elif info.is_main and held_out:
-        val_images = ValidationImages(held_out, cfg.max_val_images)
-
-    # ---- bookkeeping
-    meta_base = {
-        "preset": cfg.model,
-        "model_config": model_config_dict(model),
-        "lmbda": lmbda,
-        "quality": cfg.quality,
-        "rate_lambdas": list(gains.log_lambdas.exp().tolist()) if gains is not None else None,
-        "metric": cfg.metric,
-        "data": [str(Path(d).resolve()) for d in cfg.data],
-        "num_train_images": len(paths),
-        "world_size": info.world_size,
-        "git_commit": git_commit(),
-        "torch": torch.__version__,
-        "machine": machine_summary(device, info.world_size),
-        "train_config": cfg.to_dict(),
-    }
-    if info.is_main:
-        (run_dir / "config.toml").write_text(dumps_toml(cfg.to_dict()))
-        if migration is not None:
-            (run_dir / "init_migration.json").write_text(json.dumps(migration.to_dict(), indent=1) + "\n")
-    log = MetricsLog(run_dir / METRICS_LOG, info.is_main, start_step if cfg.resume else None)
-    tb = _tensorboard(run_dir, cfg.tensorboard and info.is_main)
-    use_amp = cfg.amp == "bf16"
-    images_per_step = cfg.batch_size * info.world_size
-
-    run_t0 = time.perf_counter()
-
-    def save(path: Path, step: int) -> None:
+    def start_logs(self) -> None:
+        """The metadata every checkpoint carries, ``config.toml`` (and ``init_migration.json``), the metrics
+        log (cut back to the resumed step) and TensorBoard; starts the wall-time clock."""
+        cfg, info, gains = self.cfg, self.info, self.gains
+        self.meta_base = {
+            "preset": cfg.model,
+            "model_config": model_config_dict(self.model),
+            "lmbda": self.lmbda,
+            "quality": cfg.quality,
+            "rate_lambdas": list(gains.log_lambdas.exp().tolist()) if gains is not None else None,
+            "metric": cfg.metric,
+            "data": [str(Path(d).resolve()) for d in cfg.data],
+            "num_train_images": self.num_train_images,
+            "world_size": info.world_size,
+            "git_commit": git_commit(),
+            "torch": torch.__version__,
+            "machine": machine_summary(self.device, info.world_size),
+            "train_config": cfg.to_dict(),
+        }
         if info.is_main:
-            meta = meta_base | {"step": step, "skipped_steps": skipped, "best_val_loss": best_val,
-                                "train_seconds": prior_seconds + time.perf_counter() - run_t0}
-            save_checkpoint(path, model, optimizer, meta)
+            (self.run_dir / "config.toml").write_text(dumps_toml(cfg.to_dict()))
+            if self.migration is not None:
+                (self.run_dir / "init_migration.json").write_text(
+                    json.dumps(self.migration.to_dict(), indent=1) + "\n"
+                )
+        self.log = MetricsLog(self.run_dir / METRICS_LOG, info.is_main, self.step if cfg.resume else None)
+        self.tb = _tensorboard(self.run_dir, cfg.tensorboard and info.is_main)
+        self.run_t0 = time.perf_counter()
 
-    def validate(step: int) -> dict[str, float]:
-        nonlocal best_val
+    # ---- one step ----------------------------------------------------------------------------------------
+
+    def set_lr(self, step: int) -> float:
+        """Learning rate of ``step`` (``TrainConfig.lr_at``) on every group, times its ``lr_factor``."""
+        lr = self.cfg.lr_at(step)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr * g["lr_factor"]
+        return lr
+
+    def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+        """One optimizer step on ``batch`` (B, 3, P, P) at ``self.step``; returns the loss terms.
+
+        The noise seed is a function of (seed, step, rank), so a resumed run draws the same numbers. A step
+        whose gradient norm is not finite is skipped (counted in ``self.skipped``). Advances ``self.step``.
+        """
+        cfg, gains, device = self.cfg, self.gains, self.device
+        self.lr = self.set_lr(self.step)
+        torch.manual_seed(mix_seed(cfg.seed, 0x7EA1, self.step, self.info.rank))
+        x = batch.to(device, non_blocking=True)
+        if gains is None:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+                out = self.net(x, training=True)
+            terms = self.criterion(out, x)
+        else:  # variable rate: every crop draws its quality (seeded above, so resume is exact)
+            lo, hi = gains.quality_range
+            q = torch.full((x.shape[0],), self.fixed_quality) if self.fixed_quality is not None else (
+                lo + (hi - lo) * torch.rand(x.shape[0]))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+                out = self.net(x, training=True, quality=q.to(device))
+            terms = self.criterion(out, x, lmbda=gains.lmbda(q))
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.clip_max_norm)
+        if torch.isfinite(norm):
+            self.optimizer.step()
+        else:
+            self.skipped += 1
+            self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+    # ---- validation, checkpoints, logs -------------------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        """Write a training checkpoint of the current step (rank 0 only)."""
+        if self.info.is_main:
+            meta = self.meta_base | {"step": self.step, "skipped_steps": self.skipped,
+                                     "best_val_loss": self.best_val,
+                                     "train_seconds": self.prior_seconds + time.perf_counter() - self.run_t0}
+            save_checkpoint(path, self.model, self.optimizer, meta)
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics of the current step (logged; a new best is saved as ``checkpoint_best``)."""
         res: dict[str, float] = {}
-        if val_images is not None:
-            res = _validate_all(model, val_images, criterion, device, use_amp, fixed_quality)
-            log.write({"split": "val", "step": step, **res})
-            if tb is not None:
+        if self.val_images is not None:
+            res = _validate_all(self.model, self.val_images, self.criterion, self.device, self.use_amp,
+                                self.fixed_quality)
+            self.log.write({"split": "val", "step": self.step, **res})
+            if self.tb is not None:
                 for k, v in res.items():
-                    tb.add_scalar(f"val/{k}", v, step)
-            if best_val is None or res["loss"] < best_val:
-                best_val = res["loss"]
-                save(run_dir / BEST, step)
-        D.barrier(info)
+                    self.tb.add_scalar(f"val/{k}", v, self.step)
+            if self.best_val is None or res["loss"] < self.best_val:
+                self.best_val = res["loss"]
+                self.save(self.run_dir / BEST)
+        D.barrier(self.info)
         return res
 
-    from tqdm import tqdm
+    def log_train(
+        self, window: dict[str, float], window_steps: int, seconds: float, bar: Any
+    ) -> dict[str, float]:
+        """Mean training terms over the last ``window_steps`` steps (all ranks), with the learning rate,
+        images/s and skipped steps: written to the metrics log, TensorBoard and the progress bar (or one
+        line on stderr when there is no bar)."""
+        cfg, info = self.cfg, self.info
+        metrics = _reduce_window(window, window_steps, info, self.device)
+        metrics |= {
+            "lr": self.lr,
+            "images_per_s": cfg.batch_size * info.world_size * max(window_steps, 1) / max(seconds, 1e-9),
+            "skipped_steps": self.skipped,
+        }
+        self.log.write({"split": "train", "step": self.step, **metrics})
+        if self.tb is not None:
+            for k, v in metrics.items():
+                self.tb.add_scalar(f"train/{k}", v, self.step)
+        bar.set_postfix(
+            loss=f"{metrics.get('loss', math.nan):.4g}",
+            bpp=f"{metrics.get('bpp', math.nan):.4f}",
+            psnr=f"{metrics.get('psnr', math.nan):.2f}",
+            img_s=f"{metrics['images_per_s']:.1f}",
+        )
+        if bar.disable and info.is_main:  # no progress bar (e.g. stdout/stderr not a terminal)
+            print(progress_line(self.step, cfg.steps, metrics, max(window_steps, 1) / max(seconds, 1e-9)),
+                  file=sys.stderr, flush=True)
+        return metrics
 
-    bar = tqdm(
-        total=cfg.steps,
-        initial=start_step,
-        disable=not (cfg.progress and info.is_main and sys.stderr.isatty()),
-        dynamic_ncols=True,
-        desc="train",
-    )
-    window: dict[str, float] = {}
-    window_steps, window_t0 = 0, time.perf_counter()
-    last_train: dict[str, float] = {}
-    last_val: dict[str, float] = {}
-    step = start_step
-    interrupted = False
-    stop_tensor = torch.zeros(1, device=device)
+    # ---- the loop ----------------------------------------------------------------------------------------
 
-    with StopFlag() as stop:
-        it = iter(loader)
-        while step < cfg.steps:
-            try:
-                batch = next(it)
-            except RuntimeError:
-                if stop.signal is not None:  # a data worker was interrupted by the same signal
+    def run(self) -> TrainResult:
+        """:meth:`setup`, then steps until ``cfg.steps`` or a stop signal; saves and returns the outcome."""
+        from tqdm import tqdm
+
+        self.setup()
+        cfg, info = self.cfg, self.info
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            disable=not (cfg.progress and info.is_main and sys.stderr.isatty()),
+            dynamic_ncols=True,
+            desc="train",
+        )
+        window: dict[str, float] = {}
+        window_steps, window_t0 = 0, time.perf_counter()
+        last_train: dict[str, float] = {}
+        last_val: dict[str, float] = {}
+        interrupted = False
+        stop_tensor = torch.zeros(1, device=self.device)
+
+        with StopFlag() as stop:
+            it = iter(self.loader)
+            while self.step < cfg.steps:
+                try:
+                    batch = next(it)
+                except RuntimeError:
+                    if stop.signal is not None:  # a data worker was interrupted by the same signal
+                        interrupted = True
+                        break
+                    raise
+                values = self.train_step(batch)
+                step = self.step
+                if all(math.isfinite(v) for v in values.values()):
+                    for k, v in values.items():
+                        window[k] = window.get(k, 0.0) + v
+                    window_steps += 1
+                bar.update(1)
+                if self.on_step is not None:
+                    self.on_step(step, values)
+
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    last_train = self.log_train(window, window_steps, time.perf_counter() - window_t0, bar)
+                    window, window_steps, window_t0 = {}, 0, time.perf_counter()
+                if step % cfg.val_every == 0 and step < cfg.steps:
+                    last_val = self.validate()
+                if step % cfg.save_every == 0 and step < cfg.steps:
+                    self.save(self.last_path)
+                stop_tensor.fill_(1.0 if stop.signal is not None else 0.0)
+                if D.all_reduce_sum(stop_tensor, info).item() > 0:
                     interrupted = True
                     break
-                raise
-            lr = cfg.lr_at(step)
-            for g in optimizer.param_groups:
-                g["lr"] = lr * g["lr_factor"]
-            torch.manual_seed(mix_seed(cfg.seed, 0x7EA1, step, info.rank))
-            x = batch.to(device, non_blocking=True)
-            if gains is None:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    out = net(x, training=True)
-                terms = criterion(out, x)
-            else:  # variable rate: every crop draws its quality (seeded above, so resume is exact)
-                lo, hi = gains.quality_range
-                q = torch.full((x.shape[0],), fixed_quality) if fixed_quality is not None else (
-                    lo + (hi - lo) * torch.rand(x.shape[0]))
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    out = net(x, training=True, quality=q.to(device))
-                terms = criterion(out, x, lmbda=gains.lmbda(q))
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_max_norm)
-            if torch.isfinite(norm):
-                optimizer.step()
-            else:
-                skipped += 1
-                optimizer.zero_grad(set_to_none=True)
-            step += 1
-            values = {k: float(v.detach()) for k, v in terms.items()}
-            if all(math.isfinite(v) for v in values.values()):
-                for k, v in values.items():
-                    window[k] = window.get(k, 0.0) + v
-                window_steps += 1
-            bar.update(1)
-            if on_step is not None:
-                on_step(step, values)
-
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                last_train = _reduce_window(window, window_steps, info, device)
-                dt = time.perf_counter() - window_t0
-                last_train |= {
-                    "lr": lr,
-                    "images_per_s": images_per_step * max(window_steps, 1) / max(dt, 1e-9),
-                    "skipped_steps": skipped,
-                }
-                log.write({"split": "train", "step": step, **last_train})
-                if tb is not None:
-                    for k, v in last_train.items():
-                        tb.add_scalar(f"train/{k}", v, step)
-                bar.set_postfix(
-                    loss=f"{last_train.get('loss', math.nan):.4g}",
-                    bpp=f"{last_train.get('bpp', math.nan):.4f}",
-                    psnr=f"{last_train.get('psnr', math.nan):.2f}",
-                    img_s=f"{last_train['images_per_s']:.1f}",
-                )
-                if bar.disable and info.is_main:  # no progress bar (e.g. stdout/stderr not a terminal)
-                    print(progress_line(step, cfg.steps, last_train, max(window_steps, 1) / max(dt, 1e-9)),
-                          file=sys.stderr, flush=True)
-                window, window_steps, window_t0 = {}, 0, time.perf_counter()
-            if step % cfg.val_every == 0 and step < cfg.steps:
-                last_val = validate(step)
-            if step % cfg.save_every == 0 and step < cfg.steps:
-                save(last_path, step)
-            stop_tensor.fill_(1.0 if stop.signal is not None else 0.0)
-            if D.all_reduce_sum(stop_tensor, info).item() > 0:
-                interrupted = True
-                break
-    bar.close()
-    if not interrupted:
-        last_val = validate(step) if (cfg.val or cfg.val_holdout) else {}
-    save(last_path, step)
-    if tb is not None:
-        tb.close()
-    if interrupted and info.is_main:
-        print(f"hpcm train: stopped at step {step}; saved {last_path} (use --resume)", file=sys.stderr)
-    return TrainResult(step, interrupted, skipped, best_val, run_dir, last_train, last_val)
+        bar.close()
+        if not interrupted:
+            last_val = self.validate() if (cfg.val or cfg.val_holdout) else {}
+        self.save(self.last_path)
+        if self.tb is not None:
+            self.tb.close()
+        if interrupted and info.is_main:
+            print(f"hpcm train: stopped at step {self.step}; saved {self.last_path} (use --resume)",
+                  file=sys.stderr)
+        return TrainResult(self.step, interrupted, self.skipped, self.best_val, self.run_dir, last_train,
+                           last_val)
 
 
 def _validate_all(
