@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +220,37 @@ def test_resume_after_sigterm_is_bit_identical(data_dirs, tmp_path):
     lb = [json.loads(s) for s in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     key = [(e["split"], e["step"], e["loss"]) for e in la]
     assert key == [(e["split"], e["step"], e["loss"]) for e in lb]
+
+
+def test_time_limit_stops_like_sigterm_and_resumes(data_dirs, tmp_path, monkeypatch, capsys):
+    """--time-limit: the invocation's clock passes the limit after step 3 (a fake clock, 10 s a reading);
+    checkpoint_last is saved at step 3 without a final validation, and --resume finishes the run exactly
+    like one that never stopped."""
+    import hpcm.train.trainer as T
+
+    a = _cfg(data_dirs, tmp_path / "a", steps=5, val_every=1000)
+    train(a)
+    readings = iter(range(0, 1000, 10))  # 0 at the start, then 10, 20, 30 after steps 1, 2, 3
+    monkeypatch.setattr(T, "_now", lambda: next(readings))
+    b = _cfg(data_dirs, tmp_path / "b", steps=5, val_every=1000, time_limit=25)
+    res = train(b)
+    assert res.interrupted and res.stop_reason == "time-limit" and res.step == 3 and res.last_val == {}
+    assert "--time-limit 25 s reached at step 3" in capsys.readouterr().err
+    meta = json.loads((tmp_path / "b" / "checkpoint_last.json").read_text())
+    assert meta["step"] == 3 and meta["train_config"]["time_limit"] == 25
+    assert not (tmp_path / "b" / "checkpoint_best.safetensors").exists()  # no validation on the way out
+    monkeypatch.setattr(T, "_now", time.monotonic)
+    res2 = train(_cfg(data_dirs, tmp_path / "b", steps=5, val_every=1000, resume=True))
+    assert res2.step == 5 and not res2.interrupted and res2.stop_reason is None
+    wa = _weights(tmp_path / "a" / "checkpoint_last.safetensors")
+    wb = _weights(tmp_path / "b" / "checkpoint_last.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa if not k.startswith("rng/"))
+    # a limit already passed during setup still makes one step; a bad limit is a ConfigError
+    res3 = train(_cfg(data_dirs, tmp_path / "c", steps=5, val=None, time_limit=1e-6))
+    assert res3.step == 1 and res3.stop_reason == "time-limit"
+    for bad in (0, -1.0, math.inf):
+        with pytest.raises(ConfigError, match="--time-limit"):
+            _cfg(data_dirs, tmp_path / "d", time_limit=bad).validate()
 
 
 def _trainer(cfg: TrainConfig):

@@ -30,6 +30,9 @@ def register(subparsers: Any) -> None:
     a("--val", metavar="DIR", help="validation folder (full images, padded to the model's size multiple)")
     a("--out", metavar="RUN_DIR", help="run folder for checkpoints, metrics log and resolved config")
     a("--steps", type=int, help="total optimizer steps (default 1000)")
+    a("--time-limit", type=float, metavar="SECONDS",
+      help="stop once this invocation has run SECONDS of wall time (setup included): checkpoint_last is "
+      "saved as on SIGTERM, without the final validation; --resume continues it")
     a("--batch-size", type=int, help="images per step and process (default 8)")
     a("--patch-size", type=int, help="square training crops, a multiple of the model's size multiple (256)")
     q = p.add_mutually_exclusive_group()
@@ -109,8 +112,9 @@ def run_train(args: argparse.Namespace) -> int:
     result = train(cfg)
     if result.step and result.last_val:
         v = result.last_val
+        when = f"step {result.step}" if not result.interrupted else f"stopped at step {result.step}, last"
         print(
-            f"step {result.step}: val loss {v['loss']:.4f}, bpp {v['bpp']:.4f}, PSNR {v['psnr']:.2f} dB "
+            f"{when}: val loss {v['loss']:.4f}, bpp {v['bpp']:.4f}, PSNR {v['psnr']:.2f} dB "
             f"({v['images']} images); skipped steps {result.skipped_steps}",
             file=sys.stderr,
         )

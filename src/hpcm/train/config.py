@@ -30,6 +30,7 @@ class TrainConfig:
     val: str | None = None
     out: str = ""
     steps: int = 1000
+    time_limit: float | None = None  # seconds of wall time for this invocation; then stop as on SIGTERM
     batch_size: int = 8
     patch_size: int = 256
     quality: int | None = None
@@ -93,6 +94,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "patch_size", "val_every", "save_every", "log_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+        if self.time_limit is not None and not (self.time_limit > 0 and math.isfinite(self.time_limit)):
+            raise ConfigError(f"--time-limit must be a positive number of seconds, got {self.time_limit}")
         if self.num_workers < 0:
             raise ConfigError("--num-workers must be >= 0")
         if self.val_holdout < 0:

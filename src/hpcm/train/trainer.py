@@ -62,12 +62,13 @@ class TrainResult:
     """Outcome of :func:`train`."""
 
     step: int
-    interrupted: bool
+    interrupted: bool  # stopped before ``steps``: by a signal or by ``--time-limit`` (see ``stop_reason``)
     skipped_steps: int
     best_val_loss: float | None
     run_dir: Path
     last_train: dict[str, float] = field(default_factory=dict)
     last_val: dict[str, float] = field(default_factory=dict)
+    stop_reason: str | None = None  # "signal", "time-limit", or None when ``steps`` was reached
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -182,7 +183,11 @@ def evaluate(
 
 
 def git_commit() -> str | None:
-    """Commit of the hpcm source tree, if it is a git checkout."""
+    """Commit of the hpcm source tree, if it is a git checkout; else ``$HPCM_GIT_COMMIT`` (a copy without
+    ``.git``, such as a lent GPU machine's, where ``scripts/gpu_train.sh`` sets it)."""
+    import os
+
+    fallback = os.environ.get("HPCM_GIT_COMMIT") or None
     try:
         res = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -192,8 +197,8 @@ def git_commit() -> str | None:
             timeout=5,
         )
     except (OSError, subprocess.SubprocessError):
-        return None
-    return res.stdout.strip() or None if res.returncode == 0 else None
+        return fallback
+    return (res.stdout.strip() or fallback) if res.returncode == 0 else fallback
 
 
 class StopFlag:
@@ -251,6 +256,9 @@ def _tensorboard(run_dir: Path, enabled: bool) -> Any:
         print("hpcm train: --tensorboard ignored (tensorboard is not installed)", file=sys.stderr)
         return None
     return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+_now = time.monotonic  # the clock of --time-limit (tests replace it)
 
 
 def _worker_init(_: int) -> None:
@@ -325,6 +333,7 @@ class Trainer:
         self.best_val: float | None = None
         self.prior_seconds = 0.0  # training wall time of earlier stretches of this run (provenance)
         self.run_t0 = time.perf_counter()
+        self.invocation_t0 = _now()  # --time-limit counts from here: setup is part of this invocation
         self.migration: MigrationReport | None = None
         self._resumed: tuple[dict[str, torch.Tensor], dict] | None = None
         self.use_amp = cfg.amp == "bf16"
@@ -598,8 +607,15 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------------------
 
+    def time_is_up(self) -> bool:
+        """Whether this invocation has run ``--time-limit`` seconds of wall time (never without a limit)."""
+        limit = self.cfg.time_limit
+        return limit is not None and _now() - self.invocation_t0 >= limit
+
     def run(self) -> TrainResult:
-        """:meth:`setup`, then steps until ``cfg.steps`` or a stop signal; saves and returns the outcome."""
+        """:meth:`setup`, then steps until ``cfg.steps``, a stop signal or ``--time-limit``; saves and
+        returns the outcome. A stop (signal or time limit) saves ``checkpoint_last`` and skips the final
+        validation; ``--resume`` continues from there exactly."""
         from tqdm import tqdm
 
         self.setup()
@@ -616,7 +632,8 @@ class Trainer:
         last_train: dict[str, float] = {}
         last_val: dict[str, float] = {}
         interrupted = False
-        stop_tensor = torch.zeros(1, device=self.device)
+        stop_reason: str | None = None
+        stop_tensor = torch.zeros(2, device=self.device)  # (signal, time limit), summed over the ranks
 
         with StopFlag() as stop:
             it = iter(self.loader)
@@ -625,7 +642,7 @@ class Trainer:
                     batch = next(it)
                 except RuntimeError:
                     if stop.signal is not None:  # a data worker was interrupted by the same signal
-                        interrupted = True
+                        interrupted, stop_reason = True, "signal"
                         break
                     raise
                 values = self.train_step(batch)
@@ -645,9 +662,11 @@ class Trainer:
                     last_val = self.validate()
                 if step % cfg.save_every == 0 and step < cfg.steps:
                     self.save(self.last_path)
-                stop_tensor.fill_(1.0 if stop.signal is not None else 0.0)
-                if D.all_reduce_sum(stop_tensor, info).item() > 0:
-                    interrupted = True
+                stop_tensor[0] = 1.0 if stop.signal is not None else 0.0
+                stop_tensor[1] = 1.0 if self.time_is_up() and self.step < cfg.steps else 0.0
+                by_signal, by_time = (float(v) > 0 for v in D.all_reduce_sum(stop_tensor, info).tolist())
+                if by_signal or by_time:  # every rank stops at the same step
+                    interrupted, stop_reason = True, "signal" if by_signal else "time-limit"
                     break
         bar.close()
         if not interrupted:
@@ -656,10 +675,11 @@ class Trainer:
         if self.tb is not None:
             self.tb.close()
         if interrupted and info.is_main:
-            print(f"hpcm train: stopped at step {self.step}; saved {self.last_path} (use --resume)",
+            why = f"--time-limit {cfg.time_limit:g} s reached" if stop_reason == "time-limit" else "stopped"
+            print(f"hpcm train: {why} at step {self.step}; saved {self.last_path} (use --resume)",
                   file=sys.stderr)
         return TrainResult(self.step, interrupted, self.skipped, self.best_val, self.run_dir, last_train,
-                           last_val)
+                           last_val, stop_reason)
 
 
 def _validate_all(
