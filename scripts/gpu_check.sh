@@ -14,29 +14,10 @@ OUTDIR=${1:?usage: gpu_check.sh OUTDIR [gpu_suite.py options]}
 shift
 cd "$(dirname "$0")/.."
 mkdir -p "$OUTDIR"
-PY=${PYTHON:-python3}
 BUDGET=${HPCM_GPU_BUDGET:-450}
-WHEELS=${HPCM_GPU_WHEELS:-.gpu/wheels}
-SITE=${HPCM_GPU_SITE:-/tmp/hpcm-gpu-site}
-export PYTHONUNBUFFERED=1
-
-echo "gpu_check: python $("$PY" -c 'import sys; print(sys.version.split()[0], sys.executable)')"
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-if [ -d "$WHEELS" ] && ls "$WHEELS"/*.whl >/dev/null 2>&1; then
-  mkdir -p "$SITE"
-  for pkg in constriction pytorch-msssim bjontegaard; do
-    if "$PY" -c "import importlib.metadata as m, sys; m.version(sys.argv[1])" "$pkg" 2>/dev/null; then
-      echo "gpu_check: $pkg already installed"
-    elif "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target "$SITE" --find-links "$WHEELS" "$pkg" 2>&1 | tail -2; then
-      echo "gpu_check: installed $pkg from $WHEELS"
-    fi
-  done
-  export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
-else
-  echo "gpu_check: no wheels in $WHEELS; using what is installed"
-fi
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+# shellcheck source=scripts/gpu_env.sh
+source scripts/gpu_env.sh
+hpcm_gpu_env gpu_check
 timeout -k 10 $((BUDGET + 40)) "$PY" benchmarks/gpu_suite.py --out "$OUTDIR" --budget "$BUDGET" "$@"
 rc=$?
 [ $rc -eq 124 ] && echo "gpu_check: the suite overran its budget and was killed; partial results are in $OUTDIR"
