@@ -44,7 +44,8 @@ def main() -> None:
     args = parser.parse_args()
     compileall.compile_dir(str(ROOT / "src" / "hpcm"), quiet=1)
     hpcm = [sys.executable, "-m", "hpcm"]
-    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; image {args.image.name}")
+    load = os.getloadavg()[0]
+    print(f"load average at start: {load:.1f} on {os.cpu_count()} CPUs; image {args.image.name}")
     with tempfile.TemporaryDirectory() as tmp:
         coded, decoded = Path(tmp) / "a.hpcm", Path(tmp) / "a.png"
         floor = _wall([sys.executable, "-c", "import torch"], args.repeat)

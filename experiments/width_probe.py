@@ -92,7 +92,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     speed = sub.add_parser("speed")
     speed.add_argument("names", nargs="*", default=list(CANDIDATES))
-    speed.add_argument("--image", default=str(Path(__file__).resolve().parents[2] / "shared/data/kodak/kodim23.png"))
+    kodak = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
+    speed.add_argument("--image", default=str(kodak / "kodim23.png"))
     speed.add_argument("--threads", type=int, default=2)
     speed.add_argument("--quality", type=float, default=8.0)
     speed.add_argument("--repeat", type=int, default=3)
