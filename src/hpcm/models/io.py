@@ -373,16 +373,21 @@ def load_model(spec: str | os.PathLike, *, quality: int | None = None, device: s
     return _finish(model, device, info)
 
 
-def _load_safetensors(path: Path, device: str | torch.device, quality: int | None) -> nn.Module:
+def read_weights_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` weights file (on CPU); :class:`CheckpointError` if unreadable."""
     from safetensors.torch import load_file
 
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors' own error types for malformed files
+        raise CheckpointError(f"{path} is not a valid safetensors file: {exc}") from None
+
+
+def _load_safetensors(path: Path, device: str | torch.device, quality: int | None) -> nn.Module:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     meta = read_weights_metadata(path)
-    try:
-        state = load_file(str(path), device="cpu")
-    except Exception as exc:  # safetensors' own error type for malformed files
-        raise CheckpointError(f"{path} is not a valid safetensors file: {exc}") from None
+    state = read_weights_state(path)
     preset = meta.get("preset")
     if meta.get("config"):
         model = _build_from_config(meta["config"])

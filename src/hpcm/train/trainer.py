@@ -99,14 +99,10 @@ def load_source_state(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"--init-from: {path} does not exist")
     if is_training_checkpoint(path):
         return model_state(read_checkpoint(path)[0])
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from hpcm.models.io import read_torch_state, read_weights_state
 
-        try:
-            return load_file(str(path))
-        except Exception as exc:  # safetensors raises several error types
-            raise CheckpointError(f"cannot read {path}: {exc}") from None
-    from hpcm.models.io import read_torch_state
+    if path.suffix == ".safetensors":
+        return read_weights_state(path)
 
     obj = read_torch_state(path)
     if not all(isinstance(v, torch.Tensor) for v in obj.values()):
