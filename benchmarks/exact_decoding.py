@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"quality  side B  share mean/max   bpp v1 -> {v} (change)     PSNR v1 -> {v}     "
           f"enc machinery ({v}/v1 total)  dec machinery ({v}/v1 total)")
     for q, r in results.items():
-        share = f"{100 * r['side_share_mean']:5.2f}/{100 * r['side_share_max']:4.2f} %"
+        share = f"{100 * r['side_share_mean']:5.3f}/{100 * r['side_share_max']:4.2f} %"
         print(f"{q:>7}  {r['side_bytes_mean']:6.1f}  {share}"
               f"  {r['bpp_v1']:.4f} -> {r['bpp_' + v]:.4f} ({100 * r['bpp_change']:+.2f} %)"
               f"  {r['psnr_v1']:.3f} -> {r['psnr_' + v]:.3f}"
