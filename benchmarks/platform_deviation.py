@@ -155,7 +155,8 @@ def measure(model, x: torch.Tensor, variants=("2 threads", "oneDNN off", "float6
 
 
 def decode_variants(model, x: torch.Tensor, variants=("2 threads", "oneDNN off", "float64")) -> dict:
-    """Encode x with 1 thread (format v2), decode it under each variant: ŷ identical? largest pixel change?
+    """Encode x with 1 thread (the side format of the model, 3 by default), decode it under each variant: ŷ
+    identical? largest pixel change?
 
     Returns {variant: {"latent_equal", "corrections", "max_pixel_diff", "pixels_differing"}}.
     """

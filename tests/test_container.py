@@ -35,7 +35,7 @@ def recrc(data: bytes) -> bytes:
     return body + struct.pack(">I", zlib.crc32(body))
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_roundtrip_fields_and_sizes(version):
     h = make_header(recon_crc=0xDEADBEEF, version=version)
     data = pack(h, STREAMS)
@@ -106,7 +106,7 @@ def test_trailing_bytes_refused():
         unpack(data + b"\x00")
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_every_single_bit_flip_is_refused(version):
     data = pack(make_header(recon_crc=5, version=version), STREAMS)
     for i in range(len(data)):
@@ -140,10 +140,10 @@ def test_inconsistent_headers_refused(kw, message):
         make_header(**kw).validate()
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_recomputed_crc_cannot_smuggle_bad_fields(version):
     data = pack(make_header(version=version), STREAMS)
-    q = _field_offset(data) + (version - 1)  # v2: the quality field is 2 bytes
+    q = _field_offset(data) + (version > 1)  # v2, v3: the quality field is 2 bytes
     # unknown flag bit
     bad = bytearray(data)
     bad[5] |= 0x80

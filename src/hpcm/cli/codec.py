@@ -151,7 +151,7 @@ def _model_for_file(header, args) -> tuple[object, float]:
     """The model that wrote ``header``: from --checkpoint, else from its preset + quality."""
     from hpcm.models.registry import list_models
 
-    # version-1 files decode exactly only on the encoder's device kind; version 2 anywhere (default CPU)
+    # version-1 files decode exactly only on the encoder's device kind; versions 2, 3 anywhere (default CPU)
     legacy = header.version == 1 and header.device in ("cpu", "cuda", "mps")
     device = args.device or (header.device if legacy else "cpu")
     if args.checkpoint:

@@ -212,6 +212,21 @@ def decode_threads(recorded: int, limit: int | None = None) -> int:
     return max(1, min(int(recorded), cap)) if recorded else 0
 
 
+@contextlib.contextmanager
+def side_format(model: nn.Module, version: int):
+    """Code the side stream of format ``version`` (2 or 3) while inside; version 1 has none."""
+    em = getattr(model, "entropy_estimation", None)
+    if em is None or not hasattr(em, "side_format") or version < 2:
+        yield
+        return
+    previous = em.side_format
+    em.side_format = version
+    try:
+        yield
+    finally:
+        em.side_format = previous
+
+
 def _expected_streams(version: int) -> int:
     return 2 if version == 1 else 3
 
@@ -231,7 +246,8 @@ def _decode_streams(model: nn.Module, header: Header, streams: list[bytes],
         threads = decode_threads(header.threads, threads) if model_device(model).type == "cpu" else 0
     kwargs = {"quality": coding_quality(model, header.quality)} if is_variable_rate(model) else {}
     try:
-        with torch.inference_mode(), pinned_threads(threads or 0), deterministic_math():
+        with torch.inference_mode(), pinned_threads(threads or 0), deterministic_math(), \
+                side_format(model, header.version):
             out = model.decompress(list(streams), tuple(header.z_shape), **kwargs)
     except HPCMError:
         raise
@@ -264,7 +280,8 @@ def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None,
     an eval-mode forward pass; a mismatch raises ``HPCMError``. The header then also carries the
     CRC-32 of the decoded image (see :func:`decode` for when it is enforced).
     ``format_version`` 1 writes the legacy format (official μ, no side stream, exact only on the
-    encoder's device kind and thread count); 2 (default) decodes exactly anywhere.
+    encoder's device kind and thread count); 2 and 3 (default) decode exactly anywhere (3: the compact side
+    stream, docs/format.md).
     """
     if format_version not in container.SUPPORTED_VERSIONS:
         raise HPCMError(f"unsupported format version {format_version}")
@@ -284,7 +301,7 @@ def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None,
     if format_version == 1 and em is not None:
         em.mean_grid_bits = None  # the official, unquantised μ
     try:
-        with torch.inference_mode(), deterministic_math():
+        with torch.inference_mode(), deterministic_math(), side_format(model, format_version):
             out = model.compress(x, **kwargs)
     finally:
         if em is not None:

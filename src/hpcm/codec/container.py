@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from hpcm.errors import FormatError
 
 MAGIC = b"HPCM"
-VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+#: Version written by default. 3: the layout of 2, the side stream of format v3 (docs/format.md).
+VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)
 
 #: Largest accepted image side and area (pixels). Larger images are refused (memory grows linearly).
 MAX_SIDE = 8192
@@ -55,9 +56,9 @@ class Header:
     ``height``/``width``: original image size; ``padded_*``: the size given to the network;
     ``crop_top``/``crop_left``: where the original sits in the padded image; ``z_shape``: the
     hyper-latent grid (padded / 64); ``stream_lengths``: byte length of each stream (y, z[, side]).
-    ``quality``: the rate point (0 = not applicable), fractional in v2 (stored in 1/100 units), an integer
-    in v1. ``latent_crc``: CRC-32 of the decoded latent ŷ (v2, always present). ``device`` and ``threads``
-    record where the encoder ran; in v2 they are informational (the decoder ignores them).
+    ``quality``: the rate point (0 = not applicable), fractional from v2 on (stored in 1/100 units), an
+    integer in v1. ``latent_crc``: CRC-32 of the decoded latent ŷ (v2 and v3, always present). ``device`` and
+    ``threads`` record where the encoder ran; from v2 on they are informational (the decoder ignores them).
     """
 
     preset: str
@@ -141,7 +142,7 @@ class Header:
         if not 0 <= self.quality <= MAX_QUALITY_V2:
             raise FormatError(f"invalid quality {self.quality} in header")
         if self.version >= 2 and self.latent_crc is None:
-            raise FormatError("version-2 header without a latent checksum")
+            raise FormatError(f"version-{self.version} header without a latent checksum")
         if len(self.fingerprint) != FINGERPRINT_BYTES:
             raise FormatError("invalid weights fingerprint in header")
         check_image_size(self.height, self.width, error=FormatError)
@@ -185,8 +186,8 @@ def quality_code(quality: float) -> int:
 def pack(header: Header, streams: list[bytes]) -> bytes:
     """Serialize ``header`` and ``streams`` into a complete ``.hpcm`` file (CRC-32 trailer appended).
 
-    ``header.stream_lengths`` is set from ``streams``. The layout is that of ``header.version`` (2 unless a
-    version-1 file is asked for; v1 has no latent checksum and an integer quality).
+    ``header.stream_lengths`` is set from ``streams``. The layout is that of ``header.version`` (versions 2
+    and 3 share it; v1 has no latent checksum and an integer quality).
     """
     header.stream_lengths = tuple(len(s) for s in streams)
     header.validate()

@@ -6,35 +6,38 @@ official state-dict names stay), the rule that maps σ to a table index, the gri
 :meth:`ConditionalGGM.quantize` / :meth:`ConditionalGGM.dequantize`. The three step coders
 (:class:`LikelihoodCoder`, :class:`EncodeCoder`, :class:`DecodeCoder`) only call these.
 
-Exact decoding on any platform (format version 2, docs/format.md "Exact decoding")
---------------------------------------------------------------------------------------
+Exact decoding on any platform (format versions 2 and 3, docs/format.md "Exact decoding")
+-------------------------------------------------------------------------------------------
 The decoder recomputes σ and μ in floating point; another thread count, oneDNN on or off, another CPU or
-a GPU moves them in the last bits (measured: relative deviations ≤ 6.4e-6, docs/determinism.md). Two
-things make the decoded ŷ bit-exact anyway:
+a GPU moves them in the last bits (measured: relative deviations ≤ 2.8e-5 for σ and ≤ 3.3e-6 for μ over
+all presets, docs/determinism.md). Two things make the decoded ŷ bit-exact anyway:
 
 1. **μ on a grid.** μ is rounded to a multiple of 2^-k (``mean_grid_bits`` k = 5), so
    ŷ = q + μ_grid is an exact dyadic number on every platform; the later steps then see the same ŷ.
 2. **Every decision is resolved.** The only float → integer decisions are the scale index (σ against the
    table boundaries) and the μ bin (μ·2^k against the half-integers). An element whose value lies within
-   δ (``tolerance`` = 2e-4, relative) of an edge may be decided differently by another platform. Per
-   step the encoder writes a short *syndrome* of its decisions to a side stream: a hash
-   S(d) = Σ_i w_i·d_i mod 2^h with pseudo-random odd weights w_i (a fixed function of the step, the
-   element and a 1-bit salt). The decoder computes its own decisions; when their syndrome differs, it
-   looks for the element within δ of an edge whose flip to the other side of the edge explains the
-   difference (else, best effort, for 2-4 among the 16 nearest their edges), and flips it. The encoder
-   chooses h ∈ {14, 16, 17, ..., 20, 22, 32} and the salt so that every single flip of every element within
-   2.2δ of an edge (either direction) has a distinct, nonzero syndrome change: a single wrong decision is
-   therefore always corrected, never mis-corrected.
-   A deviation that cannot be resolved is a clean ``FormatError``; the latent checksum in the header
-   catches anything else.
+   the tolerance of an edge may be decided differently by another platform. Per step the encoder writes a
+   short *syndrome* of its decisions to a side stream; the decoder computes its own decisions and, when the
+   syndromes differ, finds the near-edge decision whose flip explains the difference (else, best effort,
+   2-4 among the 16 nearest their edges). A deviation that cannot be resolved is a clean ``FormatError``;
+   the latent checksum in the header catches anything else.
 
-This costs 18-26 bits per step (11 steps; about 30 bytes per Kodak image), instead of coding the position
-of every near-edge element (measured: 150-900 such elements per Kodak image at δ = 5e-5 alone, 2-8 % of the
-file).
+Format 3 (default; :class:`SideWriterV3`): tolerances per decision type, δ_σ = 1.5e-4 and δ_μ = 3e-5
+(``SCALE_TOLERANCE``, ``MEAN_TOLERANCE``); the syndrome is the XOR of pseudo-random 64-bit weights of the
+decisions with odd value, cut to h bits (any ±1 move of decision i toggles w_i); the decoder flips, among
+its decisions within δ of an edge whose weight matches, the one nearest its edge, and the encoder chooses
+(h, salt) so that no two decisions the decoder could confuse (normalised distances summing to ≤ 2.2)
+share their low h bits: one wrong decision per step is always corrected. Widths are coded as a per-image
+offset from round(2·log2 n) plus a unary per-step option index. About 20 bytes per Kodak image.
+Format 2 (:meth:`ConditionalGGM.write_side_v2`, still read): one δ = 2e-4, an additive syndrome with a
+3-bit width code and a 1-bit salt per step; about 32 bytes per Kodak image.
+Coding the position of every near-edge element instead would cost 2-8 % of the file (150-900 such
+elements per Kodak image at δ = 5e-5 alone).
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 from functools import lru_cache
 from typing import Any
@@ -49,12 +52,16 @@ from hpcm.models import schedule as S
 
 __all__ = [
     "MEAN_GRID_BITS",
+    "MEAN_TOLERANCE",
+    "SCALE_TOLERANCE",
     "TOLERANCE",
     "SYNDROME_BITS",
     "ConditionalGGM",
     "Decisions",
     "SideWriter",
     "SideReader",
+    "SideWriterV3",
+    "SideReaderV3",
     "StepCoder",
     "LikelihoodCoder",
     "EncodeCoder",
@@ -83,6 +90,23 @@ ENCODER_BAND = 2.2
 #: edges are searched (best effort, see ConditionalGGM._ranked_search).
 MAX_FLIPS = 4
 RANKED = 16
+
+# -- format version 3 (docs/format.md "Side stream, version 3") --
+#: Side-stream layout written by default (2: per-step width code + salt + additive syndrome; 3: below).
+SIDE_FORMAT = 3
+#: δ_σ and δ_μ of format v3, one per decision type, each in its own metric (|ln σ − ln b| for σ; the
+#: distance of μ to its bin edge over max(1, |μ|) for μ): 5.4x and 9.1x the largest deviation measured for
+#: any preset (σ 2.8e-5, μ 3.3e-6; docs/determinism.md).
+SCALE_TOLERANCE = 1.5e-4
+MEAN_TOLERANCE = 3e-5
+#: v3 distances are normalised by their type's δ; a decoder candidate has normalised distance < 1 (by its
+#: own values). Two decisions whose normalised distances sum to ≤ PAIR_BAND (2 + margin) could be confused by
+#: the decoder's tie-break, so the encoder gives them different syndrome changes.
+PAIR_BAND = 2.2
+#: salts per syndrome width; the per-image width offset field; the widest syndrome.
+V3_SALTS = 4
+V3_OFFSET_BITS = 5
+V3_MAX_BITS = 63
 
 
 @lru_cache(maxsize=16)
@@ -123,7 +147,7 @@ def _weights_at(step: int, salt: int, positions: np.ndarray) -> np.ndarray:
     return _splitmix64(_splitmix64(positions.astype(np.uint64) ^ seed)) | np.uint64(1)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=128)
 def _weights(step: int, salt: int, n: int) -> np.ndarray:
     """The weights of all n decisions of a step (cached; read-only)."""
     w = _weights_at(step, salt, np.arange(n, dtype=np.uint64))
@@ -142,6 +166,146 @@ def _flip_values(w: np.ndarray, sign: np.ndarray, bits: int) -> np.ndarray:
     mask = (1 << bits) - 1
     w = w.astype(np.int64) & mask  # low bits survive the cast (bits ≤ 32)
     return np.where(sign > 0, w, (-w) & mask).astype(np.int64)
+
+
+# --- format v3: XOR syndromes of the decision parities -----------------------------------------------
+
+
+def _weights_v3_at(step: int, salt: int, positions: np.ndarray) -> np.ndarray:
+    """v3 weights of the decisions at ``positions``: splitmix64(splitmix64(i XOR seed)), no forced bit."""
+    seed = np.uint64((step * 64 + salt) * 0x100000001B3 & 0xFFFFFFFFFFFFFFFF)
+    return _splitmix64(_splitmix64(positions.astype(np.uint64) ^ seed))
+
+
+@lru_cache(maxsize=128)
+def _weights_v3(step: int, salt: int, n: int) -> np.ndarray:
+    """v3 weights of all n decisions of a step (cached; read-only)."""
+    w = _weights_v3_at(step, salt, np.arange(n, dtype=np.uint64))
+    w.flags.writeable = False
+    return w
+
+
+def _xor_syndrome(w: np.ndarray, d: np.ndarray) -> int:
+    """XOR of the weights of the odd decisions (64 bits; a ±1 move of decision i toggles w_i)."""
+    if d.size == 0:
+        return 0
+    return int(np.bitwise_xor.reduce(w * (d & 1).astype(np.uint64)))
+
+
+def _max_ctz(x: np.ndarray) -> int:
+    """The largest number of trailing zero bits among uint64 values (64 if one is 0; 0 for none)."""
+    if x.size == 0:
+        return 0
+    with np.errstate(over="ignore"):
+        low = x & (~x + np.uint64(1))  # the lowest set bit of each (a power of two; 0 for 0)
+    if int(low.min()) == 0:
+        return 64
+    return int(low.max()).bit_length() - 1
+
+
+def base_bits(n: int) -> int:
+    """round(2·log2 n) in integer arithmetic (⌊log2(2 n⁴)⌋ // 2; 0 for n = 0): the v3 width predictor."""
+    return ((2 * n**4).bit_length() - 1) // 2 if n > 0 else 0
+
+
+class _StepV3:
+    """What the v3 encoder keeps of a step until the image is done: the decisions and, per salt, the
+    narrowest syndrome width that separates every confusable pair of near-edge decisions."""
+
+    __slots__ = ("step", "dec", "nd", "hmin")
+
+    def __init__(self, step: int, dec: Decisions, nd: np.ndarray) -> None:
+        self.step, self.dec, self.nd = step, dec, nd
+        near = np.flatnonzero(nd < PAIR_BAND)
+        hmin = np.zeros(V3_SALTS, dtype=np.int64)
+        if near.size:
+            a = nd[near]
+            order = np.argsort(a, kind="stable")
+            near, a = near[order], a[order]
+            # pairs (i < j in distance order) with a_i + a_j <= PAIR_BAND
+            last = np.searchsorted(a, PAIR_BAND - a, side="right") - 1
+            count = np.maximum(last - np.arange(a.size), 0)
+            first = np.repeat(np.arange(a.size), count)
+            offs = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+            second = first + 1 + offs
+            for salt in range(V3_SALTS):
+                w = _weights_v3_at(step, salt, near)
+                need = _max_ctz(w) + 1  # a single flip changes the syndrome (nonzero low bits)
+                if first.size:
+                    need = max(need, _max_ctz(w[first] ^ w[second]) + 1)
+                hmin[salt] = need
+        self.hmin = hmin
+
+    def choice(self, p: int) -> tuple[int, int, int]:
+        """(t, width, salt) of the first working option of the enumeration that starts at width p."""
+        t = min(V3_SALTS * max(0, int(h) - p) + s for s, h in enumerate(self.hmin))
+        return t, p + t // V3_SALTS, t % V3_SALTS
+
+
+class SideWriterV3:
+    """Format-v3 side stream: the steps are collected, then one width offset F for the image is chosen and
+    each step is written as a unary option index t (its width and salt) and its XOR syndrome."""
+
+    def __init__(self, entropy_model: ConditionalGGM) -> None:
+        self.em = entropy_model
+        self.steps: list[_StepV3] = []
+
+    def add(self, step: int, dec: Decisions, nd: np.ndarray) -> None:
+        self.steps.append(_StepV3(step, dec, nd))
+
+    def costs(self) -> np.ndarray:
+        """Side-stream bits (before the byte padding) for every value of the offset field."""
+        fields = np.arange(1 << V3_OFFSET_BITS)
+        bits = np.full(fields.size, V3_OFFSET_BITS, dtype=np.int64)
+        salts = np.arange(V3_SALTS)
+        for st in self.steps:
+            p = np.maximum(0, base_bits(st.dec.vector.size) - fields)  # (F,)
+            t = (V3_SALTS * np.maximum(0, st.hmin[None, :] - p[:, None]) + salts[None, :]).min(axis=1)
+            bits += t + 1 + p + t // V3_SALTS
+        return bits
+
+    def finish(self) -> bytes:
+        out = SideWriter()
+        field = int(np.argmin(self.costs()))  # the cheapest; the smallest field among equals
+        out.write(field, V3_OFFSET_BITS)
+        for st in self.steps:
+            n = st.dec.vector.size
+            t, h, salt = st.choice(max(0, base_bits(n) - field))
+            if h > V3_MAX_BITS:
+                raise HPCMError(f"step {st.step}: no syndrome of at most {V3_MAX_BITS} bits separates its "
+                                "near-edge decisions")
+            out.write((1 << t) - 1, t)  # t ones, then a zero
+            out.write(0, 1)
+            w = _weights_v3(st.step, salt, n)
+            syn = _xor_syndrome(w, st.dec.vector) & ((1 << h) - 1)
+            out.write(syn, h)
+            self.em._self_check_v3(st, w, h, syn)
+        return out.finish()
+
+
+class SideReaderV3:
+    """Reads a :class:`SideWriterV3` stream step by step."""
+
+    def __init__(self, data: bytes) -> None:
+        self.bits = SideReader(data)
+        self.field: int | None = None
+
+    def read_step(self, n: int) -> tuple[int, int, int]:
+        """(width, salt, syndrome) of the next step, whose decision vector has n entries."""
+        if self.field is None:
+            self.field = self.bits.read(V3_OFFSET_BITS)
+        t = 0
+        while self.bits.read(1):
+            t += 1
+            if t > V3_SALTS * (V3_MAX_BITS + 1):
+                raise FormatError("side stream is corrupt (option index too large)")
+        h = max(0, base_bits(n) - self.field) + t // V3_SALTS
+        if h > V3_MAX_BITS:
+            raise FormatError(f"side stream is corrupt (syndrome width {h})")
+        return h, t % V3_SALTS, self.bits.read(h)
+
+    def finish(self) -> None:
+        self.bits.finish()
 
 
 class SideWriter:
@@ -229,6 +393,10 @@ class ConditionalGGM(GGM):
         self.scale_table_spec = (float(scale_table[0]), float(scale_table[1]), int(scale_table[2]))
         self.mean_grid_bits = mean_grid_bits
         self.tolerance = float(tolerance)
+        #: side-stream layout of compress/decompress: 3 (default) or 2 (files of format version 2)
+        self.side_format = SIDE_FORMAT
+        self.scale_tolerance = SCALE_TOLERANCE
+        self.mean_tolerance = MEAN_TOLERANCE
         self.register_buffer("scale_table", torch.empty(0), persistent=False)
         self.table: Any = None  # CdfTable of the y scales, built by update()
         #: decisions corrected by the side stream since construction (diagnostics, tests)
@@ -295,25 +463,144 @@ class ConditionalGGM(GGM):
         s = sigma_p.detach().reshape(-1).to(device="cpu", dtype=torch.float32).numpy()
         m = mu_p.detach().reshape(-1).to(device="cpu", dtype=torch.float32).numpy()
         b32, lb_lo, lb_hi = self._edge_tables
-        index = np.searchsorted(b32, s, side="left")
+        n = s.size
+        dist = np.empty(2 * n, dtype=np.float32)
+        sign = np.empty(2 * n, dtype=np.int64)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             ls = np.log(s)
+            index = self._table_index(s, ls)
             d_lo = ls - lb_lo[index]
             d_hi = lb_hi[index] - ls
+            np.minimum(d_lo, d_hi, out=dist[:n])
+            np.subtract(1, 2 * (d_lo < d_hi), out=sign[:n])
             k = self.mean_grid_bits
             t = m * np.float32(2.0**k)
             rounded = np.rint(t)
-            bins = np.nan_to_num(rounded, nan=0.0, posinf=0.0, neginf=0.0).astype(np.int64)
+            bins = np.where(np.isfinite(rounded), rounded, np.float32(0)).astype(np.int64)
             norm = np.maximum(np.float32(1.0), np.abs(m))
-            m_dist = (np.float32(0.5) - np.abs(t - rounded)) * np.float32(2.0**-k) / norm
-        dist = np.concatenate((np.minimum(d_lo, d_hi), m_dist))
+            np.multiply(np.float32(0.5) - np.abs(t - rounded), np.float32(2.0**-k), out=dist[n:])
+            np.divide(dist[n:], norm, out=dist[n:])
+            np.subtract(2 * (t >= rounded), 1, out=sign[n:])
         dist[np.isnan(dist)] = np.inf
-        sign = np.concatenate((np.where(d_lo < d_hi, -1, 1), np.where(t >= rounded, 1, -1))).astype(np.int64)
-        return Decisions(index.astype(np.int64), bins, dist, sign)
+        return Decisions(index, bins, dist, sign)
+
+    def _table_index(self, s: np.ndarray, ls: np.ndarray) -> np.ndarray:
+        """#table boundaries < σ (int64; NaN → the last index), like ``np.searchsorted(b32, s, "left")``: an
+        estimate from ln σ on the log-spaced table, then exact float32 comparisons move it to the rule's
+        value (a searchsorted over unsorted keys costs ~20x more)."""
+        b32, lb_lo, _ = self._edge_tables
+        last = b32.size
+        step = (float(lb_lo[-1]) - float(lb_lo[1])) / max(last - 1, 1)
+        est = np.clip((ls - lb_lo[1]) * np.float32(1.0 / step) + np.float32(1.0), 0, last)
+        # ln σ is NaN for σ < 0 (index 0) and for NaN (the last index)
+        index = np.where(np.isnan(est), np.where(np.isnan(s), last, 0), est).astype(np.int64)
+        padded = np.concatenate(([-np.inf], b32, [np.inf])).astype(np.float32)  # padded[i] = b32[i - 1]
+        for _ in range(last + 1):  # a few rounds at most (the estimate is within one of the rule)
+            down = padded[index] >= s  # boundary index-1 is not below σ
+            up = padded[index + 1] < s  # boundary index is below σ
+            if not (down.any() or up.any()):
+                break
+            index = index - down + up
+        nan = np.isnan(s)
+        if nan.any():
+            index[nan] = last
+        return index
+
+    # -- side information: dispatch on the layout -------------------------------------------------------
+
+    def side_writer(self) -> SideWriter | SideWriterV3:
+        """A writer for the side stream of ``side_format``."""
+        return SideWriterV3(self) if self.side_format == 3 else SideWriter()
+
+    def side_reader(self, data: bytes) -> SideReader | SideReaderV3:
+        return SideReaderV3(data) if self.side_format == 3 else SideReader(data)
+
+    def write_side(self, step: int, dec: Decisions, side: SideWriter | SideWriterV3) -> None:
+        """Encoder: record the step's side information (v3: collected, written by ``side.finish()``)."""
+        if isinstance(side, SideWriterV3):
+            side.add(step, dec, self.normalized(dec))
+        else:
+            self.write_side_v2(step, dec, side)
+
+    def read_side(self, step: int, dec: Decisions, side: SideReader | SideReaderV3) -> Decisions:
+        """Decoder: read the step's side information and return the encoder's decisions (or FormatError)."""
+        if isinstance(side, SideReaderV3):
+            h, salt, syn = side.read_step(dec.vector.size)
+            return self._resolve_v3(step, dec, h, salt, syn)
+        return self.read_side_v2(step, dec, side)
+
+    # -- side information (format v3) ---------------------------------------------------------------
+
+    def normalized(self, dec: Decisions) -> np.ndarray:
+        """Edge distances in units of the type's tolerance: σ decisions / δ_σ, μ decisions / δ_μ (float32)."""
+        n = dec.index.size
+        nd = np.empty_like(dec.dist)
+        np.multiply(dec.dist[:n], np.float32(1.0 / self.scale_tolerance), out=nd[:n])
+        np.multiply(dec.dist[n:], np.float32(1.0 / self.mean_tolerance), out=nd[n:])
+        return nd
+
+    def _resolve_v3(self, step: int, dec: Decisions, h: int, salt: int, syn: int,
+                    nd: np.ndarray | None = None, own: int | None = None, count: bool = True,
+                    weights: np.ndarray | None = None) -> Decisions:
+        """Decoder rule of v3: Δ = S ⊕ S(d'); among the decisions within δ of an edge (normalised distance < 1
+        by the decoder's values) whose weight matches Δ in the low h bits, flip the one nearest its edge;
+        else, best effort, 2..MAX_FLIPS of the RANKED nearest whose weights XOR to Δ."""
+        mask = (1 << h) - 1
+        d = dec.vector
+        w = _weights_v3(step, salt, d.size) if weights is None else weights
+        if own is None:
+            own = _xor_syndrome(w, d)
+        delta = (syn ^ own) & mask
+        if delta == 0:
+            return dec
+        if nd is None:
+            nd = self.normalized(dec)
+        cand = np.flatnonzero(nd < 1.0)
+        vals = (w[cand] & np.uint64(mask)).astype(np.int64)
+        hits = np.flatnonzero(vals == delta)
+        flips: list[int] = []
+        if hits.size:  # the nearest matching decision (the encoder made sure no confusable pair collides)
+            flips = [int(cand[hits[np.argmin(nd[cand[hits]])]])]
+        elif cand.size >= 2:
+            # v3 syndromes can be short: per subset size, only as many of the nearest candidates as give at
+            # most 2^h / 8 subsets (a chance match ≤ 1/8; the latent checksum refuses what one would leave)
+            flips = self._ranked_search(cand, vals, nd[cand], delta, mask, xor=True,
+                                        max_subsets=2.0 ** (h - 3))
+        if not flips:
+            raise FormatError(
+                f"cannot resolve the entropy parameters of step {step}: this decoder's arithmetic deviates "
+                f"from the encoder's by more than the tolerances (σ {self.scale_tolerance:g}, "
+                f"μ {self.mean_tolerance:g}), or the side stream is corrupt"
+            )
+        d = d.copy()
+        for f in flips:
+            d[f] += dec.sign[f]
+        if count:
+            self.corrections += len(flips)
+        return dec.with_vector(d)
+
+    def _self_check_v3(self, st: _StepV3, w: np.ndarray, h: int, syn: int) -> None:
+        """Cheap proof that the v3 decoder rule undoes a flip of the encoder's nearest-edge decision."""
+        dec, nd = st.dec, st.nd
+        if nd.size == 0:
+            return
+        i = int(np.argmin(nd))
+        if not nd[i] < 1.0:
+            return
+        d = dec.vector.copy()
+        d[i] += dec.sign[i]
+        sign = dec.sign.copy()
+        sign[i] = -sign[i]
+        other = Decisions(d[: dec.index.size], d[dec.index.size :], dec.dist, sign)
+        other._vector = d
+        own = (syn ^ int(w[i])) & ((1 << h) - 1)  # S(d') from S(d): the flip toggles w_i
+        got = self._resolve_v3(st.step, other, h, -1, syn, nd=nd, own=own, count=False, weights=w)
+        if not np.array_equal(got.vector, dec.vector):
+            raise HPCMError(f"step {st.step}: the decoder rule does not reproduce the encoder's decisions")
 
     # -- side information (format v2) ---------------------------------------------------------------
 
-    def write_side(self, step: int, dec: Decisions, side: SideWriter) -> None:
+    def write_side_v2(self, step: int, dec: Decisions, side: SideWriter) -> None:
         """Choose a syndrome width and salt that make single flips near an edge identifiable; write them."""
         d = dec.vector
         near = np.flatnonzero(dec.dist < ENCODER_BAND * self.tolerance)
@@ -356,8 +643,8 @@ class ConditionalGGM(GGM):
         if not np.array_equal(got.vector, dec.vector):
             raise HPCMError(f"step {step}: the decoder rule does not reproduce the encoder's decisions")
 
-    def read_side(self, step: int, dec: Decisions, side: SideReader) -> Decisions:
-        """Decoder: read the step's syndrome and return the encoder's decisions (or raise FormatError)."""
+    def read_side_v2(self, step: int, dec: Decisions, side: SideReader) -> Decisions:
+        """Decoder (v2): read the step's syndrome and return the encoder's decisions (or FormatError)."""
         code = side.read(WIDTH_CODE_BITS)
         salt = side.read(SALT_BITS)
         syn = side.read(SYNDROME_BITS[code])
@@ -395,7 +682,7 @@ class ConditionalGGM(GGM):
 
     @staticmethod
     def _ranked_search(cand: np.ndarray, vals: np.ndarray, dist: np.ndarray, delta: int,
-                       mask: int) -> list[int]:
+                       mask: int, xor: bool = False, max_subsets: float = float("inf")) -> list[int]:
         """Several wrong decisions: a decision goes wrong only when its edge is closer than the deviation, so
         the flips are among the candidates nearest their edges. Subsets of 2..MAX_FLIPS of the RANKED
         nearest candidates are tried, smallest size first, the most plausible (smallest summed distance)
@@ -404,8 +691,12 @@ class ConditionalGGM(GGM):
         for t in range(2, MAX_FLIPS + 1):
             if order.size < t:
                 break
-            combos = _combinations(order.size, t)
-            sums = vals[order][combos].sum(axis=1) & mask
+            r = order.size
+            while r > t and math.comb(r, t) > max_subsets:  # fewer subsets than the syndrome can tell apart
+                r -= 1
+            combos = _combinations(r, t)
+            picked = vals[order][combos]
+            sums = np.bitwise_xor.reduce(picked, axis=1) if xor else picked.sum(axis=1) & mask
             match = np.flatnonzero(sums == delta)
             if match.size:
                 best = match[np.argmin(dist[order][combos[match]].sum(axis=1))]

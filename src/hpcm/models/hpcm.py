@@ -396,7 +396,8 @@ class HPCM(nn.Module):
         """x (1, 3, H, W), H, W multiples of ``size_multiple`` -> {"strings": [y, z, side],
         "shape": (h_z, w_z), "latent_crc": CRC-32 of ŷ (:func:`latent_checksum`)}.
 
-        The side stream holds each step's decision syndrome (format v2). With
+        The side stream holds each step's decision syndrome (``entropy_estimation.side_format``: 3, the
+        default, or 2; docs/format.md). With
         ``entropy_estimation.mean_grid_bits`` None (the official, format-v1 coding) there is no side stream.
         ``quality``: required by variable-rate models (the decoder needs the same value); the checksum
         covers the coded (gained) ŷ, before the inverse gain.
@@ -420,7 +421,7 @@ class HPCM(nn.Module):
         params = self.h_s(z_sym + self.means_hyper)
         em = self.entropy_estimation
         y_enc = SymbolEncoder(em.table)
-        side = SideWriter() if em.mean_grid_bits is not None else None
+        side = em.side_writer() if em.mean_grid_bits is not None else None
         y_hat = self.context_pass(params, EncodeCoder(y_enc, em, side), y)
         strings = [y_enc.finish(), z_bytes] + ([side.finish()] if side is not None else [])
         return {"strings": strings, "shape": (int(h_z), int(w_z)), "latent_crc": latent_checksum(y_hat)}
@@ -439,7 +440,8 @@ class HPCM(nn.Module):
 
     @torch.no_grad()
     def decompress_latent(self, strings: list[bytes], shape: tuple[int, int]) -> Tensor:
-        """Decode ŷ (1, M, 4 h_z, 4 w_z) from [y, z, side] (format v2) or [y, z] (format v1: official μ)."""
+        """Decode ŷ (1, M, 4 h_z, 4 w_z) from [y, z, side] (format v3, or v2 with
+        ``entropy_estimation.side_format = 2``) or [y, z] (format v1: official μ)."""
         from hpcm.entropy.coder import SymbolDecoder
 
         if len(strings) not in (2, 3):
@@ -462,7 +464,7 @@ class HPCM(nn.Module):
                 em.mean_grid_bits = grid
         if em.mean_grid_bits is None:
             raise ValueError("a side stream needs entropy_estimation.mean_grid_bits")
-        side = SideReader(strings[2])
+        side = em.side_reader(strings[2])
         y_hat = self.context_pass(params, DecodeCoder(y_dec, em, side), None)
         side.finish()
         y_dec.finish()
