@@ -9,12 +9,11 @@ import numpy as np
 import torch
 
 from hpcm.cli.codec import DEFAULT_MODEL
-
-FIXED_RATE = "hpcm-tiny"  # the five fixed-rate models, shipped beside the variable-rate default
 from hpcm.codec.image_io import read_image
 from hpcm.models import io as mio
 from hpcm.train.loss import lambda_for
 
+FIXED_RATE = "hpcm-tiny"  # the five fixed-rate models, shipped beside the variable-rate default
 MAX_BYTES = 10 * 1024 * 1024
 
 

@@ -392,7 +392,7 @@ def test_quality_range_from_shipped_levels(tmp_path, small_png, capsys):
     rc, _, err = run(capsys, "compress", small_png, "-o", tmp_path / "x.hpcm", "--model", "hpcm-tiny",
                      "--quality", levels[-1] + 1)
     one_line_error(rc, err, f"quality {levels[0]}..{levels[-1]}")
-    rc, _, err = run(capsys, "compress", small_png, "-o", tmp_path / "y.hpcm", "--quality", 9)  # default: 1..8
+    rc, _, err = run(capsys, "compress", small_png, "-o", tmp_path / "y.hpcm", "--quality", 9)  # 1..8
     one_line_error(rc, err, "1..8")
     with pytest.raises(SystemExit):
         main(["compress", "--help"])
