@@ -13,6 +13,7 @@ from hpcm.codec.image_io import read_image
 from hpcm.models import io as mio
 from hpcm.train.loss import lambda_for
 
+FIXED_RATE = "hpcm-tiny"  # the five fixed-rate models, shipped beside the variable-rate default
 MAX_BYTES = 10 * 1024 * 1024
 
 
@@ -36,20 +37,30 @@ def test_manifest_lists_every_shipped_file_with_its_digest():
             assert len(data) <= MAX_BYTES, name
 
 
-def test_default_model_ships_at_least_four_trained_qualities():
-    qualities = mio.bundled_qualities(DEFAULT_MODEL)
+def test_fixed_rate_model_ships_at_least_four_trained_qualities():
+    qualities = mio.bundled_qualities(FIXED_RATE)
     assert len(qualities) >= 4
     for q in qualities:
-        model = mio.load_model(DEFAULT_MODEL, quality=q)
+        model = mio.load_model(FIXED_RATE, quality=q)
         info = model.weights_info
         assert info["trained"] is True and info["quality"] == q
-        assert info["source"] == f"bundled:{DEFAULT_MODEL}-q{q}"
+        assert info["source"] == f"bundled:{FIXED_RATE}-q{q}"
         assert math.isclose(info["lambda"], lambda_for(q, "mse")) and info["metric"] == "mse"
         training = info["training"]
         assert training["step"] > 0 and training["recipe"]["batch_size"] > 0
         assert all("kodak" not in d.lower() for d in training["data"])  # never trained on the test set
         assert info["note"]
-    assert mio.load_model(DEFAULT_MODEL).weights_info["quality"] == mio.DEFAULT_QUALITY
+    assert mio.load_model(FIXED_RATE).weights_info["quality"] == mio.DEFAULT_QUALITY
+
+
+def test_default_model_is_the_trained_variable_rate_model():
+    model = mio.load_model(DEFAULT_MODEL)
+    info = model.weights_info
+    assert model.variable_rate and model.quality_gains.quality_range == (1.0, 8.0)
+    assert info["trained"] is True and info["source"] == f"bundled:{DEFAULT_MODEL}" and info["note"]
+    training = info["training"]
+    assert training["step"] > 0 and training["crops_seen"] > 0
+    assert all("kodak" not in d.lower() for d in training["data"])  # never trained on the test set
 
 
 def test_shipped_qualities_are_ordered_in_rate_and_distortion(kodak_dir):
@@ -57,8 +68,8 @@ def test_shipped_qualities_are_ordered_in_rate_and_distortion(kodak_dir):
     x = torch.from_numpy(read_image(kodak_dir / "kodim23.png")[128:256, 256:384].copy())
     x = x.permute(2, 0, 1)[None].float() / 255.0
     points = []
-    for q in mio.bundled_qualities(DEFAULT_MODEL):
-        model = mio.load_model(DEFAULT_MODEL, quality=q)
+    for q in mio.bundled_qualities(FIXED_RATE):
+        model = mio.load_model(FIXED_RATE, quality=q)
         with torch.no_grad():
             out = model(x)
         bits = sum(-torch.log2(lk).sum().item() for lk in out["likelihoods"].values())
@@ -79,12 +90,12 @@ def test_files_of_retired_weights_name_the_release_that_decodes_them(kodak_dir, 
     from hpcm.codec.api import compress_image
 
     releases = json.loads(mio.RELEASES_FILE.read_text())["weights"]
-    shipped_now = {mio.load_model(DEFAULT_MODEL, quality=q).weights_info["fingerprint"]
-                   for q in mio.bundled_qualities(DEFAULT_MODEL)}
+    shipped_now = {mio.load_model(FIXED_RATE, quality=q).weights_info["fingerprint"]
+                   for q in mio.bundled_qualities(FIXED_RATE)}
     assert shipped_now <= {e["fingerprint"] for e in releases}  # every shipped file is on record
     retired = next(e for e in releases if e["fingerprint"] not in shipped_now and e["quality"] == 3)
     image = read_image(kodak_dir / "kodim23.png")[:64, :64]
-    header, streams = container.unpack(compress_image(mio.load_model(DEFAULT_MODEL, quality=3), image))
+    header, streams = container.unpack(compress_image(mio.load_model(FIXED_RATE, quality=3), image))
     header.fingerprint = bytes.fromhex(retired["fingerprint"])
     path = tmp_path / "old.hpcm"
     path.write_bytes(container.pack(header, streams))

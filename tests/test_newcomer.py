@@ -389,11 +389,15 @@ def test_quality_range_from_shipped_levels(tmp_path, small_png, capsys):
 
     levels = qualities("hpcm-tiny")
     assert shipped_quality_range("hpcm-tiny") == (levels[0], levels[-1])
-    rc, _, err = run(capsys, "compress", small_png, "-o", tmp_path / "x.hpcm", "--quality", levels[-1] + 1)
+    rc, _, err = run(capsys, "compress", small_png, "-o", tmp_path / "x.hpcm", "--model", "hpcm-tiny",
+                     "--quality", levels[-1] + 1)
     one_line_error(rc, err, f"quality {levels[0]}..{levels[-1]}")
+    rc, _, err = run(capsys, "compress", small_png, "-o", tmp_path / "y.hpcm", "--quality", 9)  # 1..8
+    one_line_error(rc, err, "1..8")
     with pytest.raises(SystemExit):
         main(["compress", "--help"])
-    assert f"hpcm-tiny: {levels[0]}..{levels[-1]}" in " ".join(capsys.readouterr().out.split())
+    helptext = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # argparse wraps at hyphens
+    assert f"hpcm-tiny: {levels[0]}..{levels[-1]}" in helptext and "hpcm-tiny-vr: 1..8" in helptext
 
 
 # -- 16: a tampered verified file: the file or the decoder may be at fault --------------------------

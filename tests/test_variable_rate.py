@@ -203,7 +203,8 @@ def test_codec_api_and_cli_code_the_chosen_quality(shared_dir, tmp_path, capsys)
     sizes = [(tmp_path / f"q{q}.hpcm").stat().st_size for q in ("2", "7.5")]
     assert sizes[0] < sizes[1]
     capsys.readouterr()
-    assert main(["compress", str(src), "-o", str(tmp_path / "x.hpcm"), "--quality", "2.5"]) == 1
+    assert main(["compress", str(src), "-o", str(tmp_path / "x.hpcm"), "--model", "hpcm-tiny",
+                 "--quality", "2.5"]) == 1
     assert "variable-rate" in capsys.readouterr().err
 
 

@@ -15,7 +15,7 @@ from hpcm.codec.container import MAX_PIXELS
 from hpcm.errors import HPCMError, ModelMismatchError
 from hpcm.models.protocol import is_variable_rate, weights_info
 
-DEFAULT_MODEL = "hpcm-tiny"  # the preset with trained weights shipped in the package (src/hpcm/weights)
+DEFAULT_MODEL = "hpcm-tiny-vr"  # the preset with trained weights shipped in the package (src/hpcm/weights)
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_DEMO_IMAGE = Path("..") / "shared" / "data" / "kodak" / "kodim23.png"
 
@@ -367,12 +367,14 @@ def check_quality(preset: str, quality: float | None) -> None:
                         f"{span[0]}..{span[1]} (see hpcm models)")
 
 
-def _quality_help(preset: str) -> str:
-    span = shipped_quality_range(preset)
-    levels = f"{preset}: {span[0]}..{span[1]}" if span else f"{preset}: none shipped"
-    return ("rate point (low..high) among the preset's shipped trained weights (listed by `hpcm models`; "
-            f"{levels}), or any number in a variable-rate model's range (hpcm-tiny-vr: 1..8, e.g. 3.5); "
-            "default 3")
+def _quality_help(default_model: str, fixed_rate: str = "hpcm-tiny") -> str:
+    from hpcm.rates import VR_LAMBDAS  # light: the help must not import torch
+
+    span = shipped_quality_range(fixed_rate)
+    levels = f"{fixed_rate}: {span[0]}..{span[1]}" if span else f"{fixed_rate}: none shipped"
+    return (f"rate point: any number in a variable-rate model's range (the default {default_model}: "
+            f"1..{len(VR_LAMBDAS)}, e.g. 3.5), or one of a fixed-rate preset's shipped levels ({levels}; "
+            "see `hpcm models`); default 3")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

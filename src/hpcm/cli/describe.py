@@ -108,6 +108,7 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 def _cmd_models(args: argparse.Namespace) -> int:
     import textwrap
 
+    from hpcm.cli.codec import DEFAULT_MODEL
     from hpcm.models.bundled import notes as bundled_notes
     from hpcm.models.bundled import qualities as bundled_qualities
     from hpcm.models.bundled import variable_rate_shipped
@@ -120,6 +121,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         weights = f" [trained weights: quality {', '.join(map(str, shipped))}]" if shipped else ""
         if variable_rate_shipped(name):
             weights = " [trained weights: one file, every quality]"
+        if name == DEFAULT_MODEL:
+            weights += " (the default model of compress/decompress)"
         print(f"{name:<{width}}  {desc}{weights}")
         for note in bundled_notes(name):  # the full note, said here once (codec commands say a short line)
             print(textwrap.fill(f"weights note: {note}", width=100, initial_indent="  ",
