@@ -357,7 +357,7 @@ def test_weights_note_short_in_codec_full_in_models(tmp_path, small_png, capsys)
     notes = [line for line in err.splitlines() if "note: weights" in line]
     assert len(notes) == 1 and len(notes[0]) < 160 and "hpcm models" in notes[0]
     rc, out, _ = run(capsys, "models")
-    assert " ".join(out.split()).count("far below published HPCM quality") == 1
+    assert " ".join(out.split()).count("hpcm-tiny-vr, the default model: one variable-rate model") == 1
 
 
 # -- 13: one size convention (W x H) ------------------------------------------------------------------

@@ -36,8 +36,8 @@ def _untrained_warning(model) -> None:
             "weights shipped); the files are valid and decode exactly, but bpp and quality are meaningless"
         )
     elif info.get("note"):
-        _note(f"note: weights {info.get('preset')} q{info.get('quality') or '-'}: {short_note(info['note'])} "
-              "(details: hpcm models)")
+        level = f" q{info['quality']}" if info.get("quality") else ""  # none: variable-rate, every quality
+        _note(f"note: weights {info.get('preset')}{level}: {short_note(info['note'])} (details: hpcm models)")
 
 
 def short_note(note: str, limit: int = 80) -> str:
