@@ -294,8 +294,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     model, load_s = _load(args.model, quality=args.quality, device=args.device)
     info = weights_info(model)
     h, w = image.shape[:2]
-    quality = args.quality if is_variable_rate(model) else info.get("quality")
-    _say(f"hpcm demo: {src.name} ({w}x{h}), model {info['preset']} q{quality or '-'} "
+    if is_variable_rate(model):
+        from hpcm.codec.api import coding_quality
+
+        quality = f"{coding_quality(model, args.quality):g}"  # the quality it codes at (default 3)
+    else:
+        quality = info.get("quality") or "-"
+    _say(f"hpcm demo: {src.name} ({w}x{h}), model {info['preset']} q{quality} "
          f"on {args.device} (loaded in {load_s:.2f} s)")
     if not info.get("trained", True):
         _say(
