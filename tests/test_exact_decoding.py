@@ -199,9 +199,10 @@ def em() -> ConditionalGGM:
     return m
 
 
-def _edge_cases(em: ConditionalGGM, sigma: torch.Tensor, mu: torch.Tensor, count: int):
-    """Move the ``count`` μ values nearest their bin edge to just across it (by 0.02 δ), as another platform
-    might."""
+def _edge_cases(em: ConditionalGGM, sigma: torch.Tensor, mu: torch.Tensor, count: int,
+                tolerance: float = TOLERANCE):
+    """Move the ``count`` μ values nearest their bin edge to just across it (by 0.02 ``tolerance``: δ for
+    v2, δ_μ for v3), as another platform might."""
     dec = em.decisions(sigma, mu)
     n = dec.index.size
     order = np.argsort(dec.dist[n:])[:count]
@@ -209,7 +210,7 @@ def _edge_cases(em: ConditionalGGM, sigma: torch.Tensor, mu: torch.Tensor, count
     step = 2.0**-MEAN_GRID_BITS
     for i in order:
         edge = (dec.bins[i] + 0.5 * dec.sign[n + i]) * step
-        mu2[0, i] = edge + 0.02 * TOLERANCE * dec.sign[n + i] * max(1.0, abs(float(mu[0, i])))
+        mu2[0, i] = edge + 0.02 * tolerance * dec.sign[n + i] * max(1.0, abs(float(mu[0, i])))
     return dec, mu2.float()
 
 
@@ -308,24 +309,11 @@ def _v3_roundtrip(em: ConditionalGGM, steps: list[tuple[int, object]], decoder_v
     return got
 
 
-def _edge_cases_v3(em: ConditionalGGM, sigma: torch.Tensor, mu: torch.Tensor, count: int):
-    """Move the ``count`` μ values nearest their bin edge to just across it (by 0.02 δ_μ)."""
-    dec = em.decisions(sigma, mu)
-    n = dec.index.size
-    order = np.argsort(dec.dist[n:])[:count]
-    mu2 = mu.clone().double()
-    step = 2.0**-MEAN_GRID_BITS
-    for i in order:
-        edge = (dec.bins[i] + 0.5 * dec.sign[n + i]) * step
-        mu2[0, i] = edge + 0.02 * MEAN_TOLERANCE * dec.sign[n + i] * max(1.0, abs(float(mu[0, i])))
-    return dec, mu2.float()
-
-
 @pytest.mark.parametrize("flips", [0, 1, 2, 3, 4])
 def test_v3_side_stream_corrects_decisions_across_an_edge(em, flips):
     """One wrong decision per step is always corrected; 2..4 by the ranked search (best effort)."""
     sigma, mu = _random_step(20000, seed=flips)
-    dec, mu2 = _edge_cases_v3(em, sigma, mu, flips)
+    dec, mu2 = _edge_cases(em, sigma, mu, flips, MEAN_TOLERANCE)
     other = em.decisions(sigma, mu2)
     assert int((other.bins != dec.bins).sum()) == flips  # the other platform decides differently
     quiet = em.decisions(*_random_step(5000, seed=40 + flips))
