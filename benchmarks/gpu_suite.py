@@ -55,6 +55,7 @@ SECTIONS: list[tuple[str, float, float]] = [
     ("pytest_cuda", 160, 40),
     ("biwkv", 45, 25),
     ("codec", 80, 30),
+    ("crossdev", 100, 10),
     ("official", 30, 10),
     ("profile", 25, 25),
     ("train", 110, 40),
@@ -444,6 +445,27 @@ def section_codec(rec: Recorder, dev, quick: bool) -> None:
             torch.cuda.empty_cache()
         rows.append(row)
         rec.set("rows", rows)
+    if not quick:  # issue 20 item 2: the same models at 1536x1024 (kodim23 upsampled x2), once each
+        x2 = torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+        x2 = x2.clamp(0, 1)
+        large_rows = []
+        for name in names:
+            if rec.left() < 10:
+                large_rows.append({"model": name, "skipped": "out of time"})
+                continue
+            row = {"model": name, "image": f"{src} x2 1536x1024"}
+            try:
+                torch.manual_seed(0)
+                model = hpcm.create_model(name).eval()
+                randomise_memory_output(model)
+                row.update(_time_codec(model.to(dev), x2, dev, 1))
+                del model
+            except Exception as exc:
+                row["error"] = f"{type(exc).__name__}: {exc}"[:500]
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+            large_rows.append(row)
+            rec.set("rows_1536x1024", large_rows)
     by = {r["model"]: r for r in rows if "decode" in r}
     base, p2 = by.get("hpcm-base"), by.get("hpcm-phase2")
     if base and p2:
@@ -460,6 +482,73 @@ def section_codec(rec: Recorder, dev, quick: bool) -> None:
         ours_ms = 1e3 * base["decode"]["median_s"]
         rec.set("base_decode_ms_vs_paper", {"ours_ms": ours_ms, "paper_ms": PAPER_BASE_MS})
     _raise_row_errors(rows)
+
+
+# Cross-device workers: (presets, CPU threads). Image-major inside each worker, so a time limit cuts
+# images, never presets; the Base presets' CPU passes take seconds, the tiny ones' a fraction of one.
+CROSSDEV_WORKERS: list[tuple[list[str], int]] = [
+    (["hpcm-tiny-vr", "hpcm-phase1-tiny", "hpcm-multiref-phase1-tiny"], 2),
+    (["hpcm-tiny", "hpcm-phase2-tiny", "hpcm-multiref-phase2-tiny"], 2),
+    (["hpcm-phase3-tiny", "hpcm-multiref-phase1-light-tiny", "hpcm-multiref-phase2-accurate-tiny"], 2),
+    (["hpcm-phase4-tiny", "hpcm-multiref-phase1-accurate-tiny", "hpcm-multiref-phase2-light-tiny"], 2),
+    (["hpcm-base", "hpcm-phase2", "hpcm-phase4", "hpcm-multiref-phase1", "hpcm-multiref-phase1-accurate",
+      "hpcm-multiref-phase1-light"], 4),
+    (["hpcm-phase1", "hpcm-phase3", "hpcm-multiref-phase2", "hpcm-multiref-phase2-accurate",
+      "hpcm-multiref-phase2-light"], 4),
+]
+
+
+def section_crossdev(rec: Recorder, dev, quick: bool) -> None:
+    """Issue 16 item 8: encode on CUDA, decode on CPU and the reverse, Kodak images, every preset."""
+    if dev.type != "cuda":
+        raise Skip("needs CUDA: files are written on one device and decoded on the other")
+    reason = missing("constriction")
+    if reason:
+        raise Skip(reason)
+    kodak = kodak_dir()
+    if kodak is None:
+        raise Skip("no Kodak images (.gpu/data/kodak)")
+    tmp = Path(tempfile.mkdtemp(prefix="hpcm-crossdev-"))
+    limit = max(10.0, rec.left() - 12)  # the workers stop adding images here; killed at the deadline
+    procs = []
+    for i, (presets, threads) in enumerate(CROSSDEV_WORKERS):
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), HPCM_KODAK_DIR=str(kodak))
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "cross_device.py"), "--presets", *presets,
+               "--deviation", "--time-limit", f"{limit:.0f}", "--out", str(tmp / f"w{i}.json")]
+        log = (tmp / f"w{i}.log").open("w")
+        procs.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True), log))
+    rec.set("workers", [{"presets": p, "threads": t} for p, t in CROSSDEV_WORKERS])
+    rec.set("kodak", str(kodak))
+    for proc, log in procs:
+        try:
+            proc.wait(timeout=max(1.0, rec.left()))
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+        log.close()
+    presets: dict[str, Any] = {}
+    notes = []
+    for i in range(len(CROSSDEV_WORKERS)):
+        with contextlib.suppress(OSError, json.JSONDecodeError):
+            res = json.loads((tmp / f"w{i}.json").read_text())
+            presets.update(res["presets"])
+            rec.set("device_name", res.get("device"))
+        tail = (tmp / f"w{i}.log").read_text(errors="replace")[-1500:]
+        if "Traceback" in tail:
+            notes.append(f"worker {i}: {tail[-600:]}")
+    rec.set("presets", presets)
+    if notes:
+        rec.set("worker_errors", notes)
+    cases = sum(r["cases"] for r in presets.values())
+    fails = sum(len(r["failures"]) for r in presets.values())
+    rec.set("totals", {"presets": len(presets), "cases": cases, "failures": fails,
+                       "images_min": min((r["images"] for r in presets.values()), default=0),
+                       "max_pixel_diff": max((r["max_pixel_diff"] for r in presets.values()), default=0),
+                       "corrections": sum(r["corrections"] for r in presets.values())})
+    if fails:
+        raise RuntimeError(f"{fails} of {cases} cross-device decodes failed")
+    if not presets:
+        raise RuntimeError("no worker reported: " + "; ".join(notes)[-600:])
 
 
 def official_dir() -> Path | None:
@@ -978,6 +1067,35 @@ def summary_markdown(results: dict[str, Any]) -> str:
             p = d["base_decode_ms_vs_paper"]
             lines.append(f"\nhpcm-base decode {_f(p['ours_ms'], '.1f')} ms vs the paper's {p['paper_ms']} ms "
                          "(different GPU)")
+
+    d = S.get("crossdev", {}).get("data", {})
+    if d.get("presets"):
+        t = d.get("totals", {})
+        lines += ["", "## Cross-device exactness (encode CUDA → decode CPU and the reverse)", "",
+                  f"totals: {t}", "",
+                  "| preset | trained | images | cases | failures | corrections | max pixel diff | "
+                  "max abs Δσ CUDA | max abs Δμ CUDA |", "|---|---|---|---|---|---|---|---|---|"]
+        for name, r in d["presets"].items():
+            dev_ = r.get("cuda_deviation") or {}
+            lines.append(f"| {name} | {r.get('trained')} | {r['images']} | {r['cases']} | "
+                         f"{len(r['failures'])} | {r['corrections']} | {r['max_pixel_diff']} | "
+                         f"{dev_.get('dsigma', '–')} | {dev_.get('dmu', '–')} |")
+        for name, r in d["presets"].items():
+            for f in r["failures"][:3]:
+                lines.append(f"- {name}: {f}")
+
+    d = S.get("codec", {}).get("data", {})
+    if d.get("rows_1536x1024"):
+        lines += ["", "## Codec at 1536x1024 (one run each after a warm-up)", "",
+                  "| model | encode ms | decode ms | encode peak MiB | decode peak MiB | bpp |",
+                  "|---|---|---|---|---|---|"]
+        for r in d["rows_1536x1024"]:
+            if "decode" not in r:
+                lines.append(f"| {r['model']} | {r.get('skipped') or r.get('error', '')[:80]} | | | | |")
+                continue
+            lines.append(f"| {r['model']} | {_ms(r['encode'])} | {_ms(r['decode'])} | "
+                         f"{r.get('encode_peak_MiB') or 0:.0f} | {r.get('decode_peak_MiB') or 0:.0f} | "
+                         f"{r['bpp']:.4f} |")
 
     e = S.get("official", {})
     if e:

@@ -18,6 +18,13 @@ BUDGET=${HPCM_GPU_BUDGET:-450}
 # shellcheck source=scripts/gpu_env.sh
 source scripts/gpu_env.sh
 hpcm_gpu_env gpu_check
+# the official HPCM code, when carried (docs/gpu.md): build its rANS extension for this machine's Python
+OFF=${HPCM_OFFICIAL_DIR:-.gpu/official}/src/entropy_models
+if [ -d "$OFF" ] && ! ls "$OFF"/_CXX*.so >/dev/null 2>&1; then
+  (cd "$OFF/entropy_coders/unbounded_rans" && timeout 120 "$PY" setup.py build_ext --inplace >/tmp/official-build.log 2>&1 \
+    && cp ./*.so ../../) && echo "gpu_check: official rANS extension built" \
+    || echo "gpu_check: official rANS extension not built: $(tail -3 /tmp/official-build.log)"
+fi
 timeout -k 10 $((BUDGET + 40)) "$PY" benchmarks/gpu_suite.py --out "$OUTDIR" --budget "$BUDGET" "$@"
 rc=$?
 [ $rc -eq 124 ] && echo "gpu_check: the suite overran its budget and was killed; partial results are in $OUTDIR"

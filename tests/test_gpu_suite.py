@@ -26,6 +26,7 @@ def _load_suite():
 
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable, HPCM_GPU_WHEELS="/nonexistent-wheels",
+               HPCM_OFFICIAL_DIR="/nonexistent-official",
                PYTHONWARNINGS="ignore")
     env.pop("CUDA_VISIBLE_DEVICES", None)
     env.update(extra)
@@ -42,7 +43,9 @@ def test_quick_cpu_run_of_the_whole_suite(tmp_path):
     files = sorted(p.name for p in out.iterdir())
     assert files == ["pytest_cuda.log", "results.json", "suite.log", "summary.md"]  # ≤ 8 files come back
     S = res["sections"]
-    assert list(S) == ["env", "pytest_cuda", "biwkv", "codec", "official", "profile", "train"]
+    assert list(S) == ["env", "pytest_cuda", "biwkv", "codec", "crossdev", "official", "profile",
+                       "train"]
+    assert S["crossdev"]["status"] == "skipped"  # it needs CUDA
     for name, e in S.items():
         assert e["status"] in ("ok", "skipped"), (name, e)
     m = res["meta"]
@@ -116,3 +119,12 @@ def test_trace_stats_and_summary_of_failures(tmp_path):
     text = suite.summary_markdown(results)
     assert "# GPU suite: GPU X" in text and "| codec | timeout |" in text
     assert "CompilationError: x/y" in text and "| (1, 98304, 96) | torch | 10.00 | 3.10 |" in text
+
+
+def test_crossdev_workers_cover_every_preset_once():
+    from hpcm.models.registry import list_models
+
+    suite = _load_suite()
+    named = [p for presets, _ in suite.CROSSDEV_WORKERS for p in presets]
+    assert len(named) == len(set(named))
+    assert set(named) == set(list_models()) - {"hpcm-large"}
