@@ -393,8 +393,10 @@ PAPER_BASE_MS = 81.3  # HPCM paper (Table 1), HPCM-Base coding time on its GPU
 def _time_codec(model, x, dev, repeats: int) -> dict[str, Any]:
     import torch
 
+    from hpcm.codec.api import deterministic_math
+
     row: dict[str, Any] = {}
-    with torch.no_grad():
+    with torch.no_grad(), deterministic_math():
         enc = model.compress(x)  # warm-up (Triton compilation, cuDNN heuristics, CDF tables)
         model.decompress(enc["strings"], enc["shape"])
         with peak_memory(dev, row, "encode_peak_MiB"):
@@ -404,6 +406,7 @@ def _time_codec(model, x, dev, repeats: int) -> dict[str, Any]:
         a = model.decompress(enc["strings"], enc["shape"])["x_hat"]
         b = model.decompress(enc["strings"], enc["shape"])["x_hat"]
     row["decode_repeatable"] = bool(torch.equal(a, b))
+    row["decode_twice_max_abs_diff"] = float((a.float() - b.float()).abs().max())
     nbytes = sum(len(s) for s in enc["strings"])
     row["bytes"] = nbytes
     row["bpp"] = 8 * nbytes / (x.shape[-2] * x.shape[-1])
@@ -510,15 +513,18 @@ def section_crossdev(rec: Recorder, dev, quick: bool) -> None:
         raise Skip("no Kodak images (.gpu/data/kodak)")
     tmp = Path(tempfile.mkdtemp(prefix="hpcm-crossdev-"))
     limit = max(10.0, rec.left() - 12)  # the workers stop adding images here; killed at the deadline
+    only = {p for p in os.environ.get("HPCM_CROSSDEV_PRESETS", "").split(",") if p}  # a rerun's subset
+    workers = [([p for p in ps if not only or p in only], t) for ps, t in CROSSDEV_WORKERS]
+    workers = [(ps, t) for ps, t in workers if ps]
     procs = []
-    for i, (presets, threads) in enumerate(CROSSDEV_WORKERS):
+    for i, (presets, threads) in enumerate(workers):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), HPCM_KODAK_DIR=str(kodak))
         cmd = [sys.executable, str(ROOT / "benchmarks" / "cross_device.py"), "--presets", *presets,
                "--deviation", "--time-limit", f"{limit:.0f}", "--out", str(tmp / f"w{i}.json")]
         log = (tmp / f"w{i}.log").open("w")
         procs.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                        start_new_session=True), log))
-    rec.set("workers", [{"presets": p, "threads": t} for p, t in CROSSDEV_WORKERS])
+    rec.set("workers", [{"presets": p, "threads": t} for p, t in workers])
     rec.set("kodak", str(kodak))
     for proc, log in procs:
         try:
@@ -528,7 +534,7 @@ def section_crossdev(rec: Recorder, dev, quick: bool) -> None:
         log.close()
     presets: dict[str, Any] = {}
     notes = []
-    for i in range(len(CROSSDEV_WORKERS)):
+    for i in range(len(workers)):
         with contextlib.suppress(OSError, json.JSONDecodeError):
             res = json.loads((tmp / f"w{i}.json").read_text())
             presets.update(res["presets"])
@@ -599,9 +605,11 @@ def section_official(rec: Recorder, dev, quick: bool) -> None:
             "official": 1e3 * timed(lambda: official(x), dev, 3)["median_s"],
         })
     try:
-        try:
-            official.update(get_scale_table())
-        except TypeError:
+        import inspect
+
+        if len(inspect.signature(official.update).parameters) >= 1:
+            official.update(get_scale_table().to(dev))
+        else:
             official.update()
         rec.set("ours", _time_codec(ours, x, dev, 1 if quick else 3))
         rec.set("official_codec", _time_codec(official, x, dev, 1 if quick else 3))

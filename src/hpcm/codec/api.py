@@ -105,15 +105,18 @@ def coding_quality(model: nn.Module, quality: float | None) -> float | None:
 
 @contextlib.contextmanager
 def deterministic_math() -> Iterator[None]:
-    """Keep TF32 out of the parameter path (CUDA matmuls and cuDNN convolutions), restoring the settings."""
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    """Keep TF32 out of the parameter path (CUDA matmuls and cuDNN convolutions) and make cuDNN pick
+    deterministic algorithms (the first GPU run found two decodes of one file differing after g_s
+    without it), restoring the settings."""
+    b = torch.backends
+    saved = (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.deterministic, b.cudnn.benchmark)
+    b.cuda.matmul.allow_tf32 = False
+    b.cudnn.allow_tf32 = False
+    b.cudnn.deterministic, b.cudnn.benchmark = True, False
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = matmul
-        torch.backends.cudnn.allow_tf32 = cudnn
+        b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.deterministic, b.cudnn.benchmark = saved
 
 
 def model_identity(model: nn.Module) -> tuple[str, float, bytes]:

@@ -38,7 +38,7 @@ from torch import Tensor
 __all__ = ["BiWKVTriton", "available", "interpreted", "forward", "backward"]
 
 _BLOCK_C = 32
-_NEG = -1.0e38  # "log of zero" for an empty sum; finite so that differences never produce NaN
+_NEG = tl.constexpr(-1.0e38)  # "log of zero" for an empty sum; finite so that differences never produce NaN
 
 # Triton picks the interpreter when the decorators run (module import), from this variable.
 _INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
