@@ -33,12 +33,15 @@ Implementations (``impl=``):
     Same as ``mode="kernel"``.
 ``"triton"``
     Triton scan kernels (``_biwkv_triton``): one program per (batch, block of 32 channels), sequential
-    log-scaled scans over the tokens in float32, forward and backward, deterministic. VERIFIED ONLY IN THE
-    TRITON INTERPRETER (``TRITON_INTERPRET=1`` with CPU tensors, which is the only case where CPU tensors are
-    accepted); never compiled or run on a GPU. Modes "paper" and "plain".
+    log-scaled scans over the tokens in float32, forward and backward, deterministic. Modes "paper" and
+    "plain". Run on an H200 (2026-11-28, docs/results/gpu/): it agrees with the float64 reference, but its
+    sequential scan over T with B·C/32 programs is slower than ``"torch"`` there: forward 86 ms vs 1.8 ms
+    at (1, 98304, 96), 3.9 vs 1.2 ms at (8, 4096, 144), 1.0 vs 0.6 ms at (1, 1536, 640). So it is an
+    explicit choice, not the CUDA default. CPU tensors only in the Triton interpreter
+    (``TRITON_INTERPRET=1``).
 ``"auto"``
-    CPU: ``"fused"`` when Numba imports and compiles, else ``"torch"``. CUDA: ``"triton"`` when that
-    module is importable and reports itself usable, else ``"torch"``. ``mode="kernel"``: ``"kernel_exact"``.
+    CPU: ``"fused"`` when Numba imports and compiles, else ``"torch"``. CUDA: ``"torch"`` (measured faster
+    than ``"triton"`` at every shape above). ``mode="kernel"``: ``"kernel_exact"``.
 
 All paths take k, v of shape (B, T, C) and w, u of shape (C,), and return y (B, T, C) in the dtype of k.
 """
@@ -365,9 +368,7 @@ def biwkv(
         return _kernel_exact(w, u, k, v, token_split).to(out_dtype)
     offset = _offset(mode)
     if impl == "auto":
-        if k.is_cuda:
-            impl = "triton" if _triton_usable(k) else "torch"
-        elif k.device.type == "cpu" and _load_numba() is not None:
+        if k.device.type == "cpu" and _load_numba() is not None:
             impl = "fused"
         else:
             impl = "torch"
