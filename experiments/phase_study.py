@@ -315,14 +315,25 @@ def write_report(args: argparse.Namespace) -> Path:
     if speed:
         current["speed"] = speed
         current["estimate"] = S.budget_estimate(s, speed["steps_per_s"], done_steps=current.get("steps"))
+    if getattr(args, "gpu_suite", None):
+        S.write_json(raw / "cost-gpu.json",
+                     S.gpu_cost_from_suite(S.read_json(args.gpu_suite) or {}, _rel_to_root(args.gpu_suite)))
+    gpu_cost = S.read_json(raw / "cost-gpu.json")
     cost = S.read_json(raw / "cost-base.json")
     prev_summary, prev_study = S.read_json(raw / "summary.json"), S.read_json(raw / "study.json")
     previous = (prev_summary, prev_study) if prev_summary and prev_study else None
     text = S.render_report(current, cost, previous, raw_dir_name=raw.name,
-                           cost_file=f"{raw.name}/cost-base.json")
+                           cost_file=f"{raw.name}/cost-base.json", gpu_cost=gpu_cost)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(text)
     return args.report
+
+
+def _rel_to_root(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -366,6 +377,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile-repeat", type=int, default=3)
     p.add_argument("--resume", action="store_true", help="skip stages whose marker matches; continue runs")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report")
+    p.add_argument("--gpu-suite", type=Path, default=None,
+                   help="a GPU suite results.json: import its codec rows as the report's GPU cost")
     p.add_argument("--measure-speed", type=int, default=0, metavar="STEPS",
                    help="only measure each variant's training speed (STEPS steps) into the raw folder")
     p.add_argument("--speed-note", default="", help="machine state, stored with --measure-speed")

@@ -269,3 +269,27 @@ def test_narrow_overlap_is_flagged():
     assert "narrow" not in wide
     summary = ps.build_summary({"base": base, "near": near}, {}, {}, baseline="base")
     assert "overlap: noise" in ps.results_table(summary)
+
+
+def test_gpu_cost_import_and_table():
+    from hpcm.eval import study as S
+
+    def row(model, enc, dec, peak=200.0):
+        return {"model": model, "encode": {"median_s": enc}, "decode": {"median_s": dec},
+                "encode_peak_MiB": peak, "decode_peak_MiB": peak, "bpp": 0.1, "extra": 1}
+
+    results = {"meta": {"device_name": "GPU X", "torch": "2.x", "date_utc": "2026-01-01T00:00:00Z"},
+               "sections": {"codec": {"data": {
+                   "rows": [row("hpcm-base", 0.10, 0.08), row("hpcm-phase2", 0.12, 0.04, 100.0),
+                            {"model": "hpcm-phase4", "error": "boom"}],
+                   "rows_1536x1024": [row("hpcm-base", 0.4, 0.3)]}}}}
+    doc = S.gpu_cost_from_suite(results, "x/results.json")
+    assert list(doc["sizes"]) == ["768x512", "1536x1024"]
+    assert [r["model"] for r in doc["sizes"]["768x512"]] == ["hpcm-base", "hpcm-phase2"]
+    assert "extra" not in doc["sizes"]["768x512"][0]
+    table = S.gpu_cost_table(doc)
+    assert "| hpcm-phase2 | 768×512 | 120.0 | 40.0 | 100 / 100 | +20 % / -50 % | -50 % |" in table
+    assert table.index("| hpcm-base | 768×512") < table.index("| hpcm-base | 1536×1024")
+    assert "decode -50 %, encode +20 %, peak memory -50 %" in S.gpu_phase2_sentence(doc)
+    with pytest.raises(ValueError):
+        S.gpu_cost_from_suite({"sections": {}}, "empty.json")

@@ -700,6 +700,74 @@ def cost_table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def gpu_cost_from_suite(results: dict[str, Any], source: str) -> dict[str, Any]:
+    """The phase arms' rows of a GPU suite run (``benchmarks/gpu_suite.py`` ``results.json``, section
+    ``codec``) as a compact cost document: device, software, date and per-size rows of encode/decode ms and
+    peak CUDA memory above the weights."""
+    meta = results.get("meta", {})
+    data = (results.get("sections", {}).get("codec") or {}).get("data") or {}
+    keep = ("model", "params_M", "encode", "decode", "encode_peak_MiB", "decode_peak_MiB", "bpp",
+            "decode_repeatable")
+    sizes = {}
+    for key, size in (("rows", "768x512"), ("rows_1536x1024", "1536x1024")):
+        rows = [{k: r[k] for k in keep if k in r} for r in data.get(key, []) if "decode" in r]
+        if rows:
+            sizes[size] = rows
+    if not sizes:
+        raise ValueError(f"{source}: no codec rows in this GPU suite result")
+    return {"source": source, "device": meta.get("device_name"), "driver": meta.get("driver"),
+            "torch": meta.get("torch"), "triton": meta.get("triton"), "date_utc": meta.get("date_utc"),
+            "commit": meta.get("source"), "sizes": sizes}
+
+
+def gpu_cost_table(doc: dict[str, Any], baseline: str = "hpcm-base") -> str:
+    """Markdown: encode/decode latency and peak CUDA memory of every arm at each size vs the baseline."""
+    lines = [f"GPU: {doc.get('device')} (driver {doc.get('driver')}, torch {doc.get('torch')}, Triton "
+             f"{doc.get('triton')}), {doc.get('date_utc')}; deterministic initial weights (the memory bank's "
+             "fusion randomised), kodim23 (×2 bicubic for 1536×1024), batch 1, synchronised wall time "
+             "including the CPU entropy coding; 768×512: median of 3 after a warm-up, 1536×1024: one run "
+             f"after a warm-up. Peak: CUDA memory above the resident weights. From `{doc.get('source')}`.",
+             "", "| arm | size | encode (ms) | decode (ms) | peak enc / dec (MiB) | Δ time enc / dec vs "
+             "baseline | Δ peak dec | claim (seeds) |", "|" + "---|" * 8]
+    def area(size: str) -> int:
+        w, _, h = size.partition("x")
+        return int(w) * int(h)
+
+    for size in sorted(doc["sizes"], key=area):
+        rows = doc["sizes"][size]
+        base = next((r for r in rows if r["model"] == baseline), None)
+        for r in rows:
+            enc, dec = 1e3 * r["encode"]["median_s"], 1e3 * r["decode"]["median_s"]
+            if base is None or r["model"] == baseline:
+                dt = dm = "anchor" if base is not None else "—"
+            else:
+                dt = (f"{_pct(ratio(r['encode']['median_s'], base['encode']['median_s']))} / "
+                      f"{_pct(ratio(r['decode']['median_s'], base['decode']['median_s']))}")
+                dm = _pct(ratio(r.get("decode_peak_MiB"), base.get("decode_peak_MiB")))
+            claim = "; ".join(f"{k} {v}" for k, v in CLAIMS.get(r["model"], {}).items()) or "—"
+            lines.append(f"| {r['model']} | {size.replace('x', '×')} | {enc:.1f} | {dec:.1f} | "
+                         f"{_f(r.get('encode_peak_MiB'), '.0f')} / {_f(r.get('decode_peak_MiB'), '.0f')} | "
+                         f"{dt} | {dm} | {claim} |")
+    return "\n".join(lines)
+
+
+def gpu_phase2_sentence(doc: dict[str, Any], arm: str = "hpcm-phase2", baseline: str = "hpcm-base") -> str:
+    """The seeds' Phase-2 cost claim against the GPU rows, one sentence."""
+    parts = []
+    for size, rows in doc["sizes"].items():
+        by = {r["model"]: r for r in rows}
+        if arm in by and baseline in by:
+            a, b = by[arm], by[baseline]
+            dec = _pct(ratio(a["decode"]["median_s"], b["decode"]["median_s"]))
+            enc = _pct(ratio(a["encode"]["median_s"], b["encode"]["median_s"]))
+            mem = _pct(ratio(a.get("decode_peak_MiB"), b.get("decode_peak_MiB")))
+            parts.append(f"{size.replace('x', '×')}: decode {dec}, encode {enc}, peak memory {mem}")
+    if not parts:
+        return ""
+    return ("Phase 2 against the baseline on this GPU — " + "; ".join(parts)
+            + " — the claimed −35 % time and −34 % memory are not seen.")
+
+
 # ------------------------------------------------------------------------------------------ budget
 def budget_estimate(settings: dict[str, Any], steps_per_s: dict[str, float], *,
                     done_steps: dict[str, int] | None = None) -> dict[str, Any]:
@@ -810,13 +878,14 @@ def session2_command(s: dict[str, Any]) -> str:
 
 def render_report(current: dict[str, Any], cost: dict[str, Any] | None,
                   previous: tuple[dict[str, Any], dict[str, Any]] | None, *, raw_dir_name: str,
-                  cost_file: str | None = None) -> str:
+                  cost_file: str | None = None, gpu_cost: dict[str, Any] | None = None) -> str:
     """The whole ``docs/results/phase_study.md``.
 
     ``current``: the issue-20 study — ``settings`` and ``command`` (start/continue), optional ``summary``
     (built from finished evaluations), ``convergence`` (run → :func:`convergence`), ``speed``
     (``{"steps_per_s": {variant: v}, "note": ...}``) and ``estimate`` (:func:`budget_estimate`);
-    ``cost``: the ``benchmarks/phase_cost.py`` document; ``previous``: (summary, study) of session 2.
+    ``cost``: the ``benchmarks/phase_cost.py`` document; ``gpu_cost``: :func:`gpu_cost_from_suite`'s;
+    ``previous``: (summary, study) of session 2.
     """
     s = current["settings"]
     summary = current.get("summary")
@@ -913,12 +982,22 @@ def render_report(current: dict[str, Any], cost: dict[str, Any] | None,
         parts += [cost_table(cost), "", *caveat,
                   f"Raw data: `{cost_file or raw_dir_name + '/cost-base.json'}` "
                   "(`benchmarks/phase_cost.py`). "
-                  "Sizes not in the table (1536×1024, GPU) have not been measured yet: run "
-                  "`python benchmarks/phase_cost.py --sizes 768x512,1536x1024` on a quiet machine, or "
-                  "`--device cuda` where a GPU is lent, and regenerate this report.", ""]
+                  + ("" if gpu_cost else "Sizes not in the table (1536×1024, GPU) have not been measured "
+                     "yet: run `python benchmarks/phase_cost.py --sizes 768x512,1536x1024` on a quiet "
+                     "machine, or `--device cuda` where a GPU is lent, and regenerate this report."), ""]
     else:
         parts += ["Not measured yet: `python benchmarks/phase_cost.py --sizes 768x512,1536x1024 -o "
                   f"docs/results/{raw_dir_name}/cost-base.json`.", ""]
+    if gpu_cost:
+        parts += ["### On a GPU", "", gpu_cost_table(gpu_cost), "",
+                  f"Raw data: `{raw_dir_name}/cost-gpu.json` (imported with `experiments/phase_study.py "
+                  "--gpu-suite RESULTS.json`). The Bi-WKV arms used the Triton kernel, then the CUDA "
+                  "default; "
+                  "`biwkv(impl=\"auto\")` now uses the PyTorch path on CUDA (measured faster), so their GPU "
+                  "times are to be measured again. The coding loop is launch- and CPU-bound on the GPU, so "
+                  "the spread between runs is large (docs/results/gpu/README.md compares the suite's two "
+                  "runs): one run of each arm ranks only large differences. " + gpu_phase2_sentence(gpu_cost),
+                  ""]
     parts += ["## The seeds' claims", "", claims_paragraph(cost, summary, rd_reached=rd_reached), ""]
     if previous is not None:
         prev_summary, prev_study = previous
