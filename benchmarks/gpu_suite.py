@@ -501,6 +501,16 @@ CROSSDEV_WORKERS: list[tuple[list[str], int]] = [
 ]
 
 
+def crossdev_workers(only: list[str], cores: int, max_workers: int = 6) -> list[tuple[list[str], int]]:
+    """The worker layout: the default one, or ``only``'s presets dealt round-robin over up to
+    ``max_workers`` processes that share the cores (a Base-widths-only rerun then spreads its slow CPU
+    passes over every worker instead of the two the default layout gives them)."""
+    if not only:
+        return CROSSDEV_WORKERS
+    n = max(1, min(max_workers, len(only)))
+    return [(only[i::n], max(1, cores // n)) for i in range(n)]
+
+
 def section_crossdev(rec: Recorder, dev, quick: bool) -> None:
     """Issue 16 item 8: encode on CUDA, decode on CPU and the reverse, Kodak images, every preset."""
     if dev.type != "cuda":
@@ -513,9 +523,8 @@ def section_crossdev(rec: Recorder, dev, quick: bool) -> None:
         raise Skip("no Kodak images (.gpu/data/kodak)")
     tmp = Path(tempfile.mkdtemp(prefix="hpcm-crossdev-"))
     limit = max(10.0, rec.left() - 12)  # the workers stop adding images here; killed at the deadline
-    only = {p for p in os.environ.get("HPCM_CROSSDEV_PRESETS", "").split(",") if p}  # a rerun's subset
-    workers = [([p for p in ps if not only or p in only], t) for ps, t in CROSSDEV_WORKERS]
-    workers = [(ps, t) for ps, t in workers if ps]
+    only = [p for p in os.environ.get("HPCM_CROSSDEV_PRESETS", "").split(",") if p]  # a rerun's subset
+    workers = crossdev_workers(only, os.cpu_count() or 16)
     procs = []
     for i, (presets, threads) in enumerate(workers):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), HPCM_KODAK_DIR=str(kodak))

@@ -128,3 +128,14 @@ def test_crossdev_workers_cover_every_preset_once():
     named = [p for presets, _ in suite.CROSSDEV_WORKERS for p in presets]
     assert len(named) == len(set(named))
     assert set(named) == set(list_models()) - {"hpcm-large"}
+
+
+def test_crossdev_subset_is_spread_over_the_workers():
+    suite = _load_suite()
+    assert suite.crossdev_workers([], 16) == suite.CROSSDEV_WORKERS
+    base = ["hpcm-base", "hpcm-phase1", "hpcm-phase2", "hpcm-phase3", "hpcm-phase4", "hpcm-multiref-phase1",
+            "hpcm-multiref-phase2"]
+    layout = suite.crossdev_workers(base, 16)
+    assert len(layout) == 6 and all(t == 2 for _, t in layout)
+    assert sorted(p for ps, _ in layout for p in ps) == sorted(base)
+    assert suite.crossdev_workers(["hpcm-tiny"], 16) == [(["hpcm-tiny"], 16)]
