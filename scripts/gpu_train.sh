@@ -73,7 +73,10 @@ if [ "$INIT" != none ] && [ ! -f "$INIT" ]; then
   exit 2
 fi
 rm -rf "$RUN"
-args=(--model "$MODEL" --data "$CROPS" --val "$HOLDOUT" --out "$RUN" --steps "$STEPS" --batch-size "$BATCH"
+EXTRA=()  # crop sets earlier calls left on a warm machine (gpu_train_prepare.py --part K)
+for d in .gpu/crops-part*; do [ -d "$d" ] && EXTRA+=("$d"); done
+echo "gpu_train: crop folders: $CROPS ${EXTRA[*]} ($(find "$CROPS" "${EXTRA[@]}" -name '*.jpg' | wc -l) crops)" | tee -a "$LOG"
+args=(--model "$MODEL" --data "$CROPS" "${EXTRA[@]}" --val "$HOLDOUT" --out "$RUN" --steps "$STEPS" --batch-size "$BATCH"
       --patch-size "$PATCH" --time-limit "$LIMIT" --val-every "$VAL_EVERY" --save-every "$SAVE_EVERY"
       --log-every "$LOG_EVERY" --num-workers "$WORKERS" --seed "$SEED" --downscale-prob 0
       --device "$DEVICE" --no-progress)

@@ -111,6 +111,84 @@ def holdout_name(index: int, path: Path, data_root: Path) -> str:
     return f"{index:02d}-" + "-".join(parts)
 
 
+def write_crops(train_paths: list[Path], crops_dir: Path, *, start: int, count: int | None, max_count: int,
+                byte_budget: int | None, crop: int, quality: int, seed: int, downscale_prob: float,
+                downscale_min: float) -> tuple[list[list], int]:
+    """Crops ``start``, ``start + 1``, ... of the seeded sequence into ``crops_dir`` (``count`` of them, or
+    while their bytes stay within ``byte_budget``, at most ``max_count``); (manifest entries, bytes)."""
+    from hpcm.train.data import mix_seed
+
+    limit = count if count is not None else max_count
+    n = len(train_paths)
+    entries, written = [], 0
+    for i in range(start, start + limit):
+        epoch, offset = divmod(i, n)
+        order = _epoch_order(seed, epoch, n)
+        src = train_paths[order[offset]]
+        rng = np.random.default_rng(mix_seed(seed, 0xC20B, i))
+        img, sampling, scale, left, top = make_crop(src, crop, rng, downscale_prob, downscale_min)
+        target = crops_dir / f"{i:05d}.jpg"
+        save_jpeg(img, target, quality, sampling)
+        size = target.stat().st_size
+        if count is None and written + size > byte_budget:
+            target.unlink()
+            break
+        written += size
+        entries.append([str(src), round(scale, 4), left, top, sampling])
+    return entries, written
+
+
+_ORDERS: dict[tuple[int, int, int], list[int]] = {}
+
+
+def _epoch_order(seed: int, epoch: int, n: int) -> list[int]:
+    """The seeded order in which pass ``epoch`` visits the ``n`` training images (one crop each)."""
+    from hpcm.train.data import mix_seed
+
+    key = (seed, epoch, n)
+    if key not in _ORDERS:
+        _ORDERS[key] = np.random.default_rng(mix_seed(seed, 0xC209, epoch)).permutation(n).tolist()
+    return _ORDERS[key]
+
+
+def prepare_part(data: list[Path], out: Path, part: int, byte_budget: int, *, count: int | None = None,
+                 max_count: int = 2500, commit: str | None = None) -> dict:
+    """An extra crop set ``out/crops-part{part}`` for a warm GPU machine: the next crops of the sequence
+    after the main set and every existing part, with the main set's settings (read from its manifest).
+
+    A warm machine keeps the ignored files earlier calls brought, so calls that each carry only one part
+    (``carry=[".gpu/crops-partK"]``) add data a single 64 MiB call cannot; gpu_train.sh trains on every
+    ``.gpu/crops-part*`` it finds (docs/gpu.md)."""
+    from hpcm.train.data import find_images
+    from hpcm.train.trainer import split_holdout
+
+    main = json.loads((out / "train-crops.json").read_text())
+    if [str(d) for d in data] != main["data"]:
+        raise SystemExit(f"gpu_train_prepare: --data {data} is not the main set's {main['data']}")
+    ends = [main["count"]]
+    for m in out.glob("crops-part*/manifest.json"):
+        if m.parent.name != f"crops-part{part}":
+            doc = json.loads(m.read_text())
+            ends.append(doc["start"] + doc["count"])
+    own = out / f"crops-part{part}" / "manifest.json"  # a redone part keeps its start
+    start = json.loads(own.read_text())["start"] if own.is_file() else max(ends)
+    train_paths, _ = split_holdout(find_images(data), len(main["holdout"]))
+    part_dir = out / f"crops-part{part}"
+    if part_dir.exists():
+        shutil.rmtree(part_dir)
+    part_dir.mkdir(parents=True)
+    entries, written = write_crops(train_paths, part_dir, start=start, count=count, max_count=max_count,
+                                   byte_budget=byte_budget, crop=main["crop"], quality=main["jpeg_quality"],
+                                   seed=main["seed"], downscale_prob=main["downscale_prob"],
+                                   downscale_min=main["downscale_min"])
+    doc = {"what": f"extra training crops, part {part} (scripts/gpu_train_prepare.py --part)", "part": part,
+           "start": start, "count": len(entries), "crop_bytes": written, "commit": commit,
+           "distinct_sources": len({e[0] for e in entries}), "crop_fields": main["crop_fields"],
+           "crops": entries}
+    (part_dir / "manifest.json").write_text(json.dumps(doc))
+    return doc
+
+
 def prepare(
     data: list[Path],
     out: Path,
@@ -132,7 +210,7 @@ def prepare(
     ``count``: that many crops; None: add crops while the bytes written (crops) stay within
     ``byte_budget``, at most ``max_count``.
     """
-    from hpcm.train.data import find_images, mix_seed
+    from hpcm.train.data import find_images
     from hpcm.train.trainer import split_holdout
 
     for d in data:
@@ -164,26 +242,10 @@ def prepare(
             shutil.copyfile(p, hold_dir / name)
         held_entries.append({"file": name, "source": str(p), "downscaled": big})
 
-    limit = count if count is not None else max_count
+    entries, written = write_crops(train_paths, crops_dir, start=0, count=count, max_count=max_count,
+                                   byte_budget=byte_budget, crop=crop, quality=quality, seed=seed,
+                                   downscale_prob=downscale_prob, downscale_min=downscale_min)
     n = len(train_paths)
-    order: list[int] = []
-    entries, written = [], 0
-    for i in range(limit):
-        epoch, offset = divmod(i, n)
-        if offset == 0:
-            order = np.random.default_rng(mix_seed(seed, 0xC209, epoch)).permutation(n).tolist()
-        src = train_paths[order[offset]]
-        rng = np.random.default_rng(mix_seed(seed, 0xC20B, i))
-        img, sampling, scale, left, top = make_crop(src, crop, rng, downscale_prob, downscale_min)
-        target = crops_dir / f"{i:05d}.jpg"
-        save_jpeg(img, target, quality, sampling)
-        size = target.stat().st_size
-        if count is None and written + size > byte_budget:
-            target.unlink()
-            break
-        written += size
-        entries.append([str(src), round(scale, 4), left, top, sampling])
-
     manifest = {
         "what": "training crops for a GPU slot (scripts/gpu_train_prepare.py); train with patches < crop",
         "data": [str(d) for d in data],
@@ -228,7 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--downscale-prob", type=float, default=0.5)
     p.add_argument("--downscale-min", type=float, default=0.5)
     p.add_argument("--holdout-max-side", type=int, default=1024)
+    p.add_argument("--part", type=int, default=None,
+                   help="K >= 2: an extra set .gpu/crops-partK for a warm machine (carry only that folder)")
     args = p.parse_args(argv)
+    if args.part is not None:
+        return main_part(args)
 
     repo = ROOT
     out = Path(args.out)
@@ -298,6 +364,27 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_train_prepare: OVER the carry limit: use --count with fewer crops", file=sys.stderr)
         return 1
     return 0
+
+
+def main_part(args: argparse.Namespace) -> int:
+    """``--part K``: fill one call's carry (the tree travels too) with the next crops of the sequence."""
+    if args.part < 2:
+        raise SystemExit("gpu_train_prepare: --part starts at 2 (part 1 is .gpu/train-crops)")
+    out = Path(args.out)
+    if not (out / "train-crops.json").is_file():
+        raise SystemExit("gpu_train_prepare: prepare the main set first (without --part)")
+    tracked, untracked = git_bytes(ROOT)
+    budget = int(args.budget_mib * MIB - args.margin_mib * MIB) - tracked - untracked
+    count = None if args.count == "auto" else int(args.count)
+    doc = prepare_part([Path(d) for d in args.data], out, args.part, budget, count=count,
+                       max_count=args.max_count)
+    size = folder_bytes(out / f"crops-part{args.part}")
+    print(f"gpu_train_prepare: part {args.part}: crops {doc['start']}..{doc['start'] + doc['count'] - 1} "
+          f"({doc['count']} crops, {doc['distinct_sources']} images, {doc['crop_bytes'] / MIB:.2f} MiB); "
+          f"carried with carry=['.gpu/crops-part{args.part}']: tracked {tracked / MIB:.2f} + untracked "
+          f"{untracked / MIB:.2f} + part {size / MIB:.2f} = {(tracked + untracked + size) / MIB:.2f} MiB "
+          f"of {args.budget_mib:g} MiB")
+    return 0 if tracked + untracked + size <= args.budget_mib * MIB else 1
 
 
 if __name__ == "__main__":

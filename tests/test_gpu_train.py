@@ -103,3 +103,23 @@ def test_kodak_is_refused_and_the_cli_prints_the_carry(prep, data, tmp_path, cap
     text = capsys.readouterr().out
     assert "2 crops of 64²" in text and "MiB of 64 MiB" in text
     assert len(list((out / "train-crops").iterdir())) == 2
+
+
+def test_extra_parts_continue_the_sequence(prep, data, tmp_path):
+    """--part K: the next crops after the main set and earlier parts, byte-identical to one longer set."""
+    _run(prep, data, tmp_path / "long", count=10)
+    out = tmp_path / "gpu"
+    _run(prep, data, out, count=4)
+    p2 = prep.prepare_part([data], out, 2, byte_budget=0, count=3)
+    p3 = prep.prepare_part([data], out, 3, byte_budget=0, count=3)
+    assert (p2["start"], p2["count"], p3["start"]) == (4, 3, 7)
+    long_crops = {p.name: p.read_bytes() for p in (tmp_path / "long" / "train-crops").iterdir()}
+    for k, first in ((2, 4), (3, 7)):
+        names = [f"{i:05d}.jpg" for i in range(first, first + 3)]
+        part = out / f"crops-part{k}"
+        assert sorted(p.name for p in part.glob("*.jpg")) == names
+        assert all((part / n).read_bytes() == long_crops[n] for n in names)
+    again = prep.prepare_part([data], out, 2, byte_budget=0, count=3)  # redoing a part keeps its place
+    assert again["start"] == 4
+    with pytest.raises(SystemExit):
+        prep.prepare_part([tmp_path], out, 4, byte_budget=0, count=1)  # other data than the main set
