@@ -61,6 +61,16 @@ def _thread_env(threads: int) -> dict[str, str]:
     return env
 
 
+def _portable(path: str | Path) -> str:
+    """A path as the markers record it: relative to the repository when inside it (so run folders made
+    on another machine, e.g. a GPU slot, match here), else absolute. Commands run with cwd = ROOT."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(ROOT))
+    except ValueError:
+        return str(p)
+
+
 def _qkey(quality: int | None) -> str:
     return "vr" if quality is None else str(quality)
 
@@ -75,6 +85,12 @@ def train_stage(args: argparse.Namespace, variant: str, seed: int, quality: int 
     if S.marker_matches(marker, settings):
         return S.read_json(marker)
     has_ckpt = (run / "checkpoint_last.safetensors").exists()
+    done = S.read_json(marker)
+    if isinstance(done, dict) and not has_ckpt:  # finished elsewhere (a GPU slot) with other settings
+        theirs = done.get("settings") or {}
+        diff = sorted(k for k in set(theirs) | set(settings) if theirs.get(k) != settings.get(k))
+        raise S.StudyError(f"{run} was trained with other settings ({', '.join(diff)} differ); give the "
+                           "settings it was trained with, or another --out")
     if has_ckpt and not args.resume:
         raise S.StudyError(f"{run} already holds a run: pass --resume or another --out")
     cmd = S.train_command(s, args.out, variant, seed, quality, resume=has_ckpt, python=sys.executable,
@@ -267,6 +283,12 @@ def start_command(s: dict[str, Any]) -> str:
              "--val-every", str(S.val_every(s)), "--jobs", str(s["jobs"])]
     if s.get("variable_rate"):
         parts.append("--variable-rate")
+    if s["data"] != [_portable(SHARED / "data" / "train")]:
+        parts += ["--data", *s["data"]]
+    if s.get("val"):
+        parts += ["--val", s["val"]]
+    if s.get("amp"):
+        parts += ["--amp", s["amp"]]
     if s.get("all_seeds"):
         parts.append("--all-seeds")
     if s.get("lr_milestones"):
@@ -377,6 +399,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile-repeat", type=int, default=3)
     p.add_argument("--resume", action="store_true", help="skip stages whose marker matches; continue runs")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report")
+    p.add_argument("--val", default=None, metavar="DIR",
+                   help="validate on this folder instead of --val-holdout images (e.g. .gpu/holdout)")
+    p.add_argument("--amp", default=None, choices=["bf16"], help="hpcm train --amp (GPU)")
+    p.add_argument("--stages", default="train,export,eval,profile",
+                   help="comma-separated stages to run (a GPU slot: train,export)")
+    p.add_argument("--pack", type=Path, default=None, metavar="DIR",
+                   help="after the stages: one .tar per run (weights, markers, metrics) into DIR, ≤ 8 files")
+    p.add_argument("--pack-variants", nargs="*", default=None, metavar="VARIANT",
+                   help="pack only these variants' runs (default: all)")
+    p.add_argument("--unpack", type=Path, default=None, metavar="DIR",
+                   help="first: restore the run folders of a --pack DIR into --out (then --resume goes on)")
     p.add_argument("--gpu-suite", type=Path, default=None,
                    help="a GPU suite results.json: import its codec rows as the report's GPU cost")
     p.add_argument("--measure-speed", type=int, default=0, metavar="STEPS",
@@ -394,9 +427,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "batch_size": args.batch_size, "patch_size": args.patch_size, "lr": args.lr,
         "lr_milestones": list(args.lr_milestones), "downscale_prob": args.downscale_prob,
         "val_holdout": args.val_holdout, "val_every": args.val_every or None,
-        "init_from": args.init_from or None, "data": [str(Path(d).resolve()) for d in args.data],
-        "kodak": str(Path(args.kodak).resolve()), "limit": args.limit, "threads": args.threads,
+        "init_from": args.init_from or None, "data": [_portable(d) for d in args.data],
+        "kodak": _portable(args.kodak), "limit": args.limit, "threads": args.threads,
         "jobs": args.jobs, "device": args.device}
+    if args.val:
+        args.settings["val"] = _portable(args.val)
+    if args.amp:
+        args.settings["amp"] = args.amp
     args.init_files = {}  # "q" or "vr" -> {"path", "sha256"} of the warm-start weights, hashed once here
     if args.init_from and not args.report_only:
         from hpcm.models.io import file_sha256
@@ -406,7 +443,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                         else args.init_from, q)
             if not path.is_file():
                 p.error(f"--init-from: {path} ({_qkey(q)}) does not exist")
-            args.init_files[_qkey(q)] = {"path": str(path), "sha256": file_sha256(path)}
+            args.init_files[_qkey(q)] = {"path": _portable(path), "sha256": file_sha256(path)}
     return args
 
 
@@ -416,6 +453,8 @@ def run_study(args: argparse.Namespace) -> Path:
 
     s = args.settings
     torch.set_num_threads(s["threads"])
+    if args.unpack is not None:
+        print(f"unpacked {unpack_runs(args.unpack, args.out)} runs into {args.out}", file=sys.stderr)
     study_path = args.out / "study.json"
     old = S.read_json(study_path)
     if args.report_only:
@@ -431,17 +470,38 @@ def run_study(args: argparse.Namespace) -> Path:
     S.write_json(study_path, {"settings": s, "machine": S.machine_info(), "command": start_command(s),
                               "init_weights": args.init_files})
     runs = [(v, seed, q) for v, seed in S.study_arms(s) for q in S.train_qualities(s)]
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for f in [pool.submit(train_stage, args, *r) for r in runs]:
-            f.result()
-    for r in runs:
-        export_stage(args, *r)
-    for v, seed, q in runs:
-        for eq in ([q] if q is not None else s["qualities"]):
-            eval_stage(args, v, seed, q, eq)
-    for v in s["variants"]:
-        profile_stage(args, v)
+    stages = set(args.stages.split(","))
+    if "train" in stages:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for f in [pool.submit(train_stage, args, *r) for r in runs]:
+                f.result()
+    if "export" in stages:
+        for r in runs:
+            export_stage(args, *r)
+    if "eval" in stages:
+        for v, seed, q in runs:
+            for eq in ([q] if q is not None else s["qualities"]):
+                eval_stage(args, v, seed, q, eq)
+    if "profile" in stages:
+        for v in s["variants"]:
+            profile_stage(args, v)
+    if args.pack is not None:
+        return pack_runs(args, runs)
     return write_report(args)
+
+
+def pack_runs(args: argparse.Namespace, runs: list[tuple[str, int, int | None]]) -> Path:
+    """``--pack``: :func:`hpcm.eval.study.pack_run_folders` of the chosen runs, with ``study.json``."""
+    picked = [r for r in runs if not args.pack_variants or r[0] in args.pack_variants]
+    files = S.pack_run_folders(args.out, picked, args.pack)
+    total = sum(p.stat().st_size for p in files)
+    print(f"packed {len(picked)} runs into {args.pack}: {len(files)} files, {total / 2**20:.1f} MiB",
+          file=sys.stderr)
+    return args.pack
+
+
+def unpack_runs(pack: Path, out: Path) -> int:
+    return S.unpack_run_folders(pack, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

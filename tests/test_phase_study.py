@@ -293,3 +293,41 @@ def test_gpu_cost_import_and_table():
     assert "decode -50 %, encode +20 %, peak memory -50 %" in S.gpu_phase2_sentence(doc)
     with pytest.raises(ValueError):
         S.gpu_cost_from_suite({"sections": {}}, "empty.json")
+
+
+def test_pack_and_unpack_run_folders(tmp_path, monkeypatch):
+    """What a GPU slot brings back: one tar per run, cut under 15 MiB, ≤ 8 files; restored byte for byte."""
+    out = tmp_path / "out"
+    runs = [("hpcm-tiny", 1, None), ("hpcm-phase4-tiny", 1, None)]
+    rng = np.random.default_rng(0)
+    for v, seed, q in runs:
+        run = ps.run_dir(out, v, seed, q)
+        run.mkdir(parents=True)
+        (run / "model.safetensors").write_bytes(rng.bytes(3000 if v == "hpcm-tiny" else 30000))
+        (run / "train.done.json").write_text('{"x": 1}')
+        (run / "checkpoint_last.safetensors").write_bytes(b"adam")  # not packed
+    ps.write_json(out / "study.json", {"settings": {}})
+    monkeypatch.setattr(ps, "PACK_PART", 12000)  # tars come in blocks of 10240 bytes
+    files = ps.pack_run_folders(out, runs, tmp_path / "pack")
+    names = sorted(p.name for p in files)
+    assert "hpcm-tiny-seed1-vr.tar" in names and "study.json" in names
+    parts = [n for n in names if n.startswith("hpcm-phase4")]
+    assert len(parts) >= 3
+    assert parts == [f"hpcm-phase4-tiny-seed1-vr.tar.part{i:02d}" for i in range(len(parts))]
+    back = tmp_path / "back"
+    assert ps.unpack_run_folders(tmp_path / "pack", back) == 2
+    for v, seed, q in runs:
+        a, b = ps.run_dir(out, v, seed, q), ps.run_dir(back, v, seed, q)
+        assert (b / "model.safetensors").read_bytes() == (a / "model.safetensors").read_bytes()
+        assert (b / "train.done.json").exists() and not (b / "checkpoint_last.safetensors").exists()
+    monkeypatch.setattr(ps, "PACK_FILES", 2)
+    with pytest.raises(ps.StudyError):
+        ps.pack_run_folders(out, runs, tmp_path / "pack2")
+    import tarfile
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    with tarfile.open(bad / "x.tar", "w") as tar:
+        tar.add(out / "study.json", arcname="../escape/model.json")
+    with pytest.raises(ps.StudyError):
+        ps.unpack_run_folders(bad, tmp_path / "back2")

@@ -501,7 +501,7 @@ def train_settings(settings: dict[str, Any], variant: str, seed: int, quality: i
         "patch_size": settings["patch_size"], "seed": seed, "lr": settings["lr"],
         "lr_milestones": list(settings.get("lr_milestones") or []),
         "downscale_prob": settings["downscale_prob"], "val_holdout": settings["val_holdout"],
-        "init_from": (init_files or {}).get(key),
+        "init_from": (init_files or {}).get(key), "amp": settings.get("amp"),
     }
 
 
@@ -529,11 +529,15 @@ def train_command(settings: dict[str, Any], out: Path, variant: str, seed: int, 
         cmd += ["--quality", str(quality)]
     if s["lr_milestones"]:
         cmd += ["--lr-milestones", *s["lr_milestones"]]
-    if s["val_holdout"]:
+    if settings.get("val"):  # a folder of validation images (the GPU slot's held-out copies)
+        cmd += ["--val", settings["val"], "--val-every", str(ve)]
+    elif s["val_holdout"]:
         cmd += ["--val-holdout", str(s["val_holdout"]), "--max-val-images", str(s["val_holdout"]),
                 "--val-every", str(ve)]
     else:
         cmd += ["--val-every", str(steps + 1)]
+    if s.get("amp"):
+        cmd += ["--amp", s["amp"]]
     if resume:
         cmd.append("--resume")
     elif s["init_from"] is not None:
@@ -1009,3 +1013,74 @@ def render_report(current: dict[str, Any], cost: dict[str, Any] | None,
                   "Kept as measured; regenerated from the committed raw data in "
                   f"`{raw_dir_name}/` (`summary.json`, `study.json`).", "", body]
     return "\n".join(parts).rstrip() + "\n"
+
+
+# ------------------------------------------------------------------------------------------ moving runs
+PACKED = ("model.safetensors", "model.json", "train.done.json", "export.done.json", "metrics.jsonl",
+          "config.toml")
+PACK_PART = 15 * 2**20  # a file a GPU slot returns may have 16 MiB
+PACK_FILES, PACK_BYTES = 8, 63 * 2**20  # and a slot returns at most 8 files, 64 MiB together
+
+
+def pack_run_folders(out: Path, runs: list[tuple[str, int, int | None]], dest: Path) -> list[Path]:
+    """One uncompressed ``.tar`` per run of ``out`` (exported weights, markers, metrics; not the Adam
+    state) and ``study.json`` into ``dest``: what a GPU slot can bring back. A tar over 15 MiB is cut into
+    ``.partNN`` files, which :func:`unpack_run_folders` joins. Raises :class:`StudyError` when the files
+    exceed what a slot returns (then pack fewer runs per call)."""
+    import shutil
+    import tarfile
+
+    dest.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for v, seed, q in runs:
+        run = run_dir(out, v, seed, q)
+        rel = run.relative_to(out)
+        path = dest / ("-".join(rel.parts) + ".tar")
+        with tarfile.open(path, "w") as tar:
+            for f in PACKED:
+                if (run / f).exists():
+                    tar.add(run / f, arcname=str(rel / f))
+        if path.stat().st_size > PACK_PART:
+            data = path.read_bytes()
+            path.unlink()
+            for i in range(0, len(data), PACK_PART):
+                part = path.with_name(f"{path.name}.part{i // PACK_PART:02d}")
+                part.write_bytes(data[i:i + PACK_PART])
+                written.append(part)
+        else:
+            written.append(path)
+    if (Path(out) / "study.json").exists():
+        shutil.copyfile(Path(out) / "study.json", dest / "study.json")
+        written.append(dest / "study.json")
+    total = sum(p.stat().st_size for p in written)
+    if len(written) > PACK_FILES or total > PACK_BYTES:
+        raise StudyError(f"the pack is {len(written)} files, {total / 2**20:.1f} MiB: over what a slot "
+                         f"returns ({PACK_FILES} files, 64 MiB); pack fewer runs a call")
+    return written
+
+
+def unpack_run_folders(pack: Path, out: Path) -> int:
+    """Restore the run folders of a :func:`pack_run_folders` folder into ``out``; returns the run count.
+    Only the packed file names, inside ``out``, are accepted."""
+    import shutil
+    import tarfile
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for part0 in sorted(pack.glob("*.tar.part00")):  # join the cut tars first
+        whole = pack / part0.name[: -len(".part00")]
+        with open(whole, "wb") as fh:
+            for part in sorted(pack.glob(whole.name + ".part[0-9][0-9]")):
+                fh.write(part.read_bytes())
+    n = 0
+    for tar_path in sorted(pack.glob("*.tar")):
+        with tarfile.open(tar_path) as tar:
+            for m in tar.getmembers():
+                target = (out / m.name).resolve()
+                if not m.isfile() or out.resolve() not in target.parents or Path(m.name).name not in PACKED:
+                    raise StudyError(f"{tar_path}: unexpected member {m.name!r}")
+            tar.extractall(out, filter="data")
+        n += 1
+    if (pack / "study.json").exists() and not (out / "study.json").exists():
+        shutil.copyfile(pack / "study.json", out / "study.json")
+    return n
