@@ -413,62 +413,53 @@ def _time_codec(model, x, dev, repeats: int) -> dict[str, Any]:
     return row
 
 
-def section_codec(rec: Recorder, dev, quick: bool) -> None:
+def _codec_rows(rec: Recorder, key: str, names: list[str], x, dev, repeats: int, *, min_left: float,
+                image: str | None = None) -> list[dict[str, Any]]:
+    """Time compress/decompress of each model (seeded initial weights) on ``x``; rows under ``key``."""
     import torch
 
-    reason = missing("constriction")
-    if reason:
-        raise Skip(reason)
     import hpcm
 
-    h, w = (128, 192) if quick else (512, 768)
-    x, src = test_image(h, w)
-    x = x.to(dev)
-    rec.set("image", f"{src} {w}x{h}")
-    names = ["hpcm-tiny", "hpcm-phase2-tiny"] if quick else CODEC_MODELS
-    repeats = 1 if quick else 3
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in names:
-        if rec.left() < (5 if quick else 12):
+        if rec.left() < min_left:
             rows.append({"model": name, "skipped": "out of time"})
-            rec.set("rows", rows)
+            rec.set(key, rows)
             continue
-        row: dict[str, Any] = {"model": name}
+        row: dict[str, Any] = {"model": name, **({"image": image} if image else {})}
         try:
             torch.manual_seed(0)
             model = hpcm.create_model(name).eval()
             randomise_memory_output(model)
             row["params_M"] = sum(p.numel() for p in model.parameters()) / 1e6
-            model.to(dev)
-            row.update(_time_codec(model, x, dev, repeats))
+            row.update(_time_codec(model.to(dev), x, dev, repeats))
             del model
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {exc}"[:500]
         if dev.type == "cuda":
             torch.cuda.empty_cache()
         rows.append(row)
-        rec.set("rows", rows)
+        rec.set(key, rows)
+    return rows
+
+
+def section_codec(rec: Recorder, dev, quick: bool) -> None:
+    import torch
+
+    reason = missing("constriction")
+    if reason:
+        raise Skip(reason)
+    h, w = (128, 192) if quick else (512, 768)
+    x, src = test_image(h, w)
+    x = x.to(dev)
+    rec.set("image", f"{src} {w}x{h}")
+    names = ["hpcm-tiny", "hpcm-phase2-tiny"] if quick else CODEC_MODELS
+    repeats = 1 if quick else 3
+    rows = _codec_rows(rec, "rows", names, x, dev, repeats, min_left=5 if quick else 12)
     if not quick:  # issue 20 item 2: the same models at 1536x1024 (kodim23 upsampled x2), once each
         x2 = torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
-        x2 = x2.clamp(0, 1)
-        large_rows = []
-        for name in names:
-            if rec.left() < 10:
-                large_rows.append({"model": name, "skipped": "out of time"})
-                continue
-            row = {"model": name, "image": f"{src} x2 1536x1024"}
-            try:
-                torch.manual_seed(0)
-                model = hpcm.create_model(name).eval()
-                randomise_memory_output(model)
-                row.update(_time_codec(model.to(dev), x2, dev, 1))
-                del model
-            except Exception as exc:
-                row["error"] = f"{type(exc).__name__}: {exc}"[:500]
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
-            large_rows.append(row)
-            rec.set("rows_1536x1024", large_rows)
+        _codec_rows(rec, "rows_1536x1024", names, x2.clamp(0, 1), dev, 1, min_left=10,
+                    image=f"{src} x2 1536x1024")
     by = {r["model"]: r for r in rows if "decode" in r}
     base, p2 = by.get("hpcm-base"), by.get("hpcm-phase2")
     if base and p2:
