@@ -339,7 +339,7 @@ def write_report(args: argparse.Namespace) -> Path:
         current["estimate"] = S.budget_estimate(s, speed["steps_per_s"], done_steps=current.get("steps"))
     if getattr(args, "gpu_suite", None):
         S.write_json(raw / "cost-gpu.json",
-                     S.gpu_cost_from_suite(S.read_json(args.gpu_suite) or {}, _rel_to_root(args.gpu_suite)))
+                     S.gpu_cost_from_suite(S.read_json(args.gpu_suite) or {}, _portable(args.gpu_suite)))
     gpu_cost = S.read_json(raw / "cost-gpu.json")
     cost = S.read_json(raw / "cost-base.json")
     prev_summary, prev_study = S.read_json(raw / "summary.json"), S.read_json(raw / "study.json")
@@ -349,13 +349,6 @@ def write_report(args: argparse.Namespace) -> Path:
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(text)
     return args.report
-
-
-def _rel_to_root(path: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -454,7 +447,7 @@ def run_study(args: argparse.Namespace) -> Path:
     s = args.settings
     torch.set_num_threads(s["threads"])
     if args.unpack is not None:
-        print(f"unpacked {unpack_runs(args.unpack, args.out)} runs into {args.out}", file=sys.stderr)
+        print(f"unpacked {S.unpack_run_folders(args.unpack, args.out)} runs into {args.out}", file=sys.stderr)
     study_path = args.out / "study.json"
     old = S.read_json(study_path)
     if args.report_only:
@@ -498,10 +491,6 @@ def pack_runs(args: argparse.Namespace, runs: list[tuple[str, int, int | None]])
     print(f"packed {len(picked)} runs into {args.pack}: {len(files)} files, {total / 2**20:.1f} MiB",
           file=sys.stderr)
     return args.pack
-
-
-def unpack_runs(pack: Path, out: Path) -> int:
-    return S.unpack_run_folders(pack, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

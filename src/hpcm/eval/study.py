@@ -667,6 +667,11 @@ def cost_rows_vs_baseline(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def claim_text(model: str) -> str:
+    """The seeds' claims for ``model`` as one table cell ("—" when none)."""
+    return "; ".join(f"{k} {v}" for k, v in CLAIMS.get(model, {}).items()) or "—"
+
+
 def cost_table(doc: dict[str, Any]) -> str:
     """Markdown: the benchmark's side-by-side table with changes against the baseline and the claims."""
     base = doc["baseline"]
@@ -687,7 +692,7 @@ def cost_table(doc: dict[str, Any]) -> str:
     ]
     base_row = next((r for r in doc["rows"] if r["model"] == base), {})
     for r in cost_rows_vs_baseline(doc):
-        claim = "; ".join(f"{k} {v}" for k, v in CLAIMS.get(r["model"], {}).items()) or "—"
+        claim = claim_text(r["model"])
         if r["model"] == base:
             dt = dm = "anchor"
         else:
@@ -724,6 +729,13 @@ def gpu_cost_from_suite(results: dict[str, Any], source: str) -> dict[str, Any]:
             "commit": meta.get("source"), "sizes": sizes}
 
 
+def _gpu_deltas(row: dict[str, Any], base: dict[str, Any]) -> tuple[str, str, str]:
+    """(encode, decode, decode-peak) changes of a GPU codec row against the baseline's row."""
+    return (_pct(ratio(row["encode"]["median_s"], base["encode"]["median_s"])),
+            _pct(ratio(row["decode"]["median_s"], base["decode"]["median_s"])),
+            _pct(ratio(row.get("decode_peak_MiB"), base.get("decode_peak_MiB"))))
+
+
 def gpu_cost_table(doc: dict[str, Any], baseline: str = "hpcm-base") -> str:
     """Markdown: encode/decode latency and peak CUDA memory of every arm at each size vs the baseline."""
     lines = [f"GPU: {doc.get('device')} (driver {doc.get('driver')}, torch {doc.get('torch')}, Triton "
@@ -733,6 +745,7 @@ def gpu_cost_table(doc: dict[str, Any], baseline: str = "hpcm-base") -> str:
              f"after a warm-up. Peak: CUDA memory above the resident weights. From `{doc.get('source')}`.",
              "", "| arm | size | encode (ms) | decode (ms) | peak enc / dec (MiB) | Δ time enc / dec vs "
              "baseline | Δ peak dec | claim (seeds) |", "|" + "---|" * 8]
+
     def area(size: str) -> int:
         w, _, h = size.partition("x")
         return int(w) * int(h)
@@ -745,10 +758,9 @@ def gpu_cost_table(doc: dict[str, Any], baseline: str = "hpcm-base") -> str:
             if base is None or r["model"] == baseline:
                 dt = dm = "anchor" if base is not None else "—"
             else:
-                dt = (f"{_pct(ratio(r['encode']['median_s'], base['encode']['median_s']))} / "
-                      f"{_pct(ratio(r['decode']['median_s'], base['decode']['median_s']))}")
-                dm = _pct(ratio(r.get("decode_peak_MiB"), base.get("decode_peak_MiB")))
-            claim = "; ".join(f"{k} {v}" for k, v in CLAIMS.get(r["model"], {}).items()) or "—"
+                enc_d, dec_d, dm = _gpu_deltas(r, base)
+                dt = f"{enc_d} / {dec_d}"
+            claim = claim_text(r["model"])
             lines.append(f"| {r['model']} | {size.replace('x', '×')} | {enc:.1f} | {dec:.1f} | "
                          f"{_f(r.get('encode_peak_MiB'), '.0f')} / {_f(r.get('decode_peak_MiB'), '.0f')} | "
                          f"{dt} | {dm} | {claim} |")
@@ -761,10 +773,7 @@ def gpu_phase2_sentence(doc: dict[str, Any], arm: str = "hpcm-phase2", baseline:
     for size, rows in doc["sizes"].items():
         by = {r["model"]: r for r in rows}
         if arm in by and baseline in by:
-            a, b = by[arm], by[baseline]
-            dec = _pct(ratio(a["decode"]["median_s"], b["decode"]["median_s"]))
-            enc = _pct(ratio(a["encode"]["median_s"], b["encode"]["median_s"]))
-            mem = _pct(ratio(a.get("decode_peak_MiB"), b.get("decode_peak_MiB")))
+            enc, dec, mem = _gpu_deltas(by[arm], by[baseline])
             parts.append(f"{size.replace('x', '×')}: decode {dec}, encode {enc}, peak memory {mem}")
     if not parts:
         return ""
