@@ -55,6 +55,16 @@ def git_bytes(repo: Path) -> tuple[int, int]:
     return total(["ls-files", "--cached"]), total(["ls-files", "--others", "--exclude-standard"])
 
 
+def head_commit(repo: Path) -> str | None:
+    """The checkout's commit, recorded in the manifests (None outside git)."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
@@ -170,10 +180,10 @@ def prepare_part(data: list[Path], out: Path, part: int, byte_budget: int, *, co
         if m.parent.name != f"crops-part{part}":
             doc = json.loads(m.read_text())
             ends.append(doc["start"] + doc["count"])
-    own = out / f"crops-part{part}" / "manifest.json"  # a redone part keeps its start
+    part_dir = out / f"crops-part{part}"
+    own = part_dir / "manifest.json"  # a redone part keeps its start
     start = json.loads(own.read_text())["start"] if own.is_file() else max(ends)
     train_paths, _ = split_holdout(find_images(data), len(main["holdout"]))
-    part_dir = out / f"crops-part{part}"
     if part_dir.exists():
         shutil.rmtree(part_dir)
     part_dir.mkdir(parents=True)
@@ -321,12 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
+    commit = head_commit(repo)
     manifest = prepare(
         data,
         out,
@@ -377,7 +382,7 @@ def main_part(args: argparse.Namespace) -> int:
     budget = int(args.budget_mib * MIB - args.margin_mib * MIB) - tracked - untracked
     count = None if args.count == "auto" else int(args.count)
     doc = prepare_part([Path(d) for d in args.data], out, args.part, budget, count=count,
-                       max_count=args.max_count)
+                       max_count=args.max_count, commit=head_commit(ROOT))
     size = folder_bytes(out / f"crops-part{args.part}")
     print(f"gpu_train_prepare: part {args.part}: crops {doc['start']}..{doc['start'] + doc['count'] - 1} "
           f"({doc['count']} crops, {doc['distinct_sources']} images, {doc['crop_bytes'] / MIB:.2f} MiB); "
