@@ -51,15 +51,18 @@ def _images(kodak: Path, n: int, crop: int) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def _load(name: str, quality: int | None, device: str):
+def _load_pair(name: str, quality: int | None):
+    """(CPU model, CUDA copy of it): the same weights on both devices."""
+    import copy
+
     from gpu_suite import randomise_memory_output
 
     from hpcm.models.io import load_model
 
-    model = load_model(name, quality=quality, device="cpu")
-    if not getattr(model, "weights_info", {}).get("trained", True):
-        randomise_memory_output(model)
-    return model.to(device).eval()
+    cpu = load_model(name, quality=quality, device="cpu")
+    if not getattr(cpu, "weights_info", {}).get("trained", True):
+        randomise_memory_output(cpu)
+    return cpu.eval(), copy.deepcopy(cpu).to("cuda").eval()
 
 
 def run(presets: list[str] | None = None, n_images: int = 24, crop: int = 0, quality: int = 3,
@@ -81,9 +84,7 @@ def run(presets: list[str] | None = None, n_images: int = 24, crop: int = 0, qua
     models: dict = {}
     for name in presets or default_presets():
         q = quality if name == "hpcm-tiny" else None
-        cpu = _load(name, q, "cpu")
-        gpu = _load(name, q, "cuda")
-        gpu.load_state_dict(cpu.state_dict())
+        cpu, gpu = _load_pair(name, q)
         models[name] = (cpu, gpu)
         rec = {"cases": 0, "images": 0, "failures": [], "corrections": 0, "max_pixel_diff": 0,
                "trained": bool(getattr(cpu, "weights_info", {}).get("trained", False))}
