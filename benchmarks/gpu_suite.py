@@ -481,7 +481,7 @@ def section_codec(rec: Recorder, dev, quick: bool) -> None:
 # Cross-device workers: (presets, CPU threads). Image-major inside each worker, so a time limit cuts
 # images, never presets; the Base presets' CPU passes take seconds, the tiny ones' a fraction of one.
 CROSSDEV_WORKERS: list[tuple[list[str], int]] = [
-    (["hpcm-tiny-vr", "hpcm-phase1-tiny", "hpcm-multiref-phase1-tiny"], 2),
+    (["hpcm-tiny-vr", "hpcm-small-vr", "hpcm-phase1-tiny", "hpcm-multiref-phase1-tiny"], 2),
     (["hpcm-tiny", "hpcm-phase2-tiny", "hpcm-multiref-phase2-tiny"], 2),
     (["hpcm-phase3-tiny", "hpcm-multiref-phase1-light-tiny", "hpcm-multiref-phase2-accurate-tiny"], 2),
     (["hpcm-phase4-tiny", "hpcm-multiref-phase1-accurate-tiny", "hpcm-multiref-phase2-light-tiny"], 2),

@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("weights", help="exported variable-rate weights (.safetensors)")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "train"))
     p.add_argument("--holdout", type=int, default=16)
-    p.add_argument("--baseline", default="hpcm-tiny", help="shipped fixed-rate preset to compare with")
+    p.add_argument("--baseline", default="hpcm-tiny",
+                   help="what to compare with: a shipped fixed-rate preset (its bundled qualities) or a "
+                   "variable-rate preset / weights file (qualities 1..8)")
     p.add_argument("-o", "--output", help="JSON with every point")
     args = p.parse_args(argv)
     from hpcm.eval.bdrate import bd_curves
@@ -43,18 +45,28 @@ def main(argv: list[str] | None = None) -> int:
 
     _, held = split_holdout(find_images([args.data]), args.holdout)
     images = ValidationImages(held)
-    shipped = {}
-    for q in bundled_qualities(args.baseline):
-        r = measure(load_model(args.baseline, quality=q), images, None)
-        shipped[q] = r
-        print(f"{args.baseline} q{q}: {r['bpp']:.4f} bpp {r['psnr']:.2f} dB", flush=True)
-    vr_model = load_model(args.weights)
-    lo, hi = vr_model.quality_gains.quality_range
-    vr = {}
-    for q in range(int(lo), int(hi) + 1):
-        r = measure(vr_model, images, float(q))
-        vr[q] = r
-        print(f"{Path(args.weights).stem} q{q}: {r['bpp']:.4f} bpp {r['psnr']:.2f} dB", flush=True)
+    def curve(name: str, model) -> dict:
+        points = {}
+        lo, hi = model.quality_gains.quality_range
+        for q in range(int(lo), int(hi) + 1):
+            points[q] = r = measure(model, images, float(q))
+            print(f"{name} q{q}: {r['bpp']:.4f} bpp {r['psnr']:.2f} dB", flush=True)
+        return points
+
+    baseline_name = Path(args.baseline).stem
+    try:
+        fixed = bundled_qualities(args.baseline)
+    except (KeyError, ValueError, OSError):
+        fixed = []
+    if fixed:
+        shipped = {}
+        for q in fixed:
+            r = measure(load_model(args.baseline, quality=q), images, None)
+            shipped[q] = r
+            print(f"{args.baseline} q{q}: {r['bpp']:.4f} bpp {r['psnr']:.2f} dB", flush=True)
+    else:
+        shipped = curve(baseline_name, load_model(args.baseline))
+    vr = curve(Path(args.weights).stem, load_model(args.weights))
     rate, dist, span, _ = bd_curves(
         [r["bpp"] for r in shipped.values()], [r["psnr"] for r in shipped.values()],
         [r["bpp"] for r in vr.values()], [r["psnr"] for r in vr.values()],

@@ -1,4 +1,5 @@
-"""``hpcm train`` (rate–distortion training; resumable; one process or torchrun DDP) and ``hpcm export``."""
+"""``hpcm train`` (rate–distortion training; resumable; one process or torchrun DDP), ``hpcm export`` and
+``hpcm widen``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hpcm.errors import CheckpointError
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``train`` and ``export`` sub-commands."""
+    """Add the ``train``, ``export`` and ``widen`` sub-commands."""
     p = subparsers.add_parser(
         "train",
         help="train a model variant (rate-distortion loss); resumable; torchrun for several GPUs",
@@ -86,6 +87,20 @@ def register(subparsers: Any) -> None:
     e.add_argument("-o", "--output", required=True, metavar="MODEL.safetensors")
     e.add_argument("--force", action="store_true", help="overwrite an existing output")
     e.set_defaults(func=run_export)
+
+    w = subparsers.add_parser(
+        "widen",
+        help="start a wider preset from trained weights, computing exactly the same function",
+        description="Write weights of the wider --model (larger M and/or transform channels, otherwise the "
+        "same architecture) that reproduce SOURCE's reconstructions and rates exactly; the new channels "
+        "start unused and training (hpcm train --init-from OUT) teaches them. See hpcm.models.widen.",
+    )
+    w.add_argument("source", metavar="SOURCE", help="a preset with bundled weights or a .safetensors file")
+    w.add_argument("--model", required=True, help="the wider preset (see `hpcm models`)")
+    w.add_argument("-o", "--output", required=True, metavar="MODEL.safetensors")
+    w.add_argument("--seed", type=int, default=0, help="seed of the new channels' initial weights")
+    w.add_argument("--force", action="store_true", help="overwrite an existing output")
+    w.set_defaults(func=run_widen)
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -164,6 +179,39 @@ def run_export(args: argparse.Namespace) -> int:
     }
     save_weights(model, out, metadata, overwrite=True)
     print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
+    return 0
+
+
+def run_widen(args: argparse.Namespace) -> int:
+    from hpcm.codec.atomic import check_output_path
+    from hpcm.models.io import load_model, save_weights, weights_fingerprint
+    from hpcm.models.registry import get_config
+    from hpcm.models.widen import widen
+
+    out = Path(args.output)
+    if out.suffix != ".safetensors":
+        raise CheckpointError(f"output must end in .safetensors, got {out.name}")
+    check_output_path(out, overwrite=args.force)
+    narrow = load_model(args.source)
+    try:
+        wide = widen(narrow, get_config(args.model), seed=args.seed)
+    except (KeyError, ValueError) as exc:
+        reason = exc.args[0] if exc.args else exc
+        raise CheckpointError(f"cannot widen {args.source} to {args.model}: {reason}") from None
+    wide.preset = args.model
+    source_info = narrow.weights_info or {}
+    metadata = {
+        "preset": args.model,
+        "widened_from": {
+            "source": str(args.source),
+            "preset": getattr(narrow, "preset", None),
+            "fingerprint": weights_fingerprint(narrow),
+            "training": source_info.get("training"),
+            "seed": args.seed,
+        },
+    }
+    save_weights(wide, out, metadata, overwrite=True)
+    print(f"wrote {out} ({args.model}, same function as {args.source})", file=sys.stderr)
     return 0
 
 

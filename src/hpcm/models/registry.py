@@ -147,6 +147,14 @@ def hpcm_tiny_vr() -> HPCMConfig:
     return replace(hpcm_tiny(), rate_lambdas=VR_LAMBDAS)
 
 
+@register_model(
+    "hpcm-small-vr",
+    "hpcm-tiny-vr with M=192 and 64/128/192 transform channels, for high quality (widened from hpcm-tiny-vr)",
+)
+def hpcm_small_vr() -> HPCMConfig:
+    return replace(hpcm_tiny_vr(), M=192, g_channels=(64, 128, 192))
+
+
 # --- variants: one row per preset -----------------------------------------------------------------
 
 #: RWKV phase presets: name -> (width preset, phase).

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The hpcm-small-vr training run (issue 18 item 2): hpcm-tiny-vr widened to M=192, g 64/128/192 without
+# changing its function (hpcm.models.widen), then trained on 256² crops at every quality.
+#   bash experiments/small_vr.sh widen            # runs/small-vr-init.safetensors from the shipped hpcm-tiny-vr
+#   bash experiments/small_vr.sh fresh  [LR]      # new run from runs/small-vr-init.safetensors (or INIT=...)
+#   bash experiments/small_vr.sh resume [LR]      # continue runs/small-vr
+#   bash experiments/small_vr.sh finish           # export, held-out comparison against hpcm-tiny-vr, Kodak eval
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN=${RUN:-runs/small-vr}
+INIT=${INIT:-runs/small-vr-init.safetensors}
+LR=${2:-5e-5}
+COMMON=(--model hpcm-small-vr --data ../shared/data/train --out "$RUN" --steps 400000 --batch-size "${BATCH:-8}"
+        --patch-size 256 --val-holdout 16 --val-every 500 --save-every 50 --log-every 10 --num-workers 1
+        --lr "$LR" --lr-group 'quality_gains*=10' --downscale-prob 0.5 --seed 0 --no-progress)
+case "${1:-}" in
+  widen) .venv/bin/hpcm widen hpcm-tiny-vr --model hpcm-small-vr -o "$INIT" ;;
+  fresh) OMP_NUM_THREADS=${THREADS:-2} .venv/bin/hpcm train "${COMMON[@]}" --init-from "$INIT" ;;
+  resume) OMP_NUM_THREADS=${THREADS:-2} .venv/bin/hpcm train "${COMMON[@]}" --resume ;;
+  finish)
+    .venv/bin/hpcm export "$RUN/checkpoint_last.safetensors" -o "$RUN.safetensors" --force
+    .venv/bin/python experiments/holdout_compare.py "$RUN.safetensors" --baseline hpcm-tiny-vr -o "$RUN-holdout.json"
+    .venv/bin/hpcm eval "$RUN.safetensors" ../shared/data/kodak -q 1 2 3 4 5 6 7 8 -o "$RUN-kodak.json" --quiet ;;
+  *) echo "usage: $0 widen|fresh|resume|finish [LR]" >&2; exit 2 ;;
+esac
