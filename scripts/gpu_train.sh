@@ -4,7 +4,9 @@
 #
 #   bash scripts/gpu_train.sh OUT [MODEL_WEIGHTS|none] [SECONDS] [extra hpcm train flags ...]
 #     OUT            where the results go ($OUT on the GPU machine): at most 8 files (the run tool's limit)
-#     MODEL_WEIGHTS  --init-from (default src/hpcm/weights/hpcm-tiny-vr.safetensors; none: initial weights)
+#     MODEL_WEIGHTS  --init-from (default src/hpcm/weights/hpcm-tiny-vr.safetensors; none: initial weights;
+#                    widen:SOURCE: `hpcm widen SOURCE --model $MODEL` on the machine first, e.g.
+#                    MODEL=hpcm-small-vr with widen:hpcm-tiny-vr: the wide model starts as the shipped one)
 #     SECONDS        hpcm train --time-limit, setup included (default 360: the whole command stays under
 #                    about 8 minutes on a GPU; install, export and the before/after report add 60-90 s)
 #
@@ -25,6 +27,8 @@
 # seen, train_seconds, machine, recipe), metrics.jsonl, config.toml, train.log, holdout.json and summary.md
 # (held-out bpp/PSNR/loss at every anchor, before and after). The Adam state (checkpoint_last, ~23 MB for
 # tiny) is over the 16 MiB a returned file may have: a later slot starts again from the exported weights.
+# When an exported file is over 15 MiB (hpcm-small-vr: 60 MB), everything but summary.md comes back as
+# bundle.tar.part-00, -01, ... (15 MiB each); join them here with: cat bundle.tar.part-* | tar -x -C DIR
 set -uo pipefail
 T0=$(date +%s)
 OUT=${1:?usage: gpu_train.sh OUT [MODEL_WEIGHTS|none] [SECONDS] [hpcm train flags ...]}
@@ -68,11 +72,17 @@ if ! ls "$CROPS"/*.jpg >/dev/null 2>&1; then
   exit 2
 fi
 [ -d "$HOLDOUT" ] || { echo "gpu_train: no held-out images in $HOLDOUT" | tee -a "$LOG"; exit 2; }
+rm -rf "$RUN"
+if [[ "$INIT" == widen:* ]]; then
+  WIDE="$RUN-init.safetensors"
+  rm -f "$WIDE" "${WIDE%.safetensors}.json"
+  "$PY" -m hpcm widen "${INIT#widen:}" --model "$MODEL" -o "$WIDE" 2>&1 | tee -a "$LOG"
+  INIT=$WIDE
+fi
 if [ "$INIT" != none ] && [ ! -f "$INIT" ]; then
   echo "gpu_train: $INIT does not exist (give a weights file, or none)" | tee -a "$LOG"
   exit 2
 fi
-rm -rf "$RUN"
 EXTRA=()  # crop sets earlier calls left on a warm machine (gpu_train_prepare.py --part K)
 for d in .gpu/crops-part*; do [ -d "$d" ] && EXTRA+=("$d"); done
 echo "gpu_train: crop folders: $CROPS ${EXTRA[*]} ($(find "$CROPS" "${EXTRA[@]}" -name '*.jpg' | wc -l) crops)" | tee -a "$LOG"
@@ -107,6 +117,11 @@ if [ -f "$RUN/checkpoint_last.safetensors" ]; then
 else
   echo "gpu_train: no checkpoint was written" | tee -a "$LOG"
   [ "$rc" -eq 0 ] && rc=1
+fi
+if [ -n "$(find "$OUT" -maxdepth 1 -type f -size +15M)" ]; then  # a returned file may have 16 MiB at most
+  echo "gpu_train: files over 15 MiB: everything but summary.md goes into bundle.tar.part-*" | tee -a "$LOG"
+  (cd "$OUT" && files=$(ls | grep -v -e '^summary.md$' -e '^bundle.tar') &&
+     tar -cf - $files | split -b 15M -d - bundle.tar.part- && rm -f $files)
 fi
 echo "gpu_train: done in $(($(date +%s) - T0)) s; $OUT: $(ls "$OUT" | tr '\n' ' ')" | tee -a "$LOG"
 exit "$rc"
