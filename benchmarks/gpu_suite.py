@@ -312,7 +312,7 @@ def copy_bandwidth(dev, nbytes: int, repeats: int) -> dict[str, float]:
 BIWKV_BYTES = {
     "fwd_min": 12,  # read k, v; write y
     "fwdbwd_min": 32,  # + backward: read k, v, dy; write dk, dv (recomputing, nothing saved)
-    "triton_fwd": 40,  # pass 1: k, v -> fr, fl; pass 2: k, v, fr, fl -> y, ld
+    "triton_fwd": 48,  # chunk sums: k, v; pass 1: k, v -> fr, fl; pass 2: k, v, fr, fl -> y, ld
     "triton_fwdbwd": 104,  # + 2 sweeps reading k, v, y, ld, g (+ gk, gv once) and writing gk, gv
 }
 
@@ -322,6 +322,8 @@ def section_biwkv(rec: Recorder, dev, quick: bool) -> None:
 
     from hpcm.ops import biwkv, numba_available
 
+    if dev.type == "cuda":
+        from hpcm.ops import _biwkv_triton
     bw = copy_bandwidth(dev, (64 if quick or dev.type == "cpu" else 1024) * 2**20, 3 if quick else 10)
     rec.set("copy_bandwidth", bw)
     gbps = bw["best_GBps"]
@@ -370,6 +372,8 @@ def section_biwkv(rec: Recorder, dev, quick: bool) -> None:
                     row[f"{kind}_x_limit"] = row[kind]["median_s"] / limit
                 if impl == "triton":
                     row["triton_traffic_GBps"] = BIWKV_BYTES["triton_fwd"] * n / row["fwd"]["median_s"] / 1e9
+                    row["chunk"] = _biwkv_triton.chunk_length(B, T, C)
+                    row["chunk_sweep_fwd_ms"] = _chunk_sweep(rec, dev, w, u, k, v, repeats)
                 if impl != impls[0] and impls[0] in outs:
                     row[f"max_abs_diff_vs_{impls[0]}"] = float((outs[impl] - outs[impls[0]]).abs().max())
             except Exception as exc:  # one failing path must not hide the others
@@ -383,6 +387,20 @@ def section_biwkv(rec: Recorder, dev, quick: bool) -> None:
     if big:
         rec.set("target_fwd_within_2x_limit_at_1x98304x96", big[0]["fwd_x_limit"] <= 2.0)
     _raise_row_errors(rows)
+
+
+def _chunk_sweep(rec: Recorder, dev, w, u, k, v, repeats: int) -> dict[str, float]:
+    """Median forward time (ms) of the chunked Triton kernel at several chunk lengths (tuning data)."""
+    from hpcm.ops import _biwkv_triton
+
+    out: dict[str, float] = {}
+    args = [t.float().contiguous() for t in (w, u, k, v)]
+    for length in (32, 64, 128, 256, 512, 1024, 4096):
+        if length > k.shape[1] or rec.left() < 5:
+            continue
+        t = timed(lambda length=length: _biwkv_triton.forward(*args, chunk=length), dev, repeats)
+        out[str(length)] = 1e3 * t["median_s"]
+    return out
 
 
 CODEC_MODELS = ["hpcm-base", "hpcm-large", "hpcm-phase1", "hpcm-phase2", "hpcm-phase3", "hpcm-phase4",

@@ -75,6 +75,21 @@ _SCRIPT = textwrap.dedent(
     w, u, k, v = inputs(3, 16, 6)
     r1, r2 = run(w, u, k, v, "paper"), run(w, u, k, v, "paper")
     out["deterministic"] = torch.equal(r1[0], r2[0]) and all(torch.equal(a, b) for a, b in zip(r1[1], r2[1]))
+    # chunked forward (5 chunks of 8, the last one short) against the reference and the one-chunk scan
+    chunked = []
+    w, u, k, v = inputs(2, 37, 24)
+    wd = torch.tensor([100.0, -100.0 / 3, 100.0 / 7], dtype=torch.float64) / 37
+    for ww, kk, vv in ((w, k, v), (wd, k[..., :3], v[..., :3])):
+        uu = u[: ww.numel()]
+        args = [t.float().contiguous() for t in (ww, uu, kk, vv)]
+        y8, ld8 = _biwkv_triton.forward(*args, chunk=8)
+        y1, ld1 = _biwkv_triton.forward(*args, chunk=37)
+        ref = biwkv_reference(ww, uu, kk, vv, mode="plain")
+        chunked.append([(y8.double() - ref).abs().max().item(), (y8 - y1).abs().max().item(),
+                        ((ld8 - ld1).abs() / ld1.abs().clamp(min=1)).max().item()])
+    out["chunked"] = chunked
+    shapes = ((1, 98304, 96), (1, 1536, 640), (8, 4096, 144))
+    out["chunk_lengths"] = [_biwkv_triton.chunk_length(*s) for s in shapes]
     # auto on CPU still prefers the Numba/torch paths
     with torch.no_grad():
         ya = biwkv(w.float(), u.float(), k.float(), v.float())
@@ -128,6 +143,13 @@ def test_deterministic_and_auto_unchanged(interp):
     assert interp["auto_cpu"] <= 1e-5
 
 
+def test_chunked_forward_matches_reference_and_one_chunk(interp):
+    for y_err, y_vs_one, ld_rel in interp["chunked"]:  # normal and |w| T = 100 decays
+        assert y_err <= 1e-5 and y_vs_one <= 1e-5 and ld_rel <= 1e-5, interp["chunked"]
+    # about TARGET_PROGRAMS (batch, channel block, chunk) programs at the benchmark shapes
+    assert interp["chunk_lengths"] == [256, 32, 128]
+
+
 def test_not_used_on_cpu_without_interpreter():
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         pytest.skip("this process runs under the interpreter")
@@ -155,7 +177,8 @@ def test_kernels_compile_ahead_of_time_for_hopper():
         pytest.skip("this Triton has no ahead-of-time compile API")
     from hpcm.ops import _biwkv_triton as kernels
 
-    for kern in (kernels._fwd_kernel, kernels._bwd_kernel):
+    for kern in (kernels._chunk_sums_kernel, kernels._chunk_prefix_kernel, kernels._fwd_kernel,
+                 kernels._bwd_kernel):
         params = [n for n in inspect.signature(kern.fn).parameters if n != "BLOCK_C"]
         sig = {n: ("*fp32" if n.endswith("_ptr") else "i32") for n in params} | {"BLOCK_C": "constexpr"}
         try:

@@ -1,14 +1,24 @@
 """Triton Bi-WKV kernels (GPU), offset-0 form with bonus ``u0`` (the caller maps modes: ``u0 = u - o w``).
 
-Status: verified only with the Triton interpreter (``TRITON_INTERPRET=1``, CPU tensors) against the
-float64 O(T^2) reference, forward and all four gradients (``tests/test_biwkv_triton.py``). It has NEVER been
-compiled or run on a real GPU; its speed on hardware is unmeasured.
+Status: the unchunked kernels were compiled and run on an NVIDIA H200 (session 8, docs/results/gpu/): they
+agree with the float64 O(T^2) reference there, as in the Triton interpreter (``TRITON_INTERPRET=1``, CPU
+tensors; ``tests/test_biwkv_triton.py``). The chunked forward (session 9) is verified in the interpreter and
+compiled ahead of time for sm_90 only.
 
-Algorithm. One program per (batch item, block of ``BLOCK_C`` channels); inside a program the tokens are
-scanned sequentially (no chunking), with channels along the vector lanes, so every load/store of a token is
-one contiguous run of ``BLOCK_C`` floats of the (B, T, C) layout. All arithmetic is float32 (fp16/bf16/fp64
-inputs are cast by the wrapper). With few (batch, channel-block) pairs, e.g. B = 1, C = 96 (3 programs), a
-GPU would be mostly idle: a chunked scan (spec §3.2) is the missing optimisation.
+Algorithm. Channels lie along the vector lanes (blocks of ``BLOCK_C``), so every load/store of a token is one
+contiguous run of ``BLOCK_C`` floats of the (B, T, C) layout. All arithmetic is float32 (fp16/bf16/fp64
+inputs are cast by the wrapper).
+
+Forward, chunked (session 9; the first GPU run measured the one-program-per-channel-block scan 47x slower
+than the torch path at (1, 98304, 96), where B·C/32 = 3 programs leave the GPU idle): the tokens are cut
+into chunks of ``L`` and three kernels run: (1) one program per (batch, channel block, chunk) reduces its
+chunk to a past-side and a future-side summary (the chunk's decayed sums, log-scaled, seen from just after
+/ just before it); (2) one program per (batch, channel block) runs a short sequential scan over the chunk
+summaries and writes each chunk's incoming past and future state; (3) one program per (batch, channel
+block, chunk) scans its chunk right to left and left to right from those states, as the unchunked kernel
+did over the whole sequence. With one chunk, (3) alone is the unchunked kernel. The chunked forward is
+verified in the Triton interpreter only; its speed on a GPU is unmeasured. Backward: one program per
+(batch, channel block), sequential over the tokens (not chunked).
 
 Numerics (spec birwkv.md §3.2 style, log-scaled sums). A one-sided decayed sum
 ``S_t = sum_{i<t} exp(k_i - w (t - i)) x_i`` is kept as ``(a, kj, j)``: ``S_t = a * exp(p_t)`` with the scale
@@ -35,7 +45,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["BiWKVTriton", "available", "interpreted", "forward", "backward"]
+__all__ = ["BiWKVTriton", "available", "chunk_length", "interpreted", "forward", "backward"]
 
 _BLOCK_C = 32
 _NEG = tl.constexpr(-1.0e38)  # "log of zero" for an empty sum; finite so that differences never produce NaN
@@ -76,6 +86,108 @@ def _push2(a, b, kj, j, p, t, kt, x, y):
 
 
 @triton.jit
+def _merge(a, b, kj, j, p, a2, b2, kj2, j2, p2):
+    """Add the pair (a2, b2) held at scale p2 (anchor kj2, j2) to (a, b) held at scale p (anchor kj, j)."""
+    d = p - p2
+    e = tl.exp(-tl.abs(d))
+    keep = d >= 0
+    r = tl.where(keep, 1.0, e)
+    en = tl.where(keep, e, 1.0)
+    return a * r + a2 * en, b * r + b2 * en, tl.where(keep, kj, kj2), tl.where(keep, j, j2)
+
+
+@triton.jit
+def _load_state(ptr, slot, C, c, msk):
+    """(a, b, kj, j) stored at ``ptr + (slot + 0..3) * C + c`` (j as float32, exact below 2^24)."""
+    a = tl.load(ptr + slot * C + c, mask=msk, other=0.0)
+    b = tl.load(ptr + (slot + 1) * C + c, mask=msk, other=0.0)
+    kj = tl.load(ptr + (slot + 2) * C + c, mask=msk, other=_NEG)
+    j = tl.load(ptr + (slot + 3) * C + c, mask=msk, other=0.0).to(tl.int32)
+    return a, b, kj, j
+
+
+@triton.jit
+def _store_state(ptr, slot, C, c, msk, a, b, kj, j):
+    tl.store(ptr + slot * C + c, a, mask=msk)
+    tl.store(ptr + (slot + 1) * C + c, b, mask=msk)
+    tl.store(ptr + (slot + 2) * C + c, kj, mask=msk)
+    tl.store(ptr + (slot + 3) * C + c, j.to(tl.float32), mask=msk)
+
+
+@triton.jit
+def _chunk_sums_kernel(w_ptr, k_ptr, v_ptr, sum_ptr, T, C, L, NCHUNK, BLOCK_C: tl.constexpr):
+    """Per (batch, channel block, chunk): the chunk's past-side and future-side decayed sums (anchor form)."""
+    pid_b = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    pid_n = tl.program_id(2)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    msk = c < C
+    w = tl.load(w_ptr + c, mask=msk, other=0.0)
+    base = pid_b.to(tl.int64) * T * C + c
+    start = pid_n * L
+    stop = tl.minimum(start + L, T)
+    zero = tl.zeros([BLOCK_C], dtype=tl.float32)
+    out = sum_ptr + (pid_b.to(tl.int64) * NCHUNK + pid_n) * 8 * C
+    a = zero
+    b = zero
+    kj = zero + _NEG
+    j = tl.zeros([BLOCK_C], dtype=tl.int32)
+    for t in range(start, stop):  # past side: what tokens after the chunk see
+        off = base + tl.cast(t, tl.int64) * C
+        kt = tl.load(k_ptr + off, mask=msk, other=0.0)
+        vt = tl.load(v_ptr + off, mask=msk, other=0.0)
+        a, b, kj, j = _push2(a, b, kj, j, _scale(kj, j, t, w, 1), t, kt, vt, 1.0)
+    _store_state(out, 0, C, c, msk, a, b, kj, j)
+    a = zero
+    b = zero
+    kj = zero + _NEG
+    j = tl.zeros([BLOCK_C], dtype=tl.int32)
+    for i in range(0, stop - start):  # future side: what tokens before the chunk see
+        t = stop - 1 - i
+        off = base + tl.cast(t, tl.int64) * C
+        kt = tl.load(k_ptr + off, mask=msk, other=0.0)
+        vt = tl.load(v_ptr + off, mask=msk, other=0.0)
+        a, b, kj, j = _push2(a, b, kj, j, _scale(kj, j, t, w, -1), t, kt, vt, 1.0)
+    _store_state(out, 4, C, c, msk, a, b, kj, j)
+
+
+@triton.jit
+def _chunk_prefix_kernel(w_ptr, sum_ptr, init_ptr, T, C, L, NCHUNK, BLOCK_C: tl.constexpr):
+    """Per (batch, channel block): each chunk's incoming past state (all earlier chunks, slots 0-3) and
+    future state (all later chunks, slots 4-7), by a sequential scan over the chunk summaries."""
+    pid_b = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    msk = c < C
+    w = tl.load(w_ptr + c, mask=msk, other=0.0)
+    zero = tl.zeros([BLOCK_C], dtype=tl.float32)
+    row = pid_b.to(tl.int64) * NCHUNK * 8 * C
+    a = zero
+    b = zero
+    kj = zero + _NEG
+    j = tl.zeros([BLOCK_C], dtype=tl.int32)
+    for n in range(0, NCHUNK):
+        at = row + n * 8 * C
+        _store_state(init_ptr + at, 0, C, c, msk, a, b, kj, j)
+        a2, b2, kj2, j2 = _load_state(sum_ptr + at, 0, C, c, msk)
+        r = tl.minimum((n + 1) * L, T)  # the first token after chunk n
+        p, p2 = _scale(kj, j, r, w, 1), _scale(kj2, j2, r, w, 1)
+        a, b, kj, j = _merge(a, b, kj, j, p, a2, b2, kj2, j2, p2)
+    a = zero
+    b = zero
+    kj = zero + _NEG
+    j = tl.zeros([BLOCK_C], dtype=tl.int32)
+    for i in range(0, NCHUNK):
+        n = NCHUNK - 1 - i
+        at = row + n * 8 * C
+        _store_state(init_ptr + at, 4, C, c, msk, a, b, kj, j)
+        a2, b2, kj2, j2 = _load_state(sum_ptr + at, 4, C, c, msk)
+        r = n * L - 1  # the last token before chunk n
+        p, p2 = _scale(kj, j, r, w, -1), _scale(kj2, j2, r, w, -1)
+        a, b, kj, j = _merge(a, b, kj, j, p, a2, b2, kj2, j2, p2)
+
+
+@triton.jit
 def _push_dist(sa, sc, wa, wc, kj, j, p, t, kt, x):
     """Add token t (exp(kt) * (x, 1)) to plain sums (sa, sc) and distance-weighted sums (wa, wc).
 
@@ -96,22 +208,25 @@ def _push_dist(sa, sc, wa, wc, kj, j, p, t, kt, x):
 
 
 @triton.jit
-def _fwd_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, ld_ptr, fr_ptr, fl_ptr, T, C, BLOCK_C: tl.constexpr):
+def _fwd_kernel(
+    w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, ld_ptr, fr_ptr, fl_ptr, init_ptr, T, C, L, NCHUNK,
+    BLOCK_C: tl.constexpr,
+):
     pid_b = tl.program_id(0)
     pid_c = tl.program_id(1)
+    pid_n = tl.program_id(2)
     c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     msk = c < C
     w = tl.load(w_ptr + c, mask=msk, other=0.0)
     u0 = tl.load(u_ptr + c, mask=msk, other=0.0)
     base = pid_b.to(tl.int64) * T * C + c
-    zero = tl.zeros([BLOCK_C], dtype=tl.float32)
-    # right to left: exclusive future sums -> (ratio, log-denominator)
-    a = zero
-    b = zero
-    kj = zero + _NEG
-    j = tl.zeros([BLOCK_C], dtype=tl.int32)
-    for i in range(0, T):
-        t = T - 1 - i
+    start = pid_n * L
+    stop = tl.minimum(start + L, T)
+    init = init_ptr + (pid_b.to(tl.int64) * NCHUNK + pid_n) * 8 * C
+    # right to left from the later chunks' state: exclusive future sums -> (ratio, log-denominator)
+    a, b, kj, j = _load_state(init, 4, C, c, msk)
+    for i in range(0, stop - start):
+        t = stop - 1 - i
         off = base + tl.cast(t, tl.int64) * C
         kt = tl.load(k_ptr + off, mask=msk, other=0.0).to(tl.float32)
         vt = tl.load(v_ptr + off, mask=msk, other=0.0).to(tl.float32)
@@ -122,12 +237,9 @@ def _fwd_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, ld_ptr, fr_ptr, fl_ptr, T, C,
         tl.store(fl_ptr + off, tl.where(nz, p + tl.log(bs), _NEG), mask=msk)
         a, b, kj, j = _push2(a, b, kj, j, p, t, kt, vt, 1.0)
     tl.debug_barrier()
-    # left to right: past sums, bonus term, output
-    a = zero
-    b = zero
-    kj = zero + _NEG
-    j = tl.zeros([BLOCK_C], dtype=tl.int32)
-    for t in range(0, T):
+    # left to right from the earlier chunks' state: past sums, bonus term, output
+    a, b, kj, j = _load_state(init, 0, C, c, msk)
+    for t in range(start, stop):
         off = base + tl.cast(t, tl.int64) * C
         kt = tl.load(k_ptr + off, mask=msk, other=0.0).to(tl.float32)
         vt = tl.load(v_ptr + off, mask=msk, other=0.0).to(tl.float32)
@@ -215,14 +327,39 @@ def _grid(B: int, C: int) -> tuple[int, int]:
     return (B, triton.cdiv(C, _BLOCK_C))
 
 
-def forward(w: Tensor, u0: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """k, v (B, T, C) float32 contiguous; w, u0 (C,) float32 -> (y, log D), both (B, T, C) float32."""
+#: Programs the chunked forward aims for (about 16 one-warp programs per SM of an H100/H200).
+TARGET_PROGRAMS = 2048
+
+
+def chunk_length(B: int, T: int, C: int) -> int:
+    """Tokens per chunk: a power of two >= 32 giving about ``TARGET_PROGRAMS`` programs in all."""
+    per_chunk = B * triton.cdiv(C, _BLOCK_C)
+    want = max(1, TARGET_PROGRAMS // per_chunk)
+    length = triton.next_power_of_2(max(1, triton.cdiv(T, want)))
+    return max(32, length)
+
+
+def forward(w: Tensor, u0: Tensor, k: Tensor, v: Tensor, chunk: int | None = None) -> tuple[Tensor, Tensor]:
+    """k, v (B, T, C) float32 contiguous; w, u0 (C,) float32 -> (y, log D), both (B, T, C) float32.
+
+    ``chunk``: tokens per chunk (default :func:`chunk_length`; ``chunk >= T`` is the unchunked scan).
+    """
     B, T, C = k.shape
+    length = max(1, min(int(chunk or chunk_length(B, T, C)), T))
+    nchunk = triton.cdiv(T, length)
     y = torch.empty_like(k)
     ld = torch.empty_like(k)
     fr = torch.empty_like(k)
     fl = torch.empty_like(k)
-    _fwd_kernel[_grid(B, C)](w, u0, k, v, y, ld, fr, fl, T, C, BLOCK_C=_BLOCK_C, num_warps=1)
+    init = torch.zeros(B, nchunk, 8, C, dtype=torch.float32, device=k.device)
+    init[:, :, 2].fill_(-1.0e38)  # empty incoming states: "log of zero" scales
+    init[:, :, 6].fill_(-1.0e38)
+    grid = (*_grid(B, C), nchunk)
+    if nchunk > 1:
+        sums = torch.empty_like(init)
+        _chunk_sums_kernel[grid](w, k, v, sums, T, C, length, nchunk, BLOCK_C=_BLOCK_C, num_warps=1)
+        _chunk_prefix_kernel[_grid(B, C)](w, sums, init, T, C, length, nchunk, BLOCK_C=_BLOCK_C, num_warps=1)
+    _fwd_kernel[grid](w, u0, k, v, y, ld, fr, fl, init, T, C, length, nchunk, BLOCK_C=_BLOCK_C, num_warps=1)
     return y, ld
 
 
