@@ -84,9 +84,15 @@ _SCRIPT = textwrap.dedent(
         args = [t.float().contiguous() for t in (ww, uu, kk, vv)]
         y8, ld8 = _biwkv_triton.forward(*args, chunk=8)
         y1, ld1 = _biwkv_triton.forward(*args, chunk=37)
-        ref = biwkv_reference(ww, uu, kk, vv, mode="plain")
+        ref_in = [t.clone().requires_grad_() for t in (ww, uu, kk, vv)]
+        ref = biwkv_reference(*ref_in, mode="plain")
+        gy = torch.cos(3 * vv)
+        (ref * gy).sum().backward()
+        grads = _biwkv_triton.backward(*args, y8, ld8, gy.float().contiguous(), chunk=8)
+        g_err = [((a.double() - b.grad).abs().max() / b.grad.abs().max().clamp(min=1)).item()
+                 for a, b in zip(grads, ref_in)]
         chunked.append([(y8.double() - ref).abs().max().item(), (y8 - y1).abs().max().item(),
-                        ((ld8 - ld1).abs() / ld1.abs().clamp(min=1)).max().item()])
+                        ((ld8 - ld1).abs() / ld1.abs().clamp(min=1)).max().item(), *g_err])
     out["chunked"] = chunked
     shapes = ((1, 98304, 96), (1, 1536, 640), (8, 4096, 144))
     out["chunk_lengths"] = [_biwkv_triton.chunk_length(*s) for s in shapes]
@@ -143,9 +149,10 @@ def test_deterministic_and_auto_unchanged(interp):
     assert interp["auto_cpu"] <= 1e-5
 
 
-def test_chunked_forward_matches_reference_and_one_chunk(interp):
-    for y_err, y_vs_one, ld_rel in interp["chunked"]:  # normal and |w| T = 100 decays
+def test_chunked_kernels_match_reference_and_one_chunk(interp):
+    for y_err, y_vs_one, ld_rel, gw, gu, gk, gv in interp["chunked"]:  # normal and |w| T = 100 decays
         assert y_err <= 1e-5 and y_vs_one <= 1e-5 and ld_rel <= 1e-5, interp["chunked"]
+        assert max(gu, gk, gv) <= 1e-5 and gw <= 2e-4, interp["chunked"]  # gw: as in the large-decay test
     # about TARGET_PROGRAMS (batch, channel block, chunk) programs at the benchmark shapes
     assert interp["chunk_lengths"] == [256, 32, 128]
 
@@ -178,7 +185,7 @@ def test_kernels_compile_ahead_of_time_for_hopper():
     from hpcm.ops import _biwkv_triton as kernels
 
     for kern in (kernels._chunk_sums_kernel, kernels._chunk_prefix_kernel, kernels._fwd_kernel,
-                 kernels._bwd_kernel):
+                 kernels._bwd_chunk_sums_kernel, kernels._bwd_chunk_prefix_kernel, kernels._bwd_kernel):
         params = [n for n in inspect.signature(kern.fn).parameters if n != "BLOCK_C"]
         sig = {n: ("*fp32" if n.endswith("_ptr") else "i32") for n in params} | {"BLOCK_C": "constexpr"}
         try:

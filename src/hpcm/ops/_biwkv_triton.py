@@ -2,7 +2,7 @@
 
 Status: the unchunked kernels were compiled and run on an NVIDIA H200 (session 8, docs/results/gpu/): they
 agree with the float64 O(T^2) reference there, as in the Triton interpreter (``TRITON_INTERPRET=1``, CPU
-tensors; ``tests/test_biwkv_triton.py``). The chunked forward (session 9) is verified in the interpreter and
+tensors; ``tests/test_biwkv_triton.py``). The chunked kernels (session 9) are verified in the interpreter and
 compiled ahead of time for sm_90 only.
 
 Algorithm. Channels lie along the vector lanes (blocks of ``BLOCK_C``), so every load/store of a token is one
@@ -16,9 +16,8 @@ chunk to a past-side and a future-side summary (the chunk's decayed sums, log-sc
 / just before it); (2) one program per (batch, channel block) runs a short sequential scan over the chunk
 summaries and writes each chunk's incoming past and future state; (3) one program per (batch, channel
 block, chunk) scans its chunk right to left and left to right from those states, as the unchunked kernel
-did over the whole sequence. With one chunk, (3) alone is the unchunked kernel. The chunked forward is
-verified in the Triton interpreter only; its speed on a GPU is unmeasured. Backward: one program per
-(batch, channel block), sequential over the tokens (not chunked).
+did over the whole sequence. With one chunk, (3) alone is the unchunked kernel. The backward is chunked
+the same way (below). Both are verified in the Triton interpreter only; their speed on a GPU is unmeasured.
 
 Numerics (spec birwkv.md §3.2 style, log-scaled sums). A one-sided decayed sum
 ``S_t = sum_{i<t} exp(k_i - w (t - i)) x_i`` is kept as ``(a, kj, j)``: ``S_t = a * exp(p_t)`` with the scale
@@ -31,8 +30,9 @@ log-magnitudes, so nothing overflows for any ``|w| * T`` representable in float3
 Forward: a right-to-left loop writes the exclusive future sums as (ratio, log-denominator) into two scratch
 tensors, then a left-to-right loop combines them with the past sums and the bonus term under a common maximum,
 writing ``y`` and ``log D``. Backward (spec §2.4): the same two sweeps carry decayed sums of ``q = g / D`` and
-``q y`` (for gk, gv) and distance-weighted sums of ``e^k`` and ``e^k v`` (for gw); gw and gu are written as
-per-(batch, channel) partials and reduced over the batch in a fixed order, so the result is deterministic.
+``q y`` (for gk, gv) and distance-weighted sums of ``e^k`` and ``e^k v`` (for gw); chunked like the forward
+(moving a distance-weighted sum L tokens further adds L times the plain sum); gw and gu are written as
+per-(batch, chunk, channel) partials and summed in a fixed order, so the result is deterministic.
 """
 
 from __future__ import annotations
@@ -259,49 +259,67 @@ def _fwd_kernel(
 
 
 @triton.jit
-def _bwd_kernel(
-    w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, ld_ptr, g_ptr, gk_ptr, gv_ptr, gw_ptr, gu_ptr, T, C,
-    BLOCK_C: tl.constexpr,
+def _merge4(a, b, c2, d, kj, j, p, a2, b2, c3, d2, kj2, j2, p2):
+    """``_merge`` for four sums sharing one scale: (a, b, c2, d) at p plus (a2, b2, c3, d2) at p2."""
+    dd = p - p2
+    e = tl.exp(-tl.abs(dd))
+    keep = dd >= 0
+    r = tl.where(keep, 1.0, e)
+    en = tl.where(keep, e, 1.0)
+    return (a * r + a2 * en, b * r + b2 * en, c2 * r + c3 * en, d * r + d2 * en,
+            tl.where(keep, kj, kj2), tl.where(keep, j, j2))
+
+
+@triton.jit
+def _load_bwd_state(ptr, slot, C, c, msk):
+    """Backward sweep state at ``slot``..``slot + 9``: q-sums (qa, qb, qkj, qj), k-sums (sa, sc, wa, wc,
+    kkj, kj)."""
+    qa, qb, qkj, qj = _load_state(ptr, slot, C, c, msk)
+    sa = tl.load(ptr + (slot + 4) * C + c, mask=msk, other=0.0)
+    sc = tl.load(ptr + (slot + 5) * C + c, mask=msk, other=0.0)
+    wa, wc, kkj, kj = _load_state(ptr, slot + 6, C, c, msk)
+    return qa, qb, qkj, qj, sa, sc, wa, wc, kkj, kj
+
+
+@triton.jit
+def _store_bwd_state(ptr, slot, C, c, msk, qa, qb, qkj, qj, sa, sc, wa, wc, kkj, kj):
+    _store_state(ptr, slot, C, c, msk, qa, qb, qkj, qj)
+    tl.store(ptr + (slot + 4) * C + c, sa, mask=msk)
+    tl.store(ptr + (slot + 5) * C + c, sc, mask=msk)
+    _store_state(ptr, slot + 6, C, c, msk, wa, wc, kkj, kj)
+
+
+@triton.jit
+def _bwd_sweep(
+    w, u0, k_ptr, v_ptr, y_ptr, ld_ptr, g_ptr, gk_ptr, gv_ptr, base, C, start, stop, msk,
+    sweep: tl.constexpr,
+    write: tl.constexpr, qa, qb, qkj, qj, sa, sc, wa, wc, kkj, kj,
 ):
-    pid_b = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    msk = c < C
-    w = tl.load(w_ptr + c, mask=msk, other=0.0)
-    u0 = tl.load(u_ptr + c, mask=msk, other=0.0)
-    base = pid_b.to(tl.int64) * T * C + c
-    zero = tl.zeros([BLOCK_C], dtype=tl.float32)
-    izero = tl.zeros([BLOCK_C], dtype=tl.int32)
-    accw = zero
-    accu = zero
-    for sweep in tl.static_range(2):  # 0: right to left (future side), 1: left to right (past side)
-        qa = zero  # decayed sum of q = g / D (scaled)
-        qb = zero  # ... of q * y
-        qkj = zero + _NEG
-        qj = izero
-        sa = zero  # decayed sum of e^k v
-        sc = zero  # ... of e^k
-        wa = zero  # distance-weighted sum of e^k v
-        wc = zero  # ... of e^k
-        kkj = zero + _NEG
-        kj = izero
-        for i in range(0, T):
-            if sweep == 0:
-                t = T - 1 - i
-            else:
-                t = i
-            off = base + tl.cast(t, tl.int64) * C
-            kt = tl.load(k_ptr + off, mask=msk, other=0.0).to(tl.float32)
-            vt = tl.load(v_ptr + off, mask=msk, other=0.0).to(tl.float32)
-            yt = tl.load(y_ptr + off, mask=msk, other=0.0)
-            lt = -tl.load(ld_ptr + off, mask=msk, other=0.0)  # log(1 / D_t)
-            gt = tl.load(g_ptr + off, mask=msk, other=0.0).to(tl.float32)
-            if sweep == 0:
-                pq = _scale(qkj, qj, t, w, -1)
-                pk = _scale(kkj, kj, t, w, -1)
-            else:
-                pq = _scale(qkj, qj, t, w, 1)
-                pk = _scale(kkj, kj, t, w, 1)
+    """One sweep over tokens [start, stop): 0 right to left (future side), 1 left to right (past side).
+
+    With ``write``, adds each token's gk, gv terms of this side (sweep 1 also the bonus term, on top of what
+    sweep 0 stored) and returns the partial gw, gu sums; without, only carries the sums (chunk summaries).
+    """
+    accw = tl.zeros_like(w)
+    accu = tl.zeros_like(w)
+    for i in range(0, stop - start):
+        if sweep == 0:
+            t = stop - 1 - i
+        else:
+            t = start + i
+        off = base + tl.cast(t, tl.int64) * C
+        kt = tl.load(k_ptr + off, mask=msk, other=0.0).to(tl.float32)
+        vt = tl.load(v_ptr + off, mask=msk, other=0.0).to(tl.float32)
+        yt = tl.load(y_ptr + off, mask=msk, other=0.0)
+        lt = -tl.load(ld_ptr + off, mask=msk, other=0.0)  # log(1 / D_t)
+        gt = tl.load(g_ptr + off, mask=msk, other=0.0).to(tl.float32)
+        if sweep == 0:
+            pq = _scale(qkj, qj, t, w, -1)
+            pk = _scale(kkj, kj, t, w, -1)
+        else:
+            pq = _scale(qkj, qj, t, w, 1)
+            pk = _scale(kkj, kj, t, w, 1)
+        if write:
             # gk, gv of token t from the q-sums of the other tokens on this side (e^{k_t + pq} <= ~1)
             ef = tl.exp(kt + pq)
             gv_t = ef * qa
@@ -315,10 +333,115 @@ def _bwd_kernel(
                 accu += dq * (vt - yt)
             tl.store(gv_ptr + off, gv_t, mask=msk)
             tl.store(gk_ptr + off, gk_t, mask=msk)
-            qa, qb, qkj, qj = _push2(qa, qb, qkj, qj, pq, t, lt, gt, gt * yt)
-            sa, sc, wa, wc, kkj, kj = _push_dist(sa, sc, wa, wc, kkj, kj, pk, t, kt, vt)
+        qa, qb, qkj, qj = _push2(qa, qb, qkj, qj, pq, t, lt, gt, gt * yt)
+        sa, sc, wa, wc, kkj, kj = _push_dist(sa, sc, wa, wc, kkj, kj, pk, t, kt, vt)
+    return accw, accu, qa, qb, qkj, qj, sa, sc, wa, wc, kkj, kj
+
+
+@triton.jit
+def _bwd_chunk_sums_kernel(
+    w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, ld_ptr, g_ptr, sum_ptr, T, C, L, NCHUNK, BLOCK_C: tl.constexpr,
+):
+    """Per (batch, channel block, chunk): both sweeps' sums over the chunk alone (slots 0-9 future side,
+    10-19 past side), as seen from just before / just after the chunk."""
+    pid_b = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    pid_n = tl.program_id(2)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    msk = c < C
+    w = tl.load(w_ptr + c, mask=msk, other=0.0)
+    u0 = tl.load(u_ptr + c, mask=msk, other=0.0)
+    base = pid_b.to(tl.int64) * T * C + c
+    start = pid_n * L
+    stop = tl.minimum(start + L, T)
+    out = sum_ptr + (pid_b.to(tl.int64) * NCHUNK + pid_n) * 20 * C
+    zero = tl.zeros([BLOCK_C], dtype=tl.float32)
+    izero = tl.zeros([BLOCK_C], dtype=tl.int32)
+    for sweep in tl.static_range(2):
+        _, _, qa, qb, qkj, qj, sa, sc, wa, wc, kkj, kj = _bwd_sweep(
+            w, u0, k_ptr, v_ptr, y_ptr, ld_ptr, g_ptr, k_ptr, k_ptr, base, C, start, stop, msk, sweep, False,
+            zero, zero, zero + _NEG, izero, zero, zero, zero, zero, zero + _NEG, izero,
+        )
+        _store_bwd_state(out, sweep * 10, C, c, msk, qa, qb, qkj, qj, sa, sc, wa, wc, kkj, kj)
+
+
+@triton.jit
+def _bwd_chunk_prefix_kernel(w_ptr, sum_ptr, init_ptr, T, C, L, NCHUNK, BLOCK_C: tl.constexpr):
+    """Per (batch, channel block): each chunk's incoming sweep states from the chunk summaries: slots 0-9
+    all later chunks (seen from the chunk's last token), 10-19 all earlier ones (from its first token)."""
+    pid_b = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    msk = c < C
+    w = tl.load(w_ptr + c, mask=msk, other=0.0)
+    zero = tl.zeros([BLOCK_C], dtype=tl.float32)
+    izero = tl.zeros([BLOCK_C], dtype=tl.int32)
+    row = pid_b.to(tl.int64) * NCHUNK * 20 * C
+    for sweep in tl.static_range(2):
+        qa = zero
+        qb = zero
+        qkj = zero + _NEG
+        qj = izero
+        sa = zero
+        sc = zero
+        wa = zero
+        wc = zero
+        kkj = zero + _NEG
+        kj = izero
+        for i in range(0, NCHUNK):
+            if sweep == 0:
+                n = NCHUNK - 1 - i
+            else:
+                n = i
+            at = row + n * 20 * C
+            _store_bwd_state(init_ptr + at, sweep * 10, C, c, msk, qa, qb, qkj, qj, sa, sc, wa, wc, kkj, kj)
+            length = (tl.minimum((n + 1) * L, T) - n * L).to(tl.float32)
+            wa += length * sa  # every token already summed is `length` tokens further from the new reference
+            wc += length * sc
+            summary = _load_bwd_state(sum_ptr + at, sweep * 10, C, c, msk)
+            qa2, qb2, qkj2, qj2, sa2, sc2, wa2, wc2, kkj2, kj2 = summary
+            if sweep == 0:
+                r = n * L - 1  # the last token before chunk n
+                pq, pq2 = _scale(qkj, qj, r, w, -1), _scale(qkj2, qj2, r, w, -1)
+                pk, pk2 = _scale(kkj, kj, r, w, -1), _scale(kkj2, kj2, r, w, -1)
+            else:
+                r = tl.minimum((n + 1) * L, T)  # the first token after chunk n
+                pq, pq2 = _scale(qkj, qj, r, w, 1), _scale(qkj2, qj2, r, w, 1)
+                pk, pk2 = _scale(kkj, kj, r, w, 1), _scale(kkj2, kj2, r, w, 1)
+            qa, qb, qkj, qj = _merge(qa, qb, qkj, qj, pq, qa2, qb2, qkj2, qj2, pq2)
+            sa, sc, wa, wc, kkj, kj = _merge4(sa, sc, wa, wc, kkj, kj, pk, sa2, sc2, wa2, wc2, kkj2, kj2, pk2)
+
+
+@triton.jit
+def _bwd_kernel(
+    w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, ld_ptr, g_ptr, gk_ptr, gv_ptr, gw_ptr, gu_ptr, init_ptr, T, C, L,
+    NCHUNK, BLOCK_C: tl.constexpr,
+):
+    """Per (batch, channel block, chunk): both sweeps over the chunk from its incoming states; gk, gv and
+    the chunk's partial gw, gu (B, NCHUNK, C)."""
+    pid_b = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    pid_n = tl.program_id(2)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    msk = c < C
+    w = tl.load(w_ptr + c, mask=msk, other=0.0)
+    u0 = tl.load(u_ptr + c, mask=msk, other=0.0)
+    base = pid_b.to(tl.int64) * T * C + c
+    start = pid_n * L
+    stop = tl.minimum(start + L, T)
+    init = init_ptr + (pid_b.to(tl.int64) * NCHUNK + pid_n) * 20 * C
+    accw = tl.zeros([BLOCK_C], dtype=tl.float32)
+    accu = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for sweep in tl.static_range(2):
+        qa, qb, qkj, qj, sa, sc, wa, wc, kkj, kj = _load_bwd_state(init, sweep * 10, C, c, msk)
+        dw, du, qa, qb, qkj, qj, sa, sc, wa, wc, kkj, kj = _bwd_sweep(
+            w, u0, k_ptr, v_ptr, y_ptr, ld_ptr, g_ptr, gk_ptr, gv_ptr, base, C, start, stop, msk, sweep, True,
+            qa, qb, qkj, qj, sa, sc, wa, wc, kkj, kj,
+        )
+        accw += dw
+        accu += du
         tl.debug_barrier()
-    out = pid_b.to(tl.int64) * C + c
+    out = (pid_b.to(tl.int64) * NCHUNK + pid_n) * C + c
     tl.store(gw_ptr + out, -accw, mask=msk)
     tl.store(gu_ptr + out, accu, mask=msk)
 
@@ -364,16 +487,32 @@ def forward(w: Tensor, u0: Tensor, k: Tensor, v: Tensor, chunk: int | None = Non
 
 
 def backward(
-    w: Tensor, u0: Tensor, k: Tensor, v: Tensor, y: Tensor, ld: Tensor, g: Tensor
+    w: Tensor, u0: Tensor, k: Tensor, v: Tensor, y: Tensor, ld: Tensor, g: Tensor, chunk: int | None = None
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Gradients (gw0, gu0, gk, gv) of the offset-0 form; gw0, gu0 (C,) float64, gk, gv (B, T, C) float32."""
+    """Gradients (gw0, gu0, gk, gv) of the offset-0 form; gw0, gu0 (C,) float64, gk, gv (B, T, C) float32.
+
+    ``chunk`` as in :func:`forward`. gw, gu are summed over chunks and the batch in a fixed order.
+    """
     B, T, C = k.shape
+    length = max(1, min(int(chunk or chunk_length(B, T, C)), T))
+    nchunk = triton.cdiv(T, length)
     gk = torch.empty_like(k)
     gv = torch.empty_like(k)
-    gw = torch.empty(B, C, dtype=torch.float32, device=k.device)
-    gu = torch.empty(B, C, dtype=torch.float32, device=k.device)
-    _bwd_kernel[_grid(B, C)](w, u0, k, v, y, ld, g, gk, gv, gw, gu, T, C, BLOCK_C=_BLOCK_C, num_warps=1)
-    return gw.double().sum(0), gu.double().sum(0), gk, gv
+    gw = torch.empty(B, nchunk, C, dtype=torch.float32, device=k.device)
+    gu = torch.empty(B, nchunk, C, dtype=torch.float32, device=k.device)
+    init = torch.zeros(B, nchunk, 20, C, dtype=torch.float32, device=k.device)
+    for slot in (2, 8, 12, 18):  # empty incoming sums: "log of zero" scales
+        init[:, :, slot].fill_(-1.0e38)
+    grid = (*_grid(B, C), nchunk)
+    if nchunk > 1:
+        sums = torch.empty_like(init)
+        _bwd_chunk_sums_kernel[grid](w, u0, k, v, y, ld, g, sums, T, C, length, nchunk, BLOCK_C=_BLOCK_C,
+                                     num_warps=1)
+        _bwd_chunk_prefix_kernel[_grid(B, C)](w, sums, init, T, C, length, nchunk, BLOCK_C=_BLOCK_C,
+                                              num_warps=1)
+    _bwd_kernel[grid](w, u0, k, v, y, ld, g, gk, gv, gw, gu, init, T, C, length, nchunk, BLOCK_C=_BLOCK_C,
+                      num_warps=1)
+    return gw.double().sum((0, 1)), gu.double().sum((0, 1)), gk, gv
 
 
 class BiWKVTriton(torch.autograd.Function):

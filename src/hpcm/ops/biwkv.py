@@ -37,10 +37,9 @@ Implementations (``impl=``):
     "plain". Run on an H200 (2026-11-28, docs/results/gpu/): it agrees with the float64 reference, but its
     sequential scan over T with B·C/32 programs is slower than ``"torch"`` there: forward 86 ms vs 1.8 ms
     at (1, 98304, 96), 3.9 vs 1.2 ms at (8, 4096, 144), 1.0 vs 0.6 ms at (1, 1536, 640). So it is an
-    explicit choice, not the CUDA default. Since session 9 the forward is chunked (about 2,048 programs
-    instead of B·C/32; verified in the interpreter, unmeasured on a GPU); the backward is still the
-    sequential scan. CPU tensors only in the Triton interpreter
-    (``TRITON_INTERPRET=1``).
+    explicit choice, not the CUDA default. Since session 9 forward and backward are chunked (about 2,048
+    programs instead of B·C/32; verified in the interpreter, unmeasured on a GPU). CPU tensors only in the
+    Triton interpreter (``TRITON_INTERPRET=1``).
 ``"auto"``
     CPU: ``"fused"`` when Numba imports and compiles, else ``"torch"``. CUDA: ``"torch"`` (measured faster
     than ``"triton"`` at every shape above). ``mode="kernel"``: ``"kernel_exact"``.
