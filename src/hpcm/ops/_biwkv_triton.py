@@ -115,17 +115,22 @@ def _store_state(ptr, slot, C, c, msk, a, b, kj, j):
 
 
 @triton.jit
-def _chunk_sums_kernel(w_ptr, k_ptr, v_ptr, sum_ptr, T, C, L, NCHUNK, BLOCK_C: tl.constexpr):
-    """Per (batch, channel block, chunk): the chunk's past-side and future-side decayed sums (anchor form)."""
+def _chunk_program(w_ptr, T, C, L, BLOCK_C: tl.constexpr):
+    """This program's batch, chunk, channel lanes, lane mask, w, token-0 offsets, chunk start and stop."""
     pid_b = tl.program_id(0)
-    pid_c = tl.program_id(1)
     pid_n = tl.program_id(2)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     msk = c < C
     w = tl.load(w_ptr + c, mask=msk, other=0.0)
     base = pid_b.to(tl.int64) * T * C + c
     start = pid_n * L
-    stop = tl.minimum(start + L, T)
+    return pid_b, pid_n, c, msk, w, base, start, tl.minimum(start + L, T)
+
+
+@triton.jit
+def _chunk_sums_kernel(w_ptr, k_ptr, v_ptr, sum_ptr, T, C, L, NCHUNK, BLOCK_C: tl.constexpr):
+    """Per (batch, channel block, chunk): the chunk's past-side and future-side decayed sums (anchor form)."""
+    pid_b, pid_n, c, msk, w, base, start, stop = _chunk_program(w_ptr, T, C, L, BLOCK_C)
     zero = tl.zeros([BLOCK_C], dtype=tl.float32)
     out = sum_ptr + (pid_b.to(tl.int64) * NCHUNK + pid_n) * 8 * C
     a = zero
@@ -155,11 +160,7 @@ def _chunk_sums_kernel(w_ptr, k_ptr, v_ptr, sum_ptr, T, C, L, NCHUNK, BLOCK_C: t
 def _chunk_prefix_kernel(w_ptr, sum_ptr, init_ptr, T, C, L, NCHUNK, BLOCK_C: tl.constexpr):
     """Per (batch, channel block): each chunk's incoming past state (all earlier chunks, slots 0-3) and
     future state (all later chunks, slots 4-7), by a sequential scan over the chunk summaries."""
-    pid_b = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    msk = c < C
-    w = tl.load(w_ptr + c, mask=msk, other=0.0)
+    pid_b, _, c, msk, w, _, _, _ = _chunk_program(w_ptr, T, C, L, BLOCK_C)  # (a 2-D grid: chunk 0)
     zero = tl.zeros([BLOCK_C], dtype=tl.float32)
     row = pid_b.to(tl.int64) * NCHUNK * 8 * C
     a = zero
@@ -212,16 +213,8 @@ def _fwd_kernel(
     w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, ld_ptr, fr_ptr, fl_ptr, init_ptr, T, C, L, NCHUNK,
     BLOCK_C: tl.constexpr,
 ):
-    pid_b = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    pid_n = tl.program_id(2)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    msk = c < C
-    w = tl.load(w_ptr + c, mask=msk, other=0.0)
+    pid_b, pid_n, c, msk, w, base, start, stop = _chunk_program(w_ptr, T, C, L, BLOCK_C)
     u0 = tl.load(u_ptr + c, mask=msk, other=0.0)
-    base = pid_b.to(tl.int64) * T * C + c
-    start = pid_n * L
-    stop = tl.minimum(start + L, T)
     init = init_ptr + (pid_b.to(tl.int64) * NCHUNK + pid_n) * 8 * C
     # right to left from the later chunks' state: exclusive future sums -> (ratio, log-denominator)
     a, b, kj, j = _load_state(init, 4, C, c, msk)
@@ -344,16 +337,8 @@ def _bwd_chunk_sums_kernel(
 ):
     """Per (batch, channel block, chunk): both sweeps' sums over the chunk alone (slots 0-9 future side,
     10-19 past side), as seen from just before / just after the chunk."""
-    pid_b = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    pid_n = tl.program_id(2)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    msk = c < C
-    w = tl.load(w_ptr + c, mask=msk, other=0.0)
+    pid_b, pid_n, c, msk, w, base, start, stop = _chunk_program(w_ptr, T, C, L, BLOCK_C)
     u0 = tl.load(u_ptr + c, mask=msk, other=0.0)
-    base = pid_b.to(tl.int64) * T * C + c
-    start = pid_n * L
-    stop = tl.minimum(start + L, T)
     out = sum_ptr + (pid_b.to(tl.int64) * NCHUNK + pid_n) * 20 * C
     zero = tl.zeros([BLOCK_C], dtype=tl.float32)
     izero = tl.zeros([BLOCK_C], dtype=tl.int32)
@@ -369,11 +354,7 @@ def _bwd_chunk_sums_kernel(
 def _bwd_chunk_prefix_kernel(w_ptr, sum_ptr, init_ptr, T, C, L, NCHUNK, BLOCK_C: tl.constexpr):
     """Per (batch, channel block): each chunk's incoming sweep states from the chunk summaries: slots 0-9
     all later chunks (seen from the chunk's last token), 10-19 all earlier ones (from its first token)."""
-    pid_b = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    msk = c < C
-    w = tl.load(w_ptr + c, mask=msk, other=0.0)
+    pid_b, _, c, msk, w, _, _, _ = _chunk_program(w_ptr, T, C, L, BLOCK_C)  # (a 2-D grid: chunk 0)
     zero = tl.zeros([BLOCK_C], dtype=tl.float32)
     izero = tl.zeros([BLOCK_C], dtype=tl.int32)
     row = pid_b.to(tl.int64) * NCHUNK * 20 * C
@@ -419,16 +400,8 @@ def _bwd_kernel(
 ):
     """Per (batch, channel block, chunk): both sweeps over the chunk from its incoming states; gk, gv and
     the chunk's partial gw, gu (B, NCHUNK, C)."""
-    pid_b = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    pid_n = tl.program_id(2)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    msk = c < C
-    w = tl.load(w_ptr + c, mask=msk, other=0.0)
+    pid_b, pid_n, c, msk, w, base, start, stop = _chunk_program(w_ptr, T, C, L, BLOCK_C)
     u0 = tl.load(u_ptr + c, mask=msk, other=0.0)
-    base = pid_b.to(tl.int64) * T * C + c
-    start = pid_n * L
-    stop = tl.minimum(start + L, T)
     init = init_ptr + (pid_b.to(tl.int64) * NCHUNK + pid_n) * 20 * C
     accw = tl.zeros([BLOCK_C], dtype=tl.float32)
     accu = tl.zeros([BLOCK_C], dtype=tl.float32)
