@@ -155,6 +155,30 @@ def test_save_and_load_safetensors(tmp_path):
         mio.load_model(path, quality=5)
 
 
+def test_half_storage_halves_the_file_and_loads_as_float32(tmp_path):
+    src = trained_like(seed=8)
+    src.weights_info = {"preset": "hpcm-tiny", "quality": 3}
+    full = mio.save_weights(src, tmp_path / "full.safetensors", {})
+    half = mio.save_weights(src, tmp_path / "half.safetensors", {}, half=True)
+    assert half.stat().st_size < 0.56 * full.stat().st_size
+    meta = json.loads(half.with_suffix(".json").read_text())
+    assert meta["storage"] == "float16"
+    model = mio.load_model(half)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert meta["fingerprint"] == model.weights_info["fingerprint"] == mio.weights_fingerprint(model)
+    assert meta["fingerprint"] != mio.weights_fingerprint(src)  # the conv weights were rounded ...
+    src_state, state = src.state_dict(), model.state_dict()
+    for key, value in state.items():
+        if value.dim() == 4:
+            assert torch.allclose(value, src_state[key], rtol=1e-3, atol=1e-7), key
+        elif value.is_floating_point():
+            assert torch.equal(value, src_state[key]), key  # ... nothing else was (bounds, gains, biases)
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = src.eval()(x, training=False)["x_hat"], model(x, training=False)["x_hat"]
+    assert (a - b).abs().max() < 1e-2
+
+
 def test_safetensors_with_altered_tensors_refused(tmp_path):
     from safetensors.torch import load_file, save_file
 

@@ -237,3 +237,7 @@ def test_export_records_provenance(train_dir, tmp_path):
     from hpcm.models.io import load_model
 
     assert load_model(str(out)).variable_rate
+    half = tmp_path / "vr-half.safetensors"
+    ckpt = str(tmp_path / "run" / "checkpoint_last.safetensors")
+    assert main(["export", ckpt, "-o", str(half), "--half"]) == 0
+    assert half.stat().st_size < 0.6 * out.stat().st_size and load_model(str(half)).variable_rate

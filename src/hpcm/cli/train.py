@@ -86,6 +86,9 @@ def register(subparsers: Any) -> None:
     e.add_argument("checkpoint", metavar="CKPT", help="checkpoint_last/best.safetensors of a run")
     e.add_argument("-o", "--output", required=True, metavar="MODEL.safetensors")
     e.add_argument("--force", action="store_true", help="overwrite an existing output")
+    e.add_argument("--half", action="store_true",
+                   help="store the weights as float16 (half the size; loaded back as float32; the recorded "
+                   "fingerprint is the loaded model's)")
     e.set_defaults(func=run_export)
 
     w = subparsers.add_parser(
@@ -177,7 +180,7 @@ def run_export(args: argparse.Namespace) -> int:
             "checkpoint": str(Path(args.checkpoint).resolve()),
         },
     }
-    save_weights(model, out, metadata, overwrite=True)
+    save_weights(model, out, metadata, overwrite=True, half=args.half)
     print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
     return 0
 

@@ -83,11 +83,14 @@ def weights_fingerprint(model: nn.Module) -> str:
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None,
-                 *, overwrite: bool = True) -> Path:
+                 *, overwrite: bool = True, half: bool = False) -> Path:
     """Write ``path`` (.safetensors) and its JSON sidecar; return ``path``.
 
     The JSON holds ``metadata`` (preset, quality, lambda, metric, training provenance, ...) plus the
     model config and the weights fingerprint; the same JSON is also embedded in the safetensors header.
+    ``half``: store the float32 convolution weights (4-D tensors, nearly all the bytes) as float16, rounded
+    to 11 significant bits; biases, gains, bounds and other vectors stay float32. Loading turns them back
+    into float32, and the recorded fingerprint is that of the loaded model.
     """
     from safetensors.torch import save as st_save
 
@@ -95,6 +98,11 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, 
     if path.suffix != ".safetensors":
         raise CheckpointError(f"weights path must end in .safetensors, got {path.name}")
     state = {k: v.contiguous().clone() for k, v in learned_state(model).items()}
+    fingerprint = fingerprint_state(state)
+    if half:
+        state = {k: v.half() if v.dtype == torch.float32 and v.dim() == 4 else v for k, v in state.items()}
+        loaded = {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
+        fingerprint = fingerprint_state(loaded)  # what loading (back to float32) will hash
     info = weights_info(model)
     meta: dict[str, Any] = {
         "format": FORMAT_NAME,
@@ -104,7 +112,9 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, 
     }
     meta.update(metadata or {})
     meta["config"] = model_config_dict(model)
-    meta["fingerprint"] = fingerprint_state(state)
+    meta["fingerprint"] = fingerprint
+    if half:
+        meta["storage"] = "float16"
     meta.setdefault("trained", True)
     text = json.dumps(meta, indent=2, sort_keys=True)
     blob = st_save(state, metadata={"hpcm": text})
