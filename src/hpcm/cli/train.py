@@ -188,6 +188,7 @@ def run_export(args: argparse.Namespace) -> int:
 def run_widen(args: argparse.Namespace) -> int:
     from hpcm.codec.atomic import check_output_path
     from hpcm.models.io import load_model, save_weights, weights_fingerprint
+    from hpcm.models.protocol import model_preset, weights_info
     from hpcm.models.registry import get_config
     from hpcm.models.widen import widen
 
@@ -202,12 +203,12 @@ def run_widen(args: argparse.Namespace) -> int:
         reason = exc.args[0] if exc.args else exc
         raise CheckpointError(f"cannot widen {args.source} to {args.model}: {reason}") from None
     wide.preset = args.model
-    source_info = narrow.weights_info or {}
+    source_info = weights_info(narrow)
     metadata = {
         "preset": args.model,
         "widened_from": {
             "source": str(args.source),
-            "preset": getattr(narrow, "preset", None),
+            "preset": model_preset(narrow),
             "fingerprint": weights_fingerprint(narrow),
             "training": source_info.get("training"),
             "seed": args.seed,
