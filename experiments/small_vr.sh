@@ -2,7 +2,8 @@
 # The hpcm-small-vr training run (issue 18 item 2): hpcm-tiny-vr widened to M=192, g 64/128/192 without
 # changing its function (hpcm.models.widen), then trained on 256² crops at every quality.
 #   bash experiments/small_vr.sh widen            # runs/small-vr-init.safetensors from the shipped hpcm-tiny-vr
-#   bash experiments/small_vr.sh fresh  [LR]      # new run from runs/small-vr-init.safetensors (or INIT=...)
+#   bash experiments/small_vr.sh fresh  [LR]      # new run from runs/small-vr-init.safetensors (or INIT=...);
+#        INIT=experiments/weights/hpcm-small-vr-step1359.safetensors continues session 9's run (fresh Adam)
 #   bash experiments/small_vr.sh resume [LR]      # continue runs/small-vr
 #   bash experiments/small_vr.sh finish           # export, held-out comparison against hpcm-tiny-vr, Kodak eval
 set -euo pipefail
