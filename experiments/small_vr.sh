@@ -3,7 +3,8 @@
 # changing its function (hpcm.models.widen), then trained on 256² crops at every quality.
 #   bash experiments/small_vr.sh widen            # runs/small-vr-init.safetensors from the shipped hpcm-tiny-vr
 #   bash experiments/small_vr.sh fresh  [LR]      # new run from runs/small-vr-init.safetensors (or INIT=...);
-#        INIT=experiments/weights/hpcm-small-vr-step1359.safetensors continues session 9's run (fresh Adam)
+#        INIT=runs/hpcm-small-vr-step1359.safetensors continues session 9's run (fresh Adam; restore it with
+#        git show cd9d764:experiments/weights/hpcm-small-vr-step1359.safetensors > runs/hpcm-small-vr-step1359.safetensors)
 #   bash experiments/small_vr.sh resume [LR]      # continue runs/small-vr
 #   bash experiments/small_vr.sh finish           # export, held-out comparison against hpcm-tiny-vr, Kodak eval
 set -euo pipefail
