@@ -45,28 +45,28 @@ def main(argv: list[str] | None = None) -> int:
 
     _, held = split_holdout(find_images([args.data]), args.holdout)
     images = ValidationImages(held)
-    def curve(name: str, model) -> dict:
-        points = {}
-        lo, hi = model.quality_gains.quality_range
-        for q in range(int(lo), int(hi) + 1):
-            points[q] = r = measure(model, images, float(q))
+    def curve(name: str, points) -> dict:
+        """points: (quality, model, quality argument) -> {quality: measurement}, printed as it goes."""
+        out = {}
+        for q, model, quality in points:
+            out[q] = r = measure(model, images, quality)
             print(f"{name} q{q}: {r['bpp']:.4f} bpp {r['psnr']:.2f} dB", flush=True)
-        return points
+        return out
 
-    baseline_name = Path(args.baseline).stem
+    def variable_rate(spec: str):
+        model = load_model(spec)
+        lo, hi = model.quality_gains.quality_range
+        return ((q, model, float(q)) for q in range(int(lo), int(hi) + 1))
+
     try:
         fixed = bundled_qualities(args.baseline)
     except (KeyError, ValueError, OSError):
         fixed = []
     if fixed:
-        shipped = {}
-        for q in fixed:
-            r = measure(load_model(args.baseline, quality=q), images, None)
-            shipped[q] = r
-            print(f"{args.baseline} q{q}: {r['bpp']:.4f} bpp {r['psnr']:.2f} dB", flush=True)
+        shipped = curve(args.baseline, ((q, load_model(args.baseline, quality=q), None) for q in fixed))
     else:
-        shipped = curve(baseline_name, load_model(args.baseline))
-    vr = curve(Path(args.weights).stem, load_model(args.weights))
+        shipped = curve(Path(args.baseline).stem, variable_rate(args.baseline))
+    vr = curve(Path(args.weights).stem, variable_rate(args.weights))
     rate, dist, span, _ = bd_curves(
         [r["bpp"] for r in shipped.values()], [r["psnr"] for r in shipped.values()],
         [r["bpp"] for r in vr.values()], [r["psnr"] for r in vr.values()],

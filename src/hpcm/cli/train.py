@@ -139,17 +139,24 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_export(args: argparse.Namespace) -> int:
+def _weights_output(path: str, force: bool) -> Path:
+    """The ``-o`` of export/widen: a .safetensors path that may be written (``force`` to overwrite)."""
     from hpcm.codec.atomic import check_output_path
+
+    out = Path(path)
+    if out.suffix != ".safetensors":
+        raise CheckpointError(f"output must end in .safetensors, got {out.name}")
+    check_output_path(out, overwrite=force)
+    return out
+
+
+def run_export(args: argparse.Namespace) -> int:
     from hpcm.models.io import is_derived_key, save_weights
     from hpcm.models.migrate import migrate
     from hpcm.train.checkpoint import model_state, read_checkpoint
     from hpcm.train.trainer import build_model
 
-    out = Path(args.output)
-    if out.suffix != ".safetensors":
-        raise CheckpointError(f"output must end in .safetensors, got {out.name}")
-    check_output_path(out, overwrite=args.force)
+    out = _weights_output(args.output, args.force)
     _refuse_torch_checkpoint(args.checkpoint)
     tensors, meta, _ = read_checkpoint(args.checkpoint)
     model = _model_from_meta(meta, build_model)
@@ -186,16 +193,12 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_widen(args: argparse.Namespace) -> int:
-    from hpcm.codec.atomic import check_output_path
     from hpcm.models.io import load_model, save_weights, weights_fingerprint
     from hpcm.models.protocol import model_preset, weights_info
     from hpcm.models.registry import get_config
     from hpcm.models.widen import widen
 
-    out = Path(args.output)
-    if out.suffix != ".safetensors":
-        raise CheckpointError(f"output must end in .safetensors, got {out.name}")
-    check_output_path(out, overwrite=args.force)
+    out = _weights_output(args.output, args.force)
     narrow = load_model(args.source)
     try:
         wide = widen(narrow, get_config(args.model), seed=args.seed)

@@ -98,11 +98,10 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, 
     if path.suffix != ".safetensors":
         raise CheckpointError(f"weights path must end in .safetensors, got {path.name}")
     state = {k: v.contiguous().clone() for k, v in learned_state(model).items()}
-    fingerprint = fingerprint_state(state)
+    loaded = state  # what loading the file gives back, and therefore what its fingerprint hashes
     if half:
         state = {k: v.half() if v.dtype == torch.float32 and v.dim() == 4 else v for k, v in state.items()}
         loaded = {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
-        fingerprint = fingerprint_state(loaded)  # what loading (back to float32) will hash
     info = weights_info(model)
     meta: dict[str, Any] = {
         "format": FORMAT_NAME,
@@ -112,7 +111,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, 
     }
     meta.update(metadata or {})
     meta["config"] = model_config_dict(model)
-    meta["fingerprint"] = fingerprint
+    meta["fingerprint"] = fingerprint_state(loaded)
     if half:
         meta["storage"] = "float16"
     meta.setdefault("trained", True)

@@ -123,9 +123,13 @@ def _module_maps(
         return latent, _prefix_map
     if name == "g_s.branch.0":  # ŷ -> transform channels
         return _prefix_map, latent
-    if name.startswith(("g_a.", "g_s.")):
-        return _prefix_map, _prefix_map
-    return latent, latent
+    rule = _channel_rule(name, old_cfg, new_cfg)
+    return rule, rule
+
+
+def _channel_rule(name: str, old_cfg: HPCMConfig, new_cfg: HPCMConfig) -> ChannelMap:
+    """The layout of a module's own channels: the transforms' (old first) or the latent's (by group)."""
+    return _prefix_map if name.startswith(("g_a.", "g_s.")) else _latent_map(old_cfg.M, new_cfg.M)
 
 
 #: h_s's convolutions that write its output stream: the up-convolutions and each residual block's last layer.
@@ -202,8 +206,7 @@ def widen(narrow: nn.Module, config: HPCMConfig, *, seed: int = 0) -> nn.Module:
 @torch.no_grad()
 def _fix_partial_conv(name: str, new: PConv, old: PConv, old_cfg: HPCMConfig, new_cfg: HPCMConfig) -> None:
     """Keep old convolved channels convolved; old pass-through channels now in range get an identity."""
-    rule = _prefix_map if name.startswith(("g_a.", "g_s.")) else _latent_map(old_cfg.M, new_cfg.M)
-    full = _index_of(old.channels, new.channels, rule)
+    full = _index_of(old.channels, new.channels, _channel_rule(name, old_cfg, new_cfg))
     if bool((full[: old.conv_ch] >= new.conv_ch).any()):
         raise ValueError(f"widen: {name}: a convolved channel would leave the convolved range")
     for c in full[old.conv_ch :].tolist():

@@ -73,16 +73,7 @@ def _scale(kj, j, t, w, sign: tl.constexpr):
 @triton.jit
 def _push2(a, b, kj, j, p, t, kt, x, y):
     """Add exp(kt) * (x, y) at token t to the pair (a, b) held at scale p (anchor kj, j)."""
-    d = p - kt
-    e = tl.exp(-tl.abs(d))
-    keep = d >= 0
-    r = tl.where(keep, 1.0, e)
-    en = tl.where(keep, e, 1.0)
-    a = a * r + x * en
-    b = b * r + y * en
-    kj = tl.where(keep, kj, kt)
-    j = tl.where(keep, j, t)
-    return a, b, kj, j
+    return _merge(a, b, kj, j, p, x, y, kt, t, kt)
 
 
 @triton.jit
