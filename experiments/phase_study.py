@@ -466,21 +466,33 @@ def run_study(args: argparse.Namespace) -> Path:
     stages = set(args.stages.split(","))
     if "train" in stages:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            for f in [pool.submit(train_stage, args, *r) for r in runs]:
+            for f in [pool.submit(train_stage, args, *r) for r in longest_first(args, runs)]:
                 f.result()
     if "export" in stages:
         for r in runs:
             export_stage(args, *r)
-    if "eval" in stages:
+    if "eval" in stages:  # the codec's output does not depend on the thread count (format v2): use them all
+        torch.set_num_threads(s["threads"] * args.jobs)
         for v, seed, q in runs:
             for eq in ([q] if q is not None else s["qualities"]):
                 eval_stage(args, v, seed, q, eq)
+        torch.set_num_threads(s["threads"])
     if "profile" in stages:
         for v in s["variants"]:
             profile_stage(args, v)
     if args.pack is not None:
         return pack_runs(args, runs)
     return write_report(args)
+
+
+def longest_first(args: argparse.Namespace, runs: list[tuple[str, int, int | None]]
+                  ) -> list[tuple[str, int, int | None]]:
+    """``runs`` in the order the pool should start them: slowest variant first by the measured CPU seconds
+    per step (the raw ``speed.json`` of ``--measure-speed``), so that the longest run does not start last
+    and leave the other workers idle; the given order where nothing was measured."""
+    speed = S.read_json(args.report.with_suffix("") / RAW_CURRENT / "speed.json") or {}
+    cost = speed.get("cpu_s_per_step") or {}
+    return sorted(runs, key=lambda r: -float(cost.get(r[0], 0.0)))
 
 
 def pack_runs(args: argparse.Namespace, runs: list[tuple[str, int, int | None]]) -> Path:

@@ -331,3 +331,26 @@ def test_pack_and_unpack_run_folders(tmp_path, monkeypatch):
         tar.add(out / "study.json", arcname="../escape/model.json")
     with pytest.raises(ps.StudyError):
         ps.unpack_run_folders(bad, tmp_path / "back2")
+
+
+def test_rd_claims_read_phase2_and_the_bank_against_the_seed_spread():
+    pts = [(q, 0.1 * q, 25.0 + q) for q in (1, 2, 3, 4)]
+    docs = {"hpcm-tiny": _doc("hpcm-tiny", pts),
+            "hpcm-tiny@seed2": _doc("hpcm-tiny@seed2", [(q, b * 1.01, p) for q, b, p in pts]),
+            "hpcm-phase2-tiny": _doc("hpcm-phase2-tiny", [(q, b, p + 0.4) for q, b, p in pts]),
+            "hpcm-multiref-phase2-tiny": _doc("hpcm-multiref-phase2-tiny",
+                                              [(q, b * 0.99, p) for q, b, p in pts]),
+            "hpcm-phase4-tiny": _doc("hpcm-phase4-tiny", [(q, b * 1.5, p - 1) for q, b, p in pts])}
+    noise = ps.seed_spread([docs["hpcm-tiny"], docs["hpcm-tiny@seed2"]])
+    summary = ps.build_summary(docs, {}, {}, baseline="hpcm-tiny", noise=noise)
+    moving = {"hpcm-phase4-tiny/seed1/vr": {"converged": False}, "hpcm-tiny/seed1/vr": {"converged": True}}
+    text = ps.claims_paragraph(None, summary, rd_reached=False, conv=moving)
+    assert "provisional" in text and "+0.400 dB PSNR at equal quality" in text
+    assert "Phase 2 (claimed +0.3 dB)" in text and "the claim is **met**." in text
+    # the bank's −1 % is within the 1 % spread and short of −5 %: not borne out
+    assert "(claimed -8…-5 % BD-rate): BD-rate -1.00 % (within the seed spread)" in text
+    assert "**not borne out**" in text.split("Multi-reference")[1]
+    assert "Other arms: hpcm-phase4-tiny BD-rate" in text
+    assert "Still moving" in text and "`hpcm-phase4-tiny`" in text
+    reached = ps.claims_paragraph(None, summary, rd_reached=True, conv={})
+    assert "where the baseline has stopped moving" in reached and "Still moving" not in reached
