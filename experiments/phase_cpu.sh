@@ -3,16 +3,19 @@
 #
 #   bash experiments/phase_cpu.sh speed            # CPU seconds per step of every arm (raw speed.json)
 #   bash experiments/phase_cpu.sh run              # train (2 runs side by side, 1 thread each), export, Kodak, report
-#   STEPS=1200 bash experiments/phase_cpu.sh run   # extend every run to 1200 steps (--resume), then the same
+#   STEPS=1000 SCHEDULE=500 bash experiments/phase_cpu.sh run   # extend every run to 1000 steps (--resume)
+#        keeping session 10's milestones (50, 150, 400): 1e-5 from step 400 on, so the convergence window
+#        (the last 20 % of steps) runs at one learning rate
 #
 # Same arms, seeds and schedule shape as scripts/gpu_phase.sh (one variable-rate model per arm, warm start from
 # the shipped hpcm-tiny-vr, fresh Adam with a warm-up to 1e-4, 1e-5 over the last 20 %), at batch 8 and on the
-# full training folder with the 16 held-out images of every CPU run (never Kodak). The milestones are fractions
-# of STEPS, so an extension re-times them: the report records the settings of the last call.
+# full training folder with the 16 held-out images of every CPU run (never Kodak). The milestones are 10 / 30 /
+# 80 % of SCHEDULE (default STEPS); the report records the settings of the last call.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-500}
-MILESTONES=("$((STEPS / 10)):3e-5" "$((STEPS * 3 / 10)):1e-4" "$((STEPS * 8 / 10)):1e-5")
+SCHEDULE=${SCHEDULE:-$STEPS}
+MILESTONES=("$((SCHEDULE / 10)):3e-5" "$((SCHEDULE * 3 / 10)):1e-4" "$((SCHEDULE * 8 / 10)):1e-5")
 COMMON=(--variants hpcm-tiny hpcm-phase1-tiny hpcm-phase2-tiny hpcm-phase3-tiny hpcm-phase4-tiny
         hpcm-multiref-phase2-tiny --seeds 1 2 --variable-rate --qualities 1 2 3 4 5 6 7 8
         --steps "$STEPS" --batch-size "${BATCH:-8}" --patch-size 256 --lr 1e-5 --lr-milestones "${MILESTONES[@]}"

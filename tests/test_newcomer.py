@@ -250,6 +250,29 @@ def test_pickle_checkpoint_one_line_without_unsafe_advice(tmp_path, small_png, c
     assert "header too large" not in err
 
 
+
+def test_export_takes_a_safetensors_file_whose_header_length_looks_like_a_torch_signature(tmp_path):
+    """A run checkpoint whose 8-byte header length begins with 0x80 (pickle's first byte) or spells "PK"
+    is still safetensors (found by the phase study: a 111,999-byte header, 0x1b580)."""
+    import json
+    import struct
+
+    import pytest
+
+    from hpcm.cli.train import _refuse_torch_checkpoint
+    from hpcm.errors import CheckpointError
+
+    for length in (0x1B580, 0x4B50):
+        header = json.dumps({"__metadata__": {"pad": ""}}).encode()
+        header = header[:-3] + b" " * (length - len(header)) + header[-3:]
+        path = tmp_path / f"run-{length:x}.safetensors"
+        path.write_bytes(struct.pack("<Q", length) + header)
+        _refuse_torch_checkpoint(str(path))  # no error: it is safetensors
+    pickle_file = tmp_path / "old.bin"
+    pickle_file.write_bytes(b"\x80\x02}q\x00.")
+    with pytest.raises(CheckpointError, match="is a PyTorch checkpoint"):
+        _refuse_torch_checkpoint(str(pickle_file))
+
 # -- 8: decompress_image accepts a path; other types get a clear TypeError ---------------------------
 def test_decompress_image_accepts_a_path(tmp_path, tiny_model, flat_file):
     from hpcm.codec.api import decompress_image

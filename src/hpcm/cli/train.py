@@ -235,9 +235,11 @@ def _refuse_torch_checkpoint(path: str) -> None:
     """``hpcm export`` reads run checkpoints (.safetensors); name a torch pickle/zip file as such."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(4)
+            head = fh.read(9)
     except OSError:
         return  # read_checkpoint reports missing / unreadable files
+    if head[8:9] == b"{":  # safetensors: an 8-byte header length, then the JSON header (its first byte may be
+        return  # 0x80 or spell "PK", so the torch signatures below are only tried on other files)
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" or path.endswith((".pth.tar", ".pth", ".pt")):
         raise CheckpointError(
             f"{path} is a PyTorch checkpoint (.pth.tar), not a run checkpoint of hpcm train (.safetensors); "
