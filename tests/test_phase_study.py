@@ -354,3 +354,6 @@ def test_rd_claims_read_phase2_and_the_bank_against_the_seed_spread():
     assert "Still moving" in text and "`hpcm-phase4-tiny`" in text
     reached = ps.claims_paragraph(None, summary, rd_reached=True, conv={})
     assert "where the baseline has stopped moving" in reached and "Still moving" not in reached
+    base_moving = ps.claims_paragraph(None, summary, rd_reached=False,
+                                      conv={"hpcm-tiny/seed1/vr": {"converged": False}})
+    assert "the baseline included" in base_moving

@@ -875,10 +875,10 @@ def rd_claims(summary: dict[str, Any], conv: dict[str, dict[str, Any]], *, rd_re
             return "BD-rate not computable" + (f" ({bd['note']})" if bd.get("note") else "")
         return f"BD-rate {bd['bd_rate']:+.2f} % ({bd.get('vs_noise', 'unknown')} the seed spread)"
 
-    status = ("at the budget where the baseline has stopped moving" if rd_reached else
-              "at a budget where the baseline has **not** met the convergence criterion (a provisional "
+    status = ("at the budget where the baseline has stopped moving**" if rd_reached else
+              "at a budget where the baseline has not met the convergence criterion** (a provisional "
               "answer)")
-    out = [f"**RD, {status}** (Kodak, BD-rate against `{base}`; the baseline's two seeds differ by "
+    out = [f"**RD, {status} (Kodak, BD-rate against `{base}`; the baseline's two seeds differ by "
            f"{_f(spread, '.2f')} % BD-rate and up to {_f(noise.get('dpsnr_abs_db'), '.3f')} dB at equal "
            "quality)."]
     arms = [v for v in summary["variants"] if v != base and not v.startswith(base + "@")]
@@ -902,9 +902,11 @@ def rd_claims(summary: dict[str, Any], conv: dict[str, dict[str, Any]], *, rd_re
     moving = sorted({r.split("/", 1)[0] for r, c in conv.items() if c.get("converged") is False})
     if moving:
         out.append("Still moving on the held-out images at the end (their last 20 % of steps changed PSNR or "
-                   "bpp beyond the criterion): " + ", ".join(f"`{v}`" for v in moving) + " — arms whose "
-                   "replaced components started fresh are judged before they finished learning; "
-                   "`--steps N --resume` extends every run.")
+                   "bpp beyond the criterion): " + ", ".join(f"`{v}`" for v in moving)
+                   + (" — the baseline included, so no arm is judged at its end point" if base in moving
+                      else " — arms whose replaced components started fresh are judged before they "
+                      "finished learning")
+                   + "; `--steps N --resume` extends every run.")
     return " ".join(out)
 
 
