@@ -471,7 +471,7 @@ def run_study(args: argparse.Namespace) -> Path:
     if "export" in stages:
         for r in runs:
             export_stage(args, *r)
-    if "eval" in stages:  # the codec's output does not depend on the thread count (format v2): use them all
+    if "eval" in stages:  # decoding does not depend on the thread count (format v2 and later): use them all
         torch.set_num_threads(s["threads"] * args.jobs)
         for v, seed, q in runs:
             for eq in ([q] if q is not None else s["qualities"]):
