@@ -255,9 +255,9 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
             if t is not None:
                 trains.setdefault(label, {})[q if q is not None else "vr"] = t
             val = S.read_metrics(run, "val")
-            if val:
-                conv[key] = S.convergence(val)
             tl = S.read_metrics(run, "train")
+            if val:
+                conv[key] = S.convergence(val, train_log=tl)
             if tl:
                 steps[key] = int(tl[-1]["step"])
             for eq in ([q] if q is not None else evalq):

@@ -188,6 +188,10 @@ def test_convergence_from_the_validation_log():
     c = ps.convergence(vr)
     assert [r["quality"] for r in c["per_quality"]] == ["q1", "q2"]
     assert c["converged"] is False  # q2's bpp moved by +25 %
+    train = [{"split": "train", "step": st, "lr": lr} for st, lr in [(60, 1e-4), (80, 1e-4), (90, 1e-5)]]
+    assert ps.convergence(log, train_log=train)["lr_window"] == [1e-5, 1e-4]  # the rate at step 80 counts
+    assert ps.convergence(log, train_log=train[2:])["lr_window"] == [1e-5, 1e-5]
+    assert "lr_window" not in ps.convergence(log)
 
 
 def test_seed_spread_marks_bd_rates():

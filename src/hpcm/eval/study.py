@@ -562,11 +562,15 @@ def read_metrics(run: Path, split: str) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------------ convergence
 def convergence(val_log: Sequence[dict[str, Any]], *, window: float = CONVERGENCE_WINDOW,
-                tol_db: float = CONVERGENCE_DB, tol_bpp_pct: float = CONVERGENCE_BPP_PCT) -> dict[str, Any]:
+                tol_db: float = CONVERGENCE_DB, tol_bpp_pct: float = CONVERGENCE_BPP_PCT,
+                train_log: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """Has a run stopped moving? Compares the last validation with the last one at or before
     ``(1 − window)`` of its final step, at equal λ: ΔPSNR (dB), Δbpp (%) and Δloss (%) per quality (a
     variable-rate log: every ``q<k>/`` anchor). Converged when every |ΔPSNR| < ``tol_db`` and every
-    |Δbpp| < ``tol_bpp_pct``. ``converged`` is ``None`` (undetermined) without two such validations."""
+    |Δbpp| < ``tol_bpp_pct``. ``converged`` is ``None`` (undetermined) without two such validations.
+    ``train_log`` (its ``lr`` entries): ``lr_window`` = [lowest, highest] learning rate from the one in
+    force at the earlier validation to the last, so a report can say when the schedule, not learning
+    alone, may have moved the run."""
     entries = sorted((e for e in val_log if "step" in e), key=lambda e: e["step"])
     out: dict[str, Any] = {"window": window, "tol_db": tol_db, "tol_bpp_pct": tol_bpp_pct, "converged": None,
                            "per_quality": []}
@@ -582,6 +586,12 @@ def convergence(val_log: Sequence[dict[str, Any]], *, window: float = CONVERGENC
         return out
     ref = earlier[-1]
     out["from_step"] = ref["step"]
+    logged = [e for e in train_log if e.get("lr") is not None and "step" in e]
+    before = [e for e in logged if e["step"] <= ref["step"]]  # the rate in force at the reference point
+    inside = [e for e in logged if ref["step"] < e["step"] <= last["step"]]
+    lrs = [float(e["lr"]) for e in before[-1:] + inside]
+    if lrs:
+        out["lr_window"] = [min(lrs), max(lrs)]
     prefixes = sorted({k.split("/", 1)[0] + "/" for k in last if "/" in k and k.endswith("/psnr")}) or [""]
     ok = True
     for p in prefixes:
@@ -1026,6 +1036,13 @@ def render_report(current: dict[str, Any], cost: dict[str, Any] | None,
             "item 3) is the realistic place for this budget.", ""]
     if conv:
         parts += ["### Convergence (validation on held-out training images)", "", convergence_table(conv), ""]
+        changed = {r: c["lr_window"] for r, c in conv.items()
+                   if c.get("lr_window") and c["lr_window"][1] > c["lr_window"][0] * (1 + 1e-6)}
+        if changed:
+            parts += ["The learning rate changed inside the window of "
+                      + ", ".join(f"{r} ({lo:g}–{hi:g})" for r, (lo, hi) in changed.items())
+                      + ": part of that movement is the schedule's (a run settling after a drop), which a "
+                      "longer run at the final rate separates from learning.", ""]
     if summary is not None:
         noise = summary.get("noise") or {}
         parts += ["### Results (Kodak)", "", results_table(summary), "", deltas_table(summary), "",
