@@ -299,7 +299,7 @@ def start_command(s: dict[str, Any]) -> str:
 def write_report(args: argparse.Namespace) -> Path:
     """Write the report and the raw-data folders from what is finished under ``--out`` (else from the
     committed raw data)."""
-    from hpcm.eval.plot import plot_rd
+    from hpcm.eval.plot import plot_deltas, plot_rd
     from hpcm.eval.results import save_results
 
     s = args.settings
@@ -320,8 +320,9 @@ def write_report(args: argparse.Namespace) -> Path:
             for label, doc in found["docs"].items():
                 save_results(doc, cur_raw / f"{label}.json")
             S.write_json(cur_raw / "summary.json", summary)
-            plot_rd(list(found["docs"].values()), cur_raw / "rd-psnr.png", metric="psnr",
-                    title=f"Kodak, {s['steps']} steps of {s['patch_size']}² crops")
+            title = f"Kodak, {s['steps']} steps of {s['patch_size']}² crops"
+            plot_rd(list(found["docs"].values()), cur_raw / "rd-psnr.png", metric="psnr", title=title)
+            plot_deltas(summary, cur_raw / "delta.png", title=title + ": against the baseline")
         S.write_json(cur_raw / "convergence.json",
                      {"convergence": found["convergence"], "steps": found["steps"]})
         S.write_json(cur_raw / "study.json", {"settings": s, "machine": S.machine_info(),
@@ -333,6 +334,8 @@ def write_report(args: argparse.Namespace) -> Path:
         summary = S.read_json(cur_raw / "summary.json")
         if summary is not None:
             current["summary"] = summary
+    current["plots"] = [f"{raw.name}/{RAW_CURRENT}/{f}" for f in ("rd-psnr.png", "delta.png")
+                        if (cur_raw / f).exists()]
     speed = S.read_json(cur_raw / "speed.json")
     if speed:
         current["speed"] = speed

@@ -361,3 +361,24 @@ def test_rd_claims_read_phase2_and_the_bank_against_the_seed_spread():
     base_moving = ps.claims_paragraph(None, summary, rd_reached=False,
                                       conv={"hpcm-tiny/seed1/vr": {"converged": False}})
     assert "the baseline included" in base_moving
+
+
+def test_plot_deltas_marks_an_arm_far_beyond_the_rest(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from hpcm.eval.plot import plot_deltas
+
+    pts = [(q, 0.1 * q, 25.0 + q) for q in (1, 2, 3)]
+    docs = {"hpcm-tiny": _doc("hpcm-tiny", pts),
+            "hpcm-tiny@seed2": _doc("hpcm-tiny@seed2", [(q, b * 1.01, p) for q, b, p in pts]),
+            "hpcm-phase1-tiny": _doc("hpcm-phase1-tiny", [(q, b * 1.02, p - 0.1) for q, b, p in pts]),
+            "hpcm-phase4-tiny": _doc("hpcm-phase4-tiny", [(q, b * 1.6, p - 1) for q, b, p in pts])}
+    summary = ps.build_summary(docs, {}, {}, baseline="hpcm-tiny",
+                               noise=ps.seed_spread([docs["hpcm-tiny"], docs["hpcm-tiny@seed2"]]))
+    labels: list[str] = []
+    real_plot = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot",
+                        lambda self, *a, **k: labels.append(k.get("label")) or real_plot(self, *a, **k))
+    out = plot_deltas(summary, tmp_path / "d.png", title="t")
+    assert out.stat().st_size > 1000
+    assert labels.count("hpcm-phase4-tiny (off scale)") == 2 and labels.count("hpcm-phase1-tiny") == 2

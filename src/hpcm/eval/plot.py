@@ -143,3 +143,56 @@ def plot_rd(
     fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return out, notes
+
+
+def plot_deltas(
+    summary: dict[str, Any],
+    output: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+) -> Path:
+    """Differences to the baseline at equal quality, one curve per arm: Δbpp (%) and ΔPSNR (dB) against
+    the quality, with the baseline's seed spread (``summary["noise"]``) shaded around zero — the view in
+    which arms that overlap on an RD plot separate. ``summary``: :func:`hpcm.eval.study.build_summary`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    noise = summary.get("noise") or {}
+    fig, axes = plt.subplots(1, 2, figsize=(12.0, 4.6))
+    colors = plt.get_cmap("tab10").colors
+    panels = (("dbpp_pct", "Δbpp at equal quality (%)", noise.get("dbpp_abs_pct")),
+              ("dpsnr_db", "ΔPSNR at equal quality (dB)", noise.get("dpsnr_abs_db")))
+    for ax, (key, label, spread) in zip(axes, panels):
+        curves = {name: [d for d in entry.get("deltas") or [] if d.get(key) is not None]
+                  for name, entry in summary["variants"].items()}
+        size = sorted((max(abs(d[key]) for d in rows), name) for name, rows in curves.items() if rows)
+        # one arm far beyond the rest (e.g. a component still untrained) would flatten every other curve
+        far = len(size) > 1 and size[-1][0] > 4 * max(size[-2][0], 1e-9)
+        limit = 1.15 * max(size[-2][0], spread or 0.0) if far else 0.0  # 0: the rest flat at zero, no zoom
+        off_scale = size[-1][1] if limit > 0 else None
+        for i, (name, rows) in enumerate(curves.items()):
+            if not rows:
+                continue
+            ax.plot([d["quality"] for d in rows], [d[key] for d in rows], marker="o", linewidth=1.8,
+                    color=colors[i % len(colors)], label=name + (" (off scale)" if name == off_scale else ""),
+                    linestyle="--" if name.startswith(summary["baseline"] + "@") else "-")
+        if off_scale is not None:
+            ax.set_ylim(-limit, limit)
+        if spread:
+            ax.axhspan(-spread, spread, color="0.85", zorder=0, label="seed spread")
+        ax.axhline(0.0, color="0.3", linewidth=0.8)
+        ax.set_xlabel("quality")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    if axes[0].has_data():
+        axes[1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return out

@@ -957,7 +957,8 @@ def render_report(current: dict[str, Any], cost: dict[str, Any] | None,
 
     ``current``: the issue-20 study — ``settings`` and ``command`` (start/continue), optional ``summary``
     (built from finished evaluations), ``convergence`` (run → :func:`convergence`), ``speed``
-    (``{"steps_per_s": {variant: v}, "note": ...}``) and ``estimate`` (:func:`budget_estimate`);
+    (``{"steps_per_s": {variant: v}, "note": ...}``), ``estimate`` (:func:`budget_estimate`) and ``plots``
+    (image paths relative to the report, shown under the results);
     ``cost``: the ``benchmarks/phase_cost.py`` document; ``gpu_cost``: :func:`gpu_cost_from_suite`'s;
     ``previous``: (summary, study) of session 2.
     """
@@ -1046,6 +1047,8 @@ def render_report(current: dict[str, Any], cost: dict[str, Any] | None,
     if summary is not None:
         noise = summary.get("noise") or {}
         parts += ["### Results (Kodak)", "", results_table(summary), "", deltas_table(summary), "",
+                  *[f"![{Path(f).stem}]({f})" for f in current.get("plots") or []],
+                  *([""] if current.get("plots") else []),
                   "Seed spread of the baseline: "
                   + (f"BD-rate {_f(noise.get('bd_rate_abs'), '.2f')} %, ΔPSNR at equal λ up to "
                      f"{_f(noise.get('dpsnr_abs_db'), '.3f')} dB, Δbpp up to "
