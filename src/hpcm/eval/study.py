@@ -198,6 +198,11 @@ def build_summary(
 
 
 # ------------------------------------------------------------------------------------------ report
+def _hours(h: float) -> str:
+    """Hours to one decimal below 10, whole above."""
+    return f"{h:.1f}" if h < 10 else f"{h:.0f}"
+
+
 def _f(value: Any, spec: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
@@ -1010,6 +1015,8 @@ def render_report(current: dict[str, Any], cost: dict[str, Any] | None,
         "Start or continue it (every stage leaves a marker; `--resume` continues interrupted runs "
         "bit-exactly; `--steps N --resume` extends every run):", "", "```bash", current["command"],
         current["command"] + " --resume", "```", "",
+        "`experiments/phase_cpu.sh` (this CPU, `--out runs/phase_cpu`) and `scripts/gpu_phase.sh` (a GPU "
+        "slot) wrap this command with their settings.", "",
         "The run folders (`--out`, default `runs/phase_study_256/`) are not in the repository: each holds "
         "`checkpoint_last.safetensors` with the Adam state (≈ 23 MB for a tiny model), so `--resume` "
         "continues bit-exactly on any machine they are copied to. What is committed is the compact result: "
@@ -1028,11 +1035,11 @@ def render_report(current: dict[str, Any], cost: dict[str, Any] | None,
             + ", ".join(f"`{v}` {1 / sps[v]:.1f} s/step" + (f" ({wall[v]:.1f} s wall)" if v in wall else "")
                         for v in [*s["variants"], *sorted(set(sps) - set(s["variants"]))] if sps.get(v))
             + ". "
-            f"The {est['runs']} runs × {s['steps']} steps take ≈ **{est['cpu_hours']:.0f} CPU-hours** "
+            f"The {est['runs']} runs × {s['steps']} steps take ≈ **{_hours(est['cpu_hours'])} CPU-hours** "
             "(one core per run, validation not included)"
             + (f"; no speed measured for {', '.join(est['missing_speed'])}" if est["missing_speed"] else "")
-            + f" — ≈ {est['cpu_hours'] / 2:.0f} h of wall time on this 2-core machine if it had nothing else "
-            "to do. Whether this many steps reach the convergence criterion is what the check above "
+            + f" — ≈ {_hours(est['cpu_hours'] / 2)} h of wall time on this 2-core machine if it had nothing "
+            "else to do. Whether this many steps reach the convergence criterion is what the check above "
             "measures; extend with `--steps N --resume` if the baseline still moves. A GPU (issue 20, "
             "item 3) is the realistic place for this budget.", ""]
     if conv:
