@@ -160,6 +160,7 @@ def test_arms_runs_and_train_command(tmp_path):
                              done_steps={"hpcm-tiny/seed1/q2": 100})
     assert est["runs"] == 14 and est["missing_speed"] == ["hpcm-multiref-phase2-tiny"]
     assert est["cpu_hours"] == pytest.approx(11 * 100 / 0.01 / 3600)
+    assert est["cpu_hours_total"] == pytest.approx(12 * 100 / 0.01 / 3600)  # from step 0, done or not
 
 
 def test_variable_rate_factory_through_the_trainer_hook():

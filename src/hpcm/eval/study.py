@@ -799,11 +799,12 @@ def gpu_phase2_sentence(doc: dict[str, Any], arm: str = "hpcm-phase2", baseline:
 # ------------------------------------------------------------------------------------------ budget
 def budget_estimate(settings: dict[str, Any], steps_per_s: dict[str, float], *,
                     done_steps: dict[str, int] | None = None) -> dict[str, Any]:
-    """CPU hours (1 process per run) to bring every run of the study to ``settings["steps"]``, from a
+    """CPU hours (1 process per run) to bring every run of the study to ``settings["steps"]``
+    (``cpu_hours``; ``cpu_hours_total``: from step 0), from a
     measured training speed per variant (steps/s at the study's batch and patch). ``done_steps``: run
     label → steps already trained. Validation time is not included (reported separately)."""
     done_steps = done_steps or {}
-    runs, seconds, missing = 0, 0.0, []
+    runs, seconds, total, missing = 0, 0.0, 0.0, []
     for v, seed in study_arms(settings):
         for q in train_qualities(settings):
             label = f"{v}/seed{seed}/{'vr' if q is None else f'q{q}'}"
@@ -814,7 +815,9 @@ def budget_estimate(settings: dict[str, Any], steps_per_s: dict[str, float], *,
                 missing.append(v)
                 continue
             seconds += left / speed
-    return {"runs": runs, "cpu_hours": seconds / 3600, "missing_speed": sorted(set(missing))}
+            total += settings["steps"] / speed
+    return {"runs": runs, "cpu_hours": seconds / 3600, "cpu_hours_total": total / 3600,
+            "missing_speed": sorted(set(missing))}
 
 
 # ------------------------------------------------------------------------------------------ report (issue 20)
@@ -1035,12 +1038,13 @@ def render_report(current: dict[str, Any], cost: dict[str, Any] | None,
             + ", ".join(f"`{v}` {1 / sps[v]:.1f} s/step" + (f" ({wall[v]:.1f} s wall)" if v in wall else "")
                         for v in [*s["variants"], *sorted(set(sps) - set(s["variants"]))] if sps.get(v))
             + ". "
-            f"The {est['runs']} runs × {s['steps']} steps take ≈ **{_hours(est['cpu_hours'])} CPU-hours** "
-            "(one core per run, validation not included)"
+            f"The {est['runs']} runs × {s['steps']} steps take ≈ **{_hours(est['cpu_hours_total'])} "
+            "CPU-hours** (one core per run, validation not included)"
+            + (f", {_hours(est['cpu_hours'])} of them still to run" if current.get("steps") else "")
             + (f"; no speed measured for {', '.join(est['missing_speed'])}" if est["missing_speed"] else "")
-            + f" — ≈ {_hours(est['cpu_hours'] / 2)} h of wall time on this 2-core machine if it had nothing "
-            "else to do. Whether this many steps reach the convergence criterion is what the check above "
-            "measures; extend with `--steps N --resume` if the baseline still moves. A GPU (issue 20, "
+            + f" — ≈ {_hours(est['cpu_hours_total'] / 2)} h of wall time on this 2-core machine if it had "
+            "nothing else to do. Whether this many steps reach the convergence criterion is what the check "
+            "above measures; extend with `--steps N --resume` if the baseline still moves. A GPU (issue 20, "
             "item 3) is the realistic place for this budget.", ""]
     if conv:
         parts += ["### Convergence (validation on held-out training images)", "", convergence_table(conv), ""]
