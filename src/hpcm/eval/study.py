@@ -896,16 +896,17 @@ def rd_claims(summary: dict[str, Any], conv: dict[str, dict[str, Any]], *, rd_re
     status = ("at the budget where the baseline has stopped moving**" if rd_reached else
               "at a budget where the baseline has not met the convergence criterion** (a provisional "
               "answer)")
-    out = [f"**RD, {status} (Kodak, BD-rate against `{base}`; the baseline's two seeds differ by "
+    out = [f"**RD, {status} (Kodak, BD-rate against `{base}`; the baseline's seeds differ by "
            f"{_f(spread, '.2f')} % BD-rate and up to {_f(noise.get('dpsnr_abs_db'), '.3f')} dB at equal "
            "quality)."]
+    when = "" if rd_reached else " at this budget"
     arms = [v for v in summary["variants"] if v != base and not v.startswith(base + "@")]
     p2 = next((v for v in arms if "phase2" in v and "multiref" not in v), None)
     if p2 is not None:
         d = _mean_dpsnr(summary["variants"][p2])
         met = d is not None and d >= CLAIM_VALUES["hpcm-phase2"]["psnr_db"]
         out.append(f"Phase 2 (claimed +0.3 dB): {_f(d, '+.3f')} dB PSNR at equal quality on average, "
-                   f"{bd_text(p2)} — the claim is " + ("**met**." if met else "**not borne out**."))
+                   f"{bd_text(p2)} — the claim is {'**met**' if met else '**not borne out**'}{when}.")
     mr = next((v for v in arms if "multiref" in v), None)
     if mr is not None:
         bd = (summary["variants"][mr].get("bd") or {}).get("bd_rate")
@@ -913,7 +914,7 @@ def rd_claims(summary: dict[str, Any], conv: dict[str, dict[str, Any]], *, rd_re
         verdict = ("**not answered**" if bd is None else "**met**" if bd <= hi and
                    summary["variants"][mr]["bd"].get("vs_noise") == "exceeds" else "**not borne out**")
         out.append(f"Multi-reference Phase 2 (claimed {lo:+.0f}…{hi:+.0f} % BD-rate): {bd_text(mr)} — the "
-                   f"claim is {verdict}.")
+                   f"claim is {verdict}{when}.")
     rest = [v for v in arms if v not in (p2, mr)]
     if rest:
         out.append("Other arms: " + "; ".join(f"{v} {bd_text(v)}" for v in rest) + ".")
