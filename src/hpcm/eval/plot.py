@@ -137,12 +137,7 @@ def plot_rd(
                       loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
         if title:
             ax.set_title(title if len(metrics) == 1 else f"{title} — {m.upper()}")
-    fig.tight_layout()
-    out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return out, notes
+    return _save_figure(fig, output), notes
 
 
 def plot_deltas(
@@ -190,6 +185,13 @@ def plot_deltas(
         axes[1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     if title:
         fig.suptitle(title)
+    return _save_figure(fig, output)
+
+
+def _save_figure(fig: Any, output: str | os.PathLike[str]) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure; returns the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
