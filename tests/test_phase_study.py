@@ -264,6 +264,31 @@ def test_render_report_states_the_budget_is_not_reached():
     assert "--seeds 1 --val-holdout 0" in text and "--report runs/phase_study.md" in text
 
 
+def test_render_report_reached_with_a_warm_start_says_what_the_criterion_means():
+    s = _study(variants=["hpcm-tiny", "hpcm-phase2-tiny"])
+    pts = [(2, 0.3, 28.0), (5, 0.6, 31.0)]
+    docs = {"hpcm-tiny": _doc("hpcm-tiny", pts),
+            "hpcm-tiny@seed2": _doc("hpcm-tiny@seed2", [(q, b * 1.002, p) for q, b, p in pts]),
+            "hpcm-phase2-tiny": _doc("hpcm-phase2-tiny", [(q, b * 1.02, p) for q, b, p in pts])}
+    noise = ps.seed_spread([docs["hpcm-tiny"], docs["hpcm-tiny@seed2"]])
+    summary = ps.build_summary(docs, {}, {}, baseline="hpcm-tiny", noise=noise)
+    flat = [{"step": 80, "psnr": 28.0, "bpp": 0.3, "loss": 1.0}, {"step": 100, "psnr": 28.01, "bpp": 0.3,
+                                                                   "loss": 1.0}]
+    moving = [{"step": 80, "psnr": 27.0, "bpp": 0.4, "loss": 1.2}, {"step": 100, "psnr": 27.2, "bpp": 0.38,
+                                                                     "loss": 1.1}]
+    conv = {"hpcm-tiny/seed1/q2": ps.convergence(flat), "hpcm-tiny/seed2/q2": ps.convergence(flat),
+            "hpcm-phase2-tiny/seed1/q2": ps.convergence(moving)}
+    current = {"settings": s, "command": "python experiments/phase_study.py", "summary": summary,
+               "convergence": conv}
+    text = ps.render_report(current, None, None, raw_dir_name="phase_study")
+    assert "The RD budget of issue 20 is reached" in text and "upper bound at this budget" in text
+    assert "at the budget where the baseline has stopped moving" in text
+    assert "Still moving" in text and "`hpcm-phase2-tiny`" in text
+    cold = ps.render_report({**current, "settings": {**s, "init_from": None}}, None, None,
+                            raw_dir_name="phase_study")
+    assert "is reached" in cold and "upper bound" not in cold
+
+
 def test_narrow_overlap_is_flagged():
     base = _doc("base", [(2, 0.15, 25.02), (5, 0.25, 25.24)])
     near = _doc("near", [(2, 0.146, 25.18), (5, 0.254, 25.27)])  # per-λ: ±3 % bpp, +0.03..0.16 dB

@@ -985,7 +985,12 @@ def render_report(current: dict[str, Any], cost: dict[str, Any] | None,
     if rd_reached:
         parts += ["The RD budget of issue 20 is reached: every baseline run has stopped moving (criterion "
                   "below) and the baseline was trained with "
-                  f"{len(s['seeds'])} seeds.", ""]
+                  f"{len(s['seeds'])} seeds."
+                  + (" With a warm start the baseline continues the model it starts from, so its curve is "
+                     "nearly flat from the first steps; the arms whose replaced components start fresh "
+                     "approach it from behind, and an arm still moving at the end (named under the claims) "
+                     "is judged before it finished learning: its deficit is an upper bound at this budget."
+                     if s.get("init_from") else ""), ""]
     else:
         done = ("Runs exist, but the baseline has not met the convergence criterion below (or has only one "
                 "seed), so their RD numbers cannot rank the variants yet" if conv else
