@@ -179,6 +179,28 @@ def test_half_storage_halves_the_file_and_loads_as_float32(tmp_path):
     assert (a - b).abs().max() < 1e-2
 
 
+def test_half_storage_covers_the_linear_weights_of_rwkv_presets(tmp_path):
+    from safetensors import safe_open
+
+    from hpcm.models.registry import create_model
+
+    torch.manual_seed(0)
+    src = create_model("hpcm-phase2-tiny").eval()
+    full = mio.save_weights(src, tmp_path / "full.safetensors", {})
+    half = mio.save_weights(src, tmp_path / "half.safetensors", {}, half=True)
+    assert half.stat().st_size < 0.56 * full.stat().st_size
+    with safe_open(str(half), "pt") as f:
+        dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+        shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+    linear = [k for k, s in shapes.items() if len(s) == 2 and k.endswith(".weight")]
+    assert linear and all(dtypes[k] == "F16" for k in linear)
+    assert all(dtypes[k] == "F32" for k, s in shapes.items() if len(s) == 1 and dtypes[k] != "I32")
+    model = mio.load_model(half)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    meta = json.loads(half.with_suffix(".json").read_text())
+    assert model.weights_info["fingerprint"] == meta["fingerprint"]
+
+
 def test_safetensors_with_altered_tensors_refused(tmp_path):
     from safetensors.torch import load_file, save_file
 

@@ -82,15 +82,23 @@ def weights_fingerprint(model: nn.Module) -> str:
     return fingerprint_state(learned_state(model))
 
 
+def halvable(name: str, tensor: torch.Tensor) -> bool:
+    """Stored as float16 by ``save_weights(half=True)``: float32 convolution kernels (4-D) and linear
+    weights (2-D ``*.weight``); not the quality gains, decays, biases or other vectors."""
+    matrix = tensor.dim() == 4 or (tensor.dim() == 2 and name.endswith(".weight"))
+    return tensor.dtype == torch.float32 and matrix
+
+
 def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None,
                  *, overwrite: bool = True, half: bool = False) -> Path:
     """Write ``path`` (.safetensors) and its JSON sidecar; return ``path``.
 
     The JSON holds ``metadata`` (preset, quality, lambda, metric, training provenance, ...) plus the
     model config and the weights fingerprint; the same JSON is also embedded in the safetensors header.
-    ``half``: store the float32 convolution weights (4-D tensors, nearly all the bytes) as float16, rounded
-    to 11 significant bits; biases, gains, bounds and other vectors stay float32. Loading turns them back
-    into float32, and the recorded fingerprint is that of the loaded model.
+    ``half``: store the float32 weight matrices (:func:`halvable`: convolution kernels and the Bi-RWKV
+    blocks' linear weights, nearly all the bytes) as float16, rounded to 11 significant bits; biases,
+    gains, bounds and other vectors stay float32. Loading turns them back into float32, and the recorded
+    fingerprint is that of the loaded model.
     """
     from safetensors.torch import save as st_save
 
@@ -100,7 +108,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, 
     state = {k: v.contiguous().clone() for k, v in learned_state(model).items()}
     loaded = state  # what loading the file gives back, and therefore what its fingerprint hashes
     if half:
-        state = {k: v.half() if v.dtype == torch.float32 and v.dim() == 4 else v for k, v in state.items()}
+        state = {k: v.half() if halvable(k, v) else v for k, v in state.items()}
         loaded = {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
     info = weights_info(model)
     meta: dict[str, Any] = {
