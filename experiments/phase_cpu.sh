@@ -3,6 +3,7 @@
 #
 #   bash experiments/phase_cpu.sh speed            # CPU seconds per step of every arm (raw speed.json)
 #   bash experiments/phase_cpu.sh run              # train (2 runs side by side, 1 thread each), export, Kodak, report
+#   bash experiments/phase_cpu.sh report           # only regenerate docs/results/phase_study.md (same STEPS/SCHEDULE)
 #   STEPS=1000 SCHEDULE=500 bash experiments/phase_cpu.sh run   # extend every run to 1000 steps (--resume)
 #        keeping session 10's milestones (50, 150, 400): 1e-5 from step 400 on, so the convergence window
 #        (the last 20 % of steps) runs at one learning rate
@@ -26,5 +27,6 @@ case "${1:-}" in
   speed) OMP_NUM_THREADS=1 .venv/bin/python experiments/phase_study.py "${COMMON[@]}" --measure-speed "${SPEED_STEPS:-3}" \
            --speed-note "${NOTE:-}" ;;
   run) OMP_NUM_THREADS=1 .venv/bin/python experiments/phase_study.py "${COMMON[@]}" --resume ;;
-  *) echo "usage: $0 speed|run" >&2; exit 2 ;;
+  report) .venv/bin/python experiments/phase_study.py "${COMMON[@]}" --report-only ;;
+  *) echo "usage: $0 speed|run|report" >&2; exit 2 ;;
 esac

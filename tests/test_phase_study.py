@@ -278,9 +278,13 @@ def test_render_report_reached_with_a_warm_start_says_what_the_criterion_means()
                                                                      "loss": 1.1}]
     conv = {"hpcm-tiny/seed1/q2": ps.convergence(flat), "hpcm-tiny/seed2/q2": ps.convergence(flat),
             "hpcm-phase2-tiny/seed1/q2": ps.convergence(moving)}
+    speed = {"steps_per_s": {v: 0.5 for v in s["variants"]}, "note": "quiet"}
+    done = {f"{v}/seed{k}/q{q}": 100 for v, k in ps.study_arms(s) for q in (2, 5)}
     current = {"settings": s, "command": "python experiments/phase_study.py", "summary": summary,
-               "convergence": conv}
+               "convergence": conv, "speed": speed, "steps": done,
+               "estimate": ps.budget_estimate(s, speed["steps_per_s"], done_steps=done)}
     text = ps.render_report(current, None, None, raw_dir_name="phase_study")
+    assert "CPU-hours** (one core per run, validation not included), all of them run" in text
     assert "The RD budget of issue 20 is reached" in text and "upper bound at this budget" in text
     assert "at the budget where the baseline has stopped moving" in text
     assert "Still moving" in text and "`hpcm-phase2-tiny`" in text

@@ -1046,7 +1046,8 @@ def render_report(current: dict[str, Any], cost: dict[str, Any] | None,
             + ". "
             f"The {est['runs']} runs × {s['steps']} steps take ≈ **{_hours(est['cpu_hours_total'])} "
             "CPU-hours** (one core per run, validation not included)"
-            + (f", {_hours(est['cpu_hours'])} of them still to run" if current.get("steps") else "")
+            + ((f", {_hours(est['cpu_hours'])} of them still to run" if est["cpu_hours"] > 0 else
+                ", all of them run") if current.get("steps") else "")
             + (f"; no speed measured for {', '.join(est['missing_speed'])}" if est["missing_speed"] else "")
             + f" — ≈ {_hours(est['cpu_hours_total'] / 2)} h of wall time on this 2-core machine if it had "
             "nothing else to do. Whether this many steps reach the convergence criterion is what the check "
