@@ -721,7 +721,7 @@ def section_profile(rec: Recorder, dev, quick: bool) -> None:
     import torch
 
     import hpcm
-    from hpcm.train.amp import keep_likelihoods_fp32
+    from hpcm.train.amp import prepare_bf16
 
     cases = [("hpcm-tiny", 2, 64)] if quick else [("hpcm-tiny", 8, 256), ("hpcm-base", 8, 256)]
     rows = []
@@ -730,7 +730,7 @@ def section_profile(rec: Recorder, dev, quick: bool) -> None:
             break
         torch.manual_seed(0)
         model = hpcm.create_model(name)
-        keep_likelihoods_fp32(model)
+        prepare_bf16(model)
         model.to(dev).train()
         x = torch.rand(batch, 3, patch, patch, device=dev)
         amp = dev.type == "cuda"
@@ -782,12 +782,12 @@ def train_worker(spec: dict[str, Any], dev_name: str, quick: bool) -> dict[str, 
     import torch
 
     import hpcm
-    from hpcm.train.amp import keep_likelihoods_fp32
+    from hpcm.train.amp import prepare_bf16
 
     dev = torch.device(dev_name)
     torch.manual_seed(0)
     model = hpcm.create_model(spec["model"])
-    keep_likelihoods_fp32(model)
+    prepare_bf16(model)
     model.to(dev).train()
     x = torch.rand(spec["batch"], 3, spec["patch"], spec["patch"], device=dev)
     net = None

@@ -5,6 +5,9 @@ Models: ``hpcm-tiny`` and an RWKV tiny preset (``hpcm-phase2-tiny`` when registe
 is skipped with a message). Devices: CPU, plus CUDA when available (bf16 autocast as an extra row).
 
     .venv/bin/python benchmarks/train_speed.py [--steps 5] [--batch-size 4] [--patch-size 128]
+    # is bf16 autocast worth it for CPU training here?
+    .venv/bin/python benchmarks/train_speed.py --models hpcm-small-vr --cpu-bf16 --batch-size 8 \
+        --patch-size 256 --threads 2 --steps 3
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ RWKV_PRESET = "hpcm-phase2-tiny"
 def _one(model_name: str, device: str, batch: int, patch: int, steps: int, amp: bool, ckpt: bool) -> dict:
     import torch
 
+    from hpcm.train.amp import prepare_bf16
     from hpcm.train.loss import RateDistortionLoss
     from hpcm.train.trainer import build_model, enable_grad_checkpointing
 
@@ -30,14 +34,22 @@ def _one(model_name: str, device: str, batch: int, patch: int, steps: int, amp: 
     model = build_model(model_name).to(dev).train()
     if ckpt and not enable_grad_checkpointing(model):
         return {"skipped": "no module supports use_checkpoint"}
+    if amp:
+        prepare_bf16(model)  # as `hpcm train --amp bf16` does
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     crit = RateDistortionLoss(0.0067)
     x = torch.rand(batch, 3, patch, patch, device=dev)
+    gains = getattr(model, "quality_gains", None)
+    kwargs, lmbda = {}, {}
+    if gains is not None:  # variable rate: one quality per crop, spread over the range, as in training
+        lo, hi = gains.quality_range
+        q = torch.linspace(lo, hi, batch)
+        kwargs, lmbda = {"quality": q.to(dev)}, {"lmbda": gains.lmbda(q)}
 
     def step() -> None:
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(x, training=True)
-        loss = crit(out, x)["loss"]
+            out = model(x, training=True, **kwargs)
+        loss = crit(out, x, **lmbda)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -69,6 +81,10 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--patch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--models", nargs="+", default=None,
+                   help=f"presets to measure (default: hpcm-tiny and {RWKV_PRESET})")
+    p.add_argument("--cpu-bf16", action="store_true",
+                   help="also measure bf16 autocast on the CPU (worth it on CPUs with AVX512-BF16 or AMX)")
     p.add_argument("--single", nargs=4, metavar=("MODEL", "DEVICE", "AMP", "CKPT"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.single:
@@ -84,19 +100,22 @@ def main() -> int:
 
     from hpcm.models.registry import list_models
 
-    names = ["hpcm-tiny"]
-    if RWKV_PRESET in list_models():
-        names.append(RWKV_PRESET)
+    if a.models:
+        names = a.models
     else:
-        print(f"[skip] {RWKV_PRESET} is not registered in this build; RWKV row left out")
+        names = ["hpcm-tiny"]
+        if RWKV_PRESET in list_models():
+            names.append(RWKV_PRESET)
+        else:
+            print(f"[skip] {RWKV_PRESET} is not registered in this build; RWKV row left out")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
     for name in names:
         for dev in devices:
             variants = [(False, False)]
-            if dev == "cuda":
+            if dev == "cuda" or a.cpu_bf16:
                 variants.append((True, False))
-            if name != "hpcm-tiny":
+            if name == RWKV_PRESET:
                 variants.append((False, True))
             for amp, ckpt in variants:
                 cmd = [sys.executable, __file__, "--steps", str(a.steps), "--batch-size", str(a.batch_size),

@@ -473,7 +473,33 @@ def test_amp_bf16_keeps_likelihoods_float32(data_dirs, tmp_path):
     with torch.no_grad():
         a, b = model(x)["likelihoods"]["y"], ref(x)["likelihoods"]["y"]
     assert torch.equal(a, b)
+
     # the trainer applies it with --amp bf16 (2 steps on CPU autocast)
     cfg = _cfg(data_dirs, tmp_path / "run", steps=2, val=None, amp="bf16")
     res = train(cfg, model=create_model("hpcm-tiny"))
     assert res.step == 2 and res.skipped_steps == 0 and math.isfinite(res.last_train["loss"])
+
+
+def test_amp_bf16_keeps_image_convs_float32():
+    """--amp bf16: the convolutions reading and writing the image run in float32, nothing else changes."""
+    from hpcm.models.registry import create_model
+    from hpcm.train.amp import Float32Conv, prepare_bf16
+
+    torch.manual_seed(0)
+    model = create_model("hpcm-tiny")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert prepare_bf16(model) == {"likelihoods": 1, "image_convs": 2}
+    assert prepare_bf16(model) == {"likelihoods": 0, "image_convs": 0}
+    swapped = [n for n, m in model.named_modules() if isinstance(m, Float32Conv)]
+    assert len(swapped) == 2 and swapped[0].startswith("g_a.") and swapped[1].startswith("g_s.")
+    assert model.state_dict().keys() == state.keys()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, training=True)
+        first = model.get_submodule(swapped[0])(x)
+    assert out["x_hat"].dtype == torch.float32 and first.dtype == torch.float32
+    ref = create_model("hpcm-tiny")
+    ref.load_state_dict(state)
+    model.eval(), ref.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x)["x_hat"], ref(x)["x_hat"])  # unchanged without autocast

@@ -31,7 +31,7 @@ from hpcm.models.io import is_derived_key
 from hpcm.models.migrate import MigrationReport, freeze, freeze_except, migrate, param_groups, parse_lr_rules
 from hpcm.models.protocol import model_config_dict, size_multiple
 from hpcm.train import distributed as D
-from hpcm.train.amp import keep_likelihoods_fp32
+from hpcm.train.amp import prepare_bf16
 from hpcm.train.checkpoint import (
     is_training_checkpoint,
     model_state,
@@ -418,7 +418,7 @@ class Trainer:
         if cfg.freeze:
             freeze(model, cfg.freeze)
         if self.use_amp:
-            keep_likelihoods_fp32(model)  # networks in bf16 autocast, the rate terms in float32
+            prepare_bf16(model)  # networks in bf16 autocast; rate terms and image convs in float32
         model.to(self.device).train()
 
     def build_optimizer(self) -> None:
