@@ -1,7 +1,7 @@
 """Cost of exact decoding (format v3, or v2) against format v1, side by side on the same images and weights.
 
-For each quality of the shipped weights (``--model hpcm-tiny``: qualities 1..5; ``hpcm-tiny-vr``: 1..8) and
-each Kodak image, the image is coded as a version-1 file (official μ, no side stream) and a file of
+For each quality of the shipped weights (``--model hpcm-tiny``: its shipped levels; a variable-rate model:
+1..8) and each Kodak image, the image is coded as a version-1 file (official μ, no side stream) and a file of
 ``--format`` (3 by default; 2: the previous side stream) (μ on the 2^-5 grid, per-step decision syndromes in
 the side stream, latent checksum), alternating which goes first, and both are decoded.
 Printed per quality: the side stream's share of the file (mean and max over the images), bpp and PSNR
@@ -11,7 +11,7 @@ encode/decode time, and the side-by-side totals (sums over the images; each time
 noisy on a shared machine).
 
 Run: ``python benchmarks/exact_decoding.py [--model hpcm-tiny] [--format 3] [--images 24]
-[--qualities 1 2 3 4 5] [--threads 1] [--json]``.
+[--qualities 3] [--threads 1] [--json]``.
 """
 
 from __future__ import annotations
@@ -70,9 +70,9 @@ class _Clock:
 
 
 def _load(name: str, q: int):
-    from hpcm.models.io import load_model
+    from hpcm.models.io import is_variable_rate_preset, load_model
 
-    if name == "hpcm-tiny-vr":  # one model, the quality is a coding argument
+    if is_variable_rate_preset(name):  # one model, the quality is a coding argument
         return load_model(name), {"quality": q}
     return load_model(name, quality=q), {}
 
@@ -134,7 +134,7 @@ def run(qualities, n_images: int, repeats: int, model_name: str = "hpcm-tiny", f
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="hpcm-tiny", choices=["hpcm-tiny", "hpcm-tiny-vr"])
+    ap.add_argument("--model", default="hpcm-tiny", choices=["hpcm-tiny", "hpcm-tiny-vr", "hpcm-small-vr"])
     ap.add_argument("--format", type=int, default=3, choices=[2, 3],
                     help="format of the exact-decoding files")
     ap.add_argument("--images", type=int, default=24)
@@ -144,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    qualities = args.qualities or (list(range(1, 9)) if args.model == "hpcm-tiny-vr" else [1, 2, 3, 4, 5])
+    from hpcm.models.io import bundled_qualities, is_variable_rate_preset
+
+    qualities = args.qualities or (list(range(1, 9)) if is_variable_rate_preset(args.model)
+                                   else bundled_qualities(args.model))
     results = run(qualities, args.images, args.repeats, args.model, args.format)
     if args.json:
         print(json.dumps(results, indent=2))

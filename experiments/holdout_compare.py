@@ -1,8 +1,9 @@
-"""Training-side validation of a variable-rate model against the shipped fixed-rate ones (never Kodak).
+"""Training-side validation of a variable-rate model against shipped weights (never Kodak).
 
 Both are measured on the same held-out training images (``hpcm.train.trainer.split_holdout`` of
 ``../shared/data/train``, the images ``hpcm train --val-holdout N`` validates on): likelihood bpp and 8-bit
 PSNR per quality, then the BD-rate of the variable-rate model against the shipped curve over their overlap.
+The baseline is the shipped default model unless ``--baseline`` names another preset or weights file.
 This is the rule for replacing shipped weights: better here, chosen without looking at Kodak.
 
     .venv/bin/python experiments/holdout_compare.py runs/tiny-vr.safetensors [--holdout 16] [-o out.json]
@@ -33,9 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("weights", help="exported variable-rate weights (.safetensors)")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "train"))
     p.add_argument("--holdout", type=int, default=16)
-    p.add_argument("--baseline", default="hpcm-tiny",
-                   help="what to compare with: a shipped fixed-rate preset (its bundled qualities) or a "
-                   "variable-rate preset / weights file (qualities 1..8)")
+    p.add_argument("--baseline", default="hpcm-small-vr",
+                   help="what to compare with (default: the shipped default model): a shipped fixed-rate "
+                   "preset (its bundled qualities) or a variable-rate preset / weights file (qualities 1..8)")
     p.add_argument("-o", "--output", help="JSON with every point")
     args = p.parse_args(argv)
     from hpcm.eval.bdrate import bd_curves

@@ -47,7 +47,8 @@ from hpcm.eval import study as S  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 PROFILE_SIZE = (512, 768)  # (H, W): a landscape Kodak image
-SHIPPED_INIT = "src/hpcm/weights/hpcm-tiny-q{q}.safetensors"
+SHIPPED_INIT = "src/hpcm/weights/hpcm-tiny-q{q}.safetensors"  # fixed-rate arms (only q3 still ships)
+SHIPPED_INIT_VR = "src/hpcm/weights/hpcm-tiny-vr.safetensors"  # --variable-rate arms
 RAW_CURRENT = "issue20"  # subfolder of the raw folder holding the issue-20 study
 
 
@@ -378,9 +379,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-holdout", type=int, default=16,
                    help="training images held out for validation (the convergence check; never Kodak)")
     p.add_argument("--val-every", type=int, default=0, help="validation interval (0: steps / 10)")
-    p.add_argument("--init-from", default=SHIPPED_INIT, metavar="TEMPLATE",
+    p.add_argument("--init-from", default=None, metavar="TEMPLATE",
                    help="warm start of every arm ({q}: the quality; with --variable-rate one file); '' for "
-                   "from scratch")
+                   f"from scratch (default: {SHIPPED_INIT}, with --variable-rate {SHIPPED_INIT_VR})")
     p.add_argument("--data", nargs="+", default=[str(SHARED / "data" / "train")], help="training folders")
     p.add_argument("--kodak", default=str(SHARED / "data" / "kodak"))
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N Kodak images")
@@ -412,6 +413,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="only measure each variant's training speed (STEPS steps) into the raw folder")
     p.add_argument("--speed-note", default="", help="machine state, stored with --measure-speed")
     args = p.parse_args(argv)
+    if args.init_from is None:
+        args.init_from = SHIPPED_INIT_VR if args.variable_rate else SHIPPED_INIT
     args.out = args.out.resolve()
     if min(args.steps, args.batch_size, args.jobs, args.threads) < 1 or args.val_holdout < 0:
         p.error("--steps, --batch-size, --jobs and --threads must be ≥ 1, --val-holdout ≥ 0")
@@ -438,7 +441,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             path = S.init_template_path(str(ROOT / args.init_from) if not Path(args.init_from).is_absolute()
                                         else args.init_from, q)
             if not path.is_file():
-                p.error(f"--init-from: {path} ({_qkey(q)}) does not exist")
+                retired = "; of hpcm-tiny only q3 still ships (docs/results/README.md: restoring the others)"
+                p.error(f"--init-from: {path} ({_qkey(q)}) does not exist"
+                        + (retired if args.init_from == SHIPPED_INIT else ""))
             args.init_files[_qkey(q)] = {"path": _portable(path), "sha256": file_sha256(path)}
     return args
 

@@ -6,7 +6,8 @@
 #        INIT=runs/hpcm-small-vr-step1359.safetensors continues session 9's run (fresh Adam; restore it with
 #        git show cd9d764:experiments/weights/hpcm-small-vr-step1359.safetensors > runs/hpcm-small-vr-step1359.safetensors)
 #   bash experiments/small_vr.sh resume [LR]      # continue runs/small-vr
-#   bash experiments/small_vr.sh finish           # export, held-out comparison against hpcm-tiny-vr, Kodak eval
+#   bash experiments/small_vr.sh finish           # export (float16), held-out comparison against the shipped
+#                                                 # hpcm-small-vr (BASELINE=...), Kodak eval
 # Training runs under bf16 autocast (AMP=bf16, the default from step 2,716; AMP= trains in float32): on this
 # 2-core AVX512-BF16 machine 3.2 vs 1.5 crops/s at batch 8 × 256² (benchmarks/train_speed.py --cpu-bf16).
 set -euo pipefail
@@ -23,9 +24,10 @@ case "${1:-}" in
   widen) .venv/bin/hpcm widen hpcm-tiny-vr --model hpcm-small-vr -o "$INIT" ;;
   fresh) OMP_NUM_THREADS=${THREADS:-2} .venv/bin/hpcm train "${COMMON[@]}" --init-from "$INIT" ;;
   resume) OMP_NUM_THREADS=${THREADS:-2} .venv/bin/hpcm train "${COMMON[@]}" --resume ;;
-  finish)
-    .venv/bin/hpcm export "$RUN/checkpoint_last.safetensors" -o "$RUN.safetensors" --force
-    .venv/bin/python experiments/holdout_compare.py "$RUN.safetensors" --baseline hpcm-tiny-vr -o "$RUN-holdout.json"
+  finish)  # float16 storage, as shipped; the shipping rule: beat the shipped weights on the held-out images
+    .venv/bin/hpcm export "$RUN/checkpoint_last.safetensors" -o "$RUN.safetensors" --force --half
+    .venv/bin/python experiments/holdout_compare.py "$RUN.safetensors" --baseline "${BASELINE:-hpcm-small-vr}" \
+      -o "$RUN-holdout.json"
     .venv/bin/hpcm eval "$RUN.safetensors" ../shared/data/kodak -q 1 2 3 4 5 6 7 8 -o "$RUN-kodak.json" --quiet ;;
   *) echo "usage: $0 widen|fresh|resume|finish [LR]" >&2; exit 2 ;;
 esac

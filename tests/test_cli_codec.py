@@ -57,8 +57,8 @@ def test_full_kodak_image_in_process_then_console_script(kodak_image, tmp_path, 
     rc, stdout, err = run(capsys, "compress", kodak_image, "-o", out, "--quality", "2")  # default model
     assert rc == 0, err
     assert "768x512" in stdout and "bpp" in stdout and "encode" in stdout
-    assert "hpcm-tiny-vr q2" in stdout  # the shipped variable-rate model at quality 2
-    assert "UNTRAINED" not in err and "note: weights hpcm-tiny-vr" in err
+    assert "hpcm-small-vr q2 " in stdout  # the shipped variable-rate model at quality 2
+    assert "UNTRAINED" not in err and "note: weights hpcm-small-vr" in err
     png = tmp_path / "k.png"
     proc = subprocess.run(
         [str(HPCM_SCRIPT), "decompress", str(out), "-o", str(png)],
@@ -71,7 +71,7 @@ def test_full_kodak_image_in_process_then_console_script(kodak_image, tmp_path, 
     # another process (default threads: the cores it may use; this one runs 1 thread) loaded the shipped q2
     # weights named in the header and decoded the same latent (checked exactly by the latent checksum);
     # the pixels after g_s may differ by ±1 between thread counts
-    expected = decompress_image(out.read_bytes(), load_model("hpcm-tiny-vr"))
+    expected = decompress_image(out.read_bytes(), load_model("hpcm-small-vr"))
     assert np.abs(decoded.astype(np.int16) - expected.astype(np.int16)).max() <= 1
 
 

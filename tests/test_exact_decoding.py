@@ -425,7 +425,7 @@ def test_v3_side_stream_with_many_near_edge_decisions(em):
 
 
 def test_v3_side_stream_is_smaller_than_v2(crop):
-    model = load_model("hpcm-tiny", quality=1)
+    model = load_model("hpcm-tiny", quality=3)
     em = model.entropy_estimation
     sizes = {}
     for version in (2, 3):

@@ -380,7 +380,7 @@ def test_weights_note_short_in_codec_full_in_models(tmp_path, small_png, capsys)
     notes = [line for line in err.splitlines() if "note: weights" in line]
     assert len(notes) == 1 and len(notes[0]) < 160 and "hpcm models" in notes[0]
     rc, out, _ = run(capsys, "models")
-    assert " ".join(out.split()).count("hpcm-tiny-vr, the default model: one variable-rate model") == 1
+    assert " ".join(out.split()).count("hpcm-small-vr, the default model: one variable-rate model") == 1
 
 
 # -- 13: one size convention (W x H) ------------------------------------------------------------------
@@ -414,13 +414,14 @@ def test_quality_range_from_shipped_levels(tmp_path, small_png, capsys):
     assert shipped_quality_range("hpcm-tiny") == (levels[0], levels[-1])
     rc, _, err = run(capsys, "compress", small_png, "-o", tmp_path / "x.hpcm", "--model", "hpcm-tiny",
                      "--quality", levels[-1] + 1)
-    one_line_error(rc, err, f"quality {levels[0]}..{levels[-1]}")
+    one_line_error(rc, err, f"quality {levels[0]}" + (f"..{levels[-1]}" if levels[-1] > levels[0] else ""))
     rc, _, err = run(capsys, "compress", small_png, "-o", tmp_path / "y.hpcm", "--quality", 9)  # 1..8
     one_line_error(rc, err, "1..8")
     with pytest.raises(SystemExit):
         main(["compress", "--help"])
     helptext = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # argparse wraps at hyphens
-    assert f"hpcm-tiny: {levels[0]}..{levels[-1]}" in helptext and "hpcm-tiny-vr: 1..8" in helptext
+    shown = f"{levels[0]}" + (f"..{levels[-1]}" if levels[-1] > levels[0] else "")
+    assert f"hpcm-tiny: {shown};" in helptext and "hpcm-small-vr: 1..8" in helptext
 
 
 # -- 16: a tampered verified file: the file or the decoder may be at fault --------------------------
@@ -443,7 +444,7 @@ def test_missing_checkpoint_is_suggested(tmp_path, small_png, capsys):
 
     from hpcm.models.io import load_model, save_weights
 
-    model = load_model("hpcm-tiny", quality=2)
+    model = load_model("hpcm-tiny", quality=3)
     with torch.no_grad():
         model.means_hyper.add_(0.25)
     weights = save_weights(model, tmp_path / "mine.safetensors")

@@ -115,7 +115,7 @@ def test_driver_report_only_and_resume_guard(tmp_path):
     out, report = tmp_path / "out", tmp_path / "r" / "phase_study.md"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
     argv = [sys.executable, str(ROOT / "experiments" / "phase_study.py"), "--out", str(out),
-            "--report", str(report), "--variants", "hpcm-tiny", "--steps", "10"]
+            "--report", str(report), "--variants", "hpcm-tiny", "--steps", "10", "--variable-rate"]
     res = subprocess.run([*argv, "--report-only"], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     text = report.read_text()

@@ -79,7 +79,7 @@ def test_higher_quality_spends_more_bits(shared_dir):
     from hpcm.models.io import load_model
 
     model = create_model("hpcm-tiny-vr").eval()  # fixed-rate trained weights + the initial gains
-    model.load_state_dict(load_model("hpcm-tiny", quality=4).state_dict(), strict=False)
+    model.load_state_dict(load_model("hpcm-tiny", quality=3).state_dict(), strict=False)
     image = read_image(shared_dir / "data" / "kodak" / "kodim23.png")[:128, :128]
     x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255
     sizes = [len(model.compress(x, quality=q)["strings"][0]) for q in (1.0, 4.0, 8.0)]
@@ -187,9 +187,9 @@ def test_codec_api_and_cli_code_the_chosen_quality(shared_dir, tmp_path, capsys)
     data, header, _ = encode(model, image, quality=2.57)  # format v2 keeps fractional qualities
     decoded, again, _ = decode(data, model)
     assert header.quality == again.quality == 2.57 and decoded.shape == image.shape
-    fixed = load_model("hpcm-tiny", quality=2)
-    assert coding_quality(fixed, None) is None and coding_quality(fixed, 2) is None
-    with pytest.raises(HPCMError, match="quality 2 only"):
+    fixed = load_model("hpcm-tiny", quality=3)
+    assert coding_quality(fixed, None) is None and coding_quality(fixed, 3) is None
+    with pytest.raises(HPCMError, match="quality 3 only"):
         encode(fixed, image, quality=4)
     # CLI: the quality goes to the encoder, the decoder takes it from the header
     src = tmp_path / "crop.png"

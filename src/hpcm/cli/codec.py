@@ -15,7 +15,7 @@ from hpcm.codec.container import MAX_PIXELS
 from hpcm.errors import HPCMError, ModelMismatchError
 from hpcm.models.protocol import is_variable_rate, weights_info
 
-DEFAULT_MODEL = "hpcm-tiny-vr"  # the preset with trained weights shipped in the package (src/hpcm/weights)
+DEFAULT_MODEL = "hpcm-small-vr"  # the preset with trained weights shipped in the package (src/hpcm/weights)
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_DEMO_IMAGE = Path("..") / "shared" / "data" / "kodak" / "kodim23.png"
 
@@ -38,6 +38,11 @@ def _untrained_warning(model) -> None:
     elif info.get("note"):
         level = f" q{info['quality']}" if info.get("quality") else ""  # none: variable-rate, every quality
         _note(f"note: weights {info.get('preset')}{level}: {short_note(info['note'])} (details: hpcm models)")
+
+
+def _level(quality: float | None) -> str:
+    """A header's quality as printed: ``2``, ``2.57``; ``-`` when none."""
+    return f"{quality:g}" if quality else "-"
 
 
 def short_note(note: str, limit: int = 80) -> str:
@@ -67,7 +72,7 @@ def _load(spec: str, *, quality: float | None, device: str, preset: str | None =
     if quality is not None and not float(quality).is_integer():
         if spec not in list_models() or not is_variable_rate_preset(spec):
             if not str(spec).endswith(".safetensors"):
-                raise HPCMError(f"quality {quality:g} needs a variable-rate model (e.g. hpcm-tiny-vr)")
+                raise HPCMError(f"quality {quality:g} needs a variable-rate model (e.g. {DEFAULT_MODEL})")
         quality_arg = None  # a variable-rate model: the quality is chosen when coding
     else:
         quality_arg = None if quality is None else int(quality)
@@ -166,7 +171,7 @@ def _model_for_file(header, args) -> tuple[object, float]:
 
     advice = retired_weights_hint(header.fingerprint_hex) or (
         "; pass the weights it was written with: --checkpoint PATH")
-    hint = (f"file was written by {header.preset} q{header.quality or '-'} with weights "
+    hint = (f"file was written by {header.preset} q{_level(header.quality)} with weights "
             f"{header.fingerprint_hex}, which are not the weights shipped for {header.preset}{advice}")
     try:
         model, load_s = _load(header.preset, quality=header.quality or None, device=device)
@@ -207,7 +212,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     atomic_write_bytes(out, data, overwrite=args.force)
     _say(
         f"{src} -> {out}: {w}x{h}, {len(data)} bytes, {header.bpp():.4f} bpp "
-        f"(streams {header.payload_bpp():.4f}); model {header.preset} q{header.quality or '-'} "
+        f"(streams {header.payload_bpp():.4f}); model {header.preset} q{_level(header.quality)} "
         f"[{header.fingerprint_hex}]"
     )
     line = f"encode {times.network:.2f} s (total {times.total - times.extra.get('verify', 0.0):.2f} s)"
@@ -366,17 +371,23 @@ def shipped_quality_range(preset: str) -> tuple[int, int] | None:
 
 def check_quality(preset: str, quality: float | None) -> None:
     """Refuse a quality outside the range of ``preset``'s shipped levels (no check when none ship)."""
-    span = shipped_quality_range(preset) if quality is not None else None
+    if quality is None or not float(quality).is_integer():
+        return  # a fraction needs a variable-rate model: the loader says so
+    span = shipped_quality_range(preset)
     if span and not span[0] <= quality <= span[1]:
-        raise HPCMError(f"--quality {quality}: {preset} ships trained weights for quality "
-                        f"{span[0]}..{span[1]} (see hpcm models)")
+        from hpcm.models.io import retired_weights_hint
+
+        levels = f"{span[0]}" if span[0] == span[1] else f"{span[0]}..{span[1]}"
+        raise HPCMError(f"--quality {quality:g}: {preset} ships trained weights for quality {levels} "
+                        f"(see hpcm models){retired_weights_hint(preset, quality)}")
 
 
 def _quality_help(default_model: str, fixed_rate: str = "hpcm-tiny") -> str:
     from hpcm.rates import VR_LAMBDAS  # light: the help must not import torch
 
     span = shipped_quality_range(fixed_rate)
-    levels = f"{fixed_rate}: {span[0]}..{span[1]}" if span else f"{fixed_rate}: none shipped"
+    shown = "none shipped" if not span else f"{span[0]}" if span[0] == span[1] else f"{span[0]}..{span[1]}"
+    levels = f"{fixed_rate}: {shown}"
     return (f"rate point: any number in a variable-rate model's range (the default {default_model}: "
             f"1..{len(VR_LAMBDAS)}, e.g. 3.5), or one of a fixed-rate preset's shipped levels ({levels}; "
             "see `hpcm models`); default 3")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hpcm.cli.codec import DEFAULT_MODEL
 from hpcm.errors import HPCMError
 
 CLASSICAL_DEFAULT = ("webp", "avif", "jpeg")
@@ -86,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("--bpp", type=float, required=True, help="target bits per pixel, e.g. 0.3")
     p.add_argument("-o", "--output", metavar="OUT.png", help="default: IMAGE.compare-<bpp>bpp.png beside it")
-    p.add_argument("--model", default="hpcm-tiny-vr",
+    p.add_argument("--model", default=DEFAULT_MODEL,
                    help="hpcm preset or weights (a variable-rate model lands closest to the bpp)")
     p.add_argument("--codecs", nargs="+", default=list(CLASSICAL_DEFAULT),
                    choices=("jpeg", "webp", "avif", "jpeg2000", "heic"), help="classical codecs to show")

@@ -162,7 +162,7 @@ def evaluate(
         if not whole and not is_variable_rate(model):
             from hpcm.errors import HPCMError
 
-            raise HPCMError(f"{spec}: quality {quality} needs a variable-rate model (e.g. hpcm-tiny-vr)")
+            raise HPCMError(f"{spec}: quality {quality} needs a variable-rate model (e.g. hpcm-small-vr)")
         info = weights_info(model)
         label = name or str(info.get("preset") or Path(spec).stem)
         if info.get("trained") is False:

@@ -195,16 +195,33 @@ def is_variable_rate_preset(preset: str) -> bool:
 RELEASES_FILE = WEIGHTS_DIR / "RELEASES.json"
 
 
+def _release_records() -> list[dict[str, Any]]:
+    try:
+        return list(json.loads(RELEASES_FILE.read_text())["weights"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
 def shipped_weights_record(fingerprint: str) -> dict[str, Any] | None:
     """The ``RELEASES.json`` entry of weights once shipped with this fingerprint (16 hex digits), or None."""
-    try:
-        entries = json.loads(RELEASES_FILE.read_text())["weights"]
-    except (OSError, ValueError, KeyError):
-        return None
-    for entry in entries:
+    for entry in _release_records():
         if str(entry.get("fingerprint", ""))[:FINGERPRINT_HEX] == fingerprint[:FINGERPRINT_HEX]:
             return entry
     return None
+
+
+def retired_weights_hint(preset: str, quality: float) -> str:
+    """'; <preset> q<Q> was shipped with hpcm <release> ...' for fixed-rate weights that the package once
+    shipped and no longer does (the last ``RELEASES.json`` entry of that preset and quality), else ''."""
+    if not float(quality).is_integer():
+        return ""
+    found = [e for e in _release_records() if e.get("preset") == preset and e.get("quality") == int(quality)]
+    if not found:
+        return ""
+    last = found[-1]
+    release = f"hpcm {last.get('release') or '?'} ({last.get('date')})"
+    return (f"; {preset} q{int(quality)} was shipped with {release} and retired since: use that release, "
+            "or its weights with --checkpoint")
 
 
 def bundled_qualities(preset: str) -> list[int]:
@@ -376,9 +393,8 @@ def load_model(spec: str | os.PathLike, *, quality: int | None = None, device: s
         model.weights_info["source"] = f"bundled:{text}-q{quality}"
         return model
     if shipped:
-        raise CheckpointError(
-            f"no trained weights for {text} at quality {quality} (shipped: {', '.join(map(str, shipped))})"
-        )
+        raise CheckpointError(f"no trained weights for {text} at quality {quality} (shipped: "
+                              f"{', '.join(map(str, shipped))}{retired_weights_hint(text, quality)})")
     model = initial_model(text)
     info = {
         "preset": text,
