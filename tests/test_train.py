@@ -277,18 +277,22 @@ def test_trainer_one_step_alone(data_dirs, tmp_path):
     assert all(trainer.optimizer.state[p] for p in trainer.trainable if p.grad is not None)
 
 
-def test_trainer_save_then_resume_continues_exactly(data_dirs, tmp_path):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_trainer_save_then_resume_continues_exactly(data_dirs, tmp_path, channels_last):
     """save() after one step, a resumed Trainer restores step, weights and optimizer, and its next step
-    equals the next step of the trainer that never stopped."""
+    equals the next step of the trainer that never stopped (also with --channels-last)."""
     run = tmp_path / "run"
-    first = _trainer(_cfg(data_dirs, run, val=None)).setup()
+    first = _trainer(_cfg(data_dirs, run, val=None, channels_last=channels_last)).setup()
+    kernels = [p for p in first.model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] > 1]
+    nhwc = [p.is_contiguous(memory_format=torch.channels_last) for p in kernels]
+    assert kernels and all(f == channels_last for f in nhwc)
     batches = iter(first.loader)
     first.train_step(next(batches))
     first.save(first.last_path)
     meta = json.loads((run / "checkpoint_last.json").read_text())
     assert meta["step"] == 1 and meta["skipped_steps"] == 0 and meta["preset"] == "hpcm-tiny"
 
-    resumed = _trainer(_cfg(data_dirs, run, val=None, resume=True)).setup()
+    resumed = _trainer(_cfg(data_dirs, run, val=None, resume=True, channels_last=channels_last)).setup()
     assert resumed.step == 1 and resumed.prior_seconds >= 0
     sa, sb = first.model.state_dict(), resumed.model.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

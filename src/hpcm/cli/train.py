@@ -68,7 +68,10 @@ def register(subparsers: Any) -> None:
       help="start from a checkpoint/weights of another variant (tensors matching by name and shape)")
     a("--resume", action="store_true", default=None, help="continue RUN_DIR/checkpoint_last exactly")
     a("--device", help="auto (default), cpu, cuda, cuda:K")
-    a("--amp", choices=["bf16"], help="bf16 autocast of the networks (GPU); likelihoods stay float32")
+    a("--amp", choices=["bf16"], help="bf16 autocast of the networks (GPU, or a CPU with AVX512-BF16/AMX); "
+      "likelihoods and the image-side convolutions stay float32")
+    a("--channels-last", action="store_true", default=None,
+      help="channels-last (NHWC) memory format for the model and batches (faster convolutions on CPU)")
     a("--grad-checkpoint", action="store_true", default=None,
       help="set use_checkpoint=True on every module that has it (RWKV blocks)")
     a("--tensorboard", action="store_true", default=None, help="log to RUN_DIR/tensorboard (if installed)")

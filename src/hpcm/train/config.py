@@ -58,6 +58,7 @@ class TrainConfig:
     device: str = "auto"
     amp: str | None = None  # None or "bf16"
     grad_checkpoint: bool = False
+    channels_last: bool = False  # NHWC activations and kernels (CPU oneDNN: 1.14x the bf16 step of small-vr)
     tensorboard: bool = False
     ddp_find_unused: bool = False
     progress: bool = True

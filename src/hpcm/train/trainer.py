@@ -420,6 +420,8 @@ class Trainer:
         if self.use_amp:
             prepare_bf16(model)  # networks in bf16 autocast; rate terms and image convs in float32
         model.to(self.device).train()
+        if cfg.channels_last:  # parameters keep their identity (optimizer and DDP built after this)
+            model.to(memory_format=torch.channels_last)
 
     def build_optimizer(self) -> None:
         """Adam over the parameter groups (``--lr-groups``), the resumed optimizer and RNG state, and the
@@ -525,6 +527,8 @@ class Trainer:
         self.lr = self.set_lr(self.step)
         torch.manual_seed(mix_seed(cfg.seed, 0x7EA1, self.step, self.info.rank))
         x = batch.to(device, non_blocking=True)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         if gains is None:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.use_amp):
                 out = self.net(x, training=True)
