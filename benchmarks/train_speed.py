@@ -22,7 +22,8 @@ import time
 RWKV_PRESET = "hpcm-phase2-tiny"
 
 
-def _one(model_name: str, device: str, batch: int, patch: int, steps: int, amp: bool, ckpt: bool) -> dict:
+def _one(model_name: str, device: str, batch: int, patch: int, steps: int, amp: bool, ckpt: bool,
+         channels_last: bool = False) -> dict:
     import torch
 
     from hpcm.train.amp import prepare_bf16
@@ -39,6 +40,9 @@ def _one(model_name: str, device: str, batch: int, patch: int, steps: int, amp: 
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     crit = RateDistortionLoss(0.0067)
     x = torch.rand(batch, 3, patch, patch, device=dev)
+    if channels_last:  # as `hpcm train --channels-last`
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     gains = getattr(model, "quality_gains", None)
     kwargs, lmbda = {}, {}
     if gains is not None:  # variable rate: one quality per crop, spread over the range, as in training
@@ -85,6 +89,7 @@ def main() -> int:
                    help=f"presets to measure (default: hpcm-tiny and {RWKV_PRESET})")
     p.add_argument("--cpu-bf16", action="store_true",
                    help="also measure bf16 autocast on the CPU (worth it on CPUs with AVX512-BF16 or AMX)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC model and batch in every row")
     p.add_argument("--single", nargs=4, metavar=("MODEL", "DEVICE", "AMP", "CKPT"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.single:
@@ -93,7 +98,8 @@ def main() -> int:
         if a.threads:
             torch.set_num_threads(a.threads)
         name, device, amp, ckpt = a.single
-        print(json.dumps(_one(name, device, a.batch_size, a.patch_size, a.steps, amp == "1", ckpt == "1")))
+        print(json.dumps(_one(name, device, a.batch_size, a.patch_size, a.steps, amp == "1", ckpt == "1",
+                              a.channels_last)))
         return 0
 
     import torch
@@ -120,7 +126,8 @@ def main() -> int:
             for amp, ckpt in variants:
                 cmd = [sys.executable, __file__, "--steps", str(a.steps), "--batch-size", str(a.batch_size),
                        "--patch-size", str(a.patch_size), "--threads", str(a.threads),
-                       "--single", name, dev, str(int(amp)), str(int(ckpt))]
+                       "--single", name, dev, str(int(amp)), str(int(ckpt))] + (
+                           ["--channels-last"] if a.channels_last else [])
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0:
                     print(f"[fail] {name} {dev}: {proc.stderr.strip().splitlines()[-1:]}")
