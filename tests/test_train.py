@@ -507,3 +507,17 @@ def test_amp_bf16_keeps_image_convs_float32():
     model.eval(), ref.eval()
     with torch.no_grad():
         assert torch.equal(model(x)["x_hat"], ref(x)["x_hat"])  # unchanged without autocast
+
+
+def test_resume_checks_the_global_batch(data_dirs, tmp_path):
+    """1 process x 8 may continue as 2 x 4 (same sample stream); 1 x 4 may not."""
+    from hpcm.errors import CheckpointError
+    from hpcm.train.trainer import _check_resumable
+
+    cfg = _cfg(data_dirs, tmp_path / "run", batch_size=4)
+    meta = {"train_config": {**cfg.to_dict(), "batch_size": 8}, "world_size": 1, "lmbda": cfg.resolved_lmbda}
+    _check_resumable(cfg, meta, world_size=2)
+    with pytest.raises(CheckpointError, match="global batch differs"):
+        _check_resumable(cfg, meta, world_size=1)
+    with pytest.raises(CheckpointError, match="patch_size differs"):
+        _check_resumable(_cfg(data_dirs, tmp_path / "run", batch_size=4, patch_size=128), meta, world_size=2)

@@ -388,7 +388,7 @@ class Trainer:
         cfg, model = self.cfg, self.model
         if cfg.resume:
             tensors, meta, optim_json = read_checkpoint(self.last_path)
-            _check_resumable(cfg, meta)
+            _check_resumable(cfg, meta, self.info.world_size)
             if not cfg.init_from:  # keep the run's origin in its provenance across resumes
                 cfg.init_from = meta.get("train_config", {}).get("init_from")
             rep = migrate(model_state(tensors), model)
@@ -752,13 +752,23 @@ def _reduce_window(
     return out
 
 
-def _check_resumable(cfg: TrainConfig, meta: dict[str, Any]) -> None:
+def _check_resumable(cfg: TrainConfig, meta: dict[str, Any], world_size: int = 1) -> None:
+    """A run resumes with its model, metric, patch size, seed and global batch (per-process batch × processes:
+    the sample stream is a function of the global batch, so 1 × 8 may continue as 2 × 4; bit-exact only with
+    the same process count)."""
     saved = meta.get("train_config", {})
-    for key in ("model", "metric", "batch_size", "patch_size", "seed"):
+    for key in ("model", "metric", "patch_size", "seed"):
         if saved.get(key) != getattr(cfg, key):
             raise CheckpointError(
                 f"--resume: {key} differs from the checkpoint ({saved.get(key)!r} vs {getattr(cfg, key)!r})"
             )
+    saved_world = int(meta.get("world_size") or 1)
+    saved_batch = saved.get("batch_size")
+    if saved_batch is None or saved_batch * saved_world != cfg.batch_size * world_size:
+        raise CheckpointError(
+            f"--resume: the global batch differs from the checkpoint ({saved_world} process(es) x "
+            f"{saved_batch!r} vs {world_size} x {cfg.batch_size})"
+        )
     saved_lmbda = meta.get("lmbda")
     if saved_lmbda is None and meta.get("rate_lambdas"):
         return  # variable-rate run: λ comes from the model's anchors
