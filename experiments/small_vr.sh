@@ -11,20 +11,32 @@
 # Training runs under bf16 autocast (AMP=bf16, the default from step 2,716; AMP= trains in float32): on this
 # 2-core AVX512-BF16 machine 3.2 vs 1.5 crops/s at batch 8 × 256² (benchmarks/train_speed.py --cpu-bf16).
 # --channels-last from step ~3,000 (NHWC=0 turns it off): 1.14x the bf16 step on this CPU.
+# From step 3,401: PROCS=2 processes (torchrun, gloo) x 1 thread x batch 4 = the same global batch of 8 and the
+# same crops: 3.8 crops/s against 3.4 for one process with 2 threads (PROCS=1 THREADS=2 for the latter).
+# lr: 1e-4 was tried against 5e-5 from step 3,218 on the same crops (180 steps each, session 12): the training
+# loss of 1e-4 was higher at every one of the 19 logged steps (mean +0.044), so 5e-5 stays.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/small-vr}
 INIT=${INIT:-runs/small-vr-init.safetensors}
 LR=${2:-5e-5}
 AMP=${AMP-bf16}
-COMMON=(--model hpcm-small-vr --data ../shared/data/train --out "$RUN" --steps 400000 --batch-size "${BATCH:-8}"
+PROCS=${PROCS:-2}
+COMMON=(--model hpcm-small-vr --data ../shared/data/train --out "$RUN" --steps 400000
+        --batch-size "$(( ${BATCH:-8} / PROCS ))"
         --patch-size 256 --val-holdout 16 --val-every 500 --save-every 50 --log-every 10 --num-workers 1
         --lr "$LR" --lr-group 'quality_gains*=10' --downscale-prob 0.5 --seed 0 --no-progress
         ${AMP:+--amp "$AMP"} $([ "${NHWC:-1}" = 1 ] && echo --channels-last))
 case "${1:-}" in
   widen) .venv/bin/hpcm widen hpcm-tiny-vr --model hpcm-small-vr -o "$INIT" ;;
-  fresh) OMP_NUM_THREADS=${THREADS:-2} .venv/bin/hpcm train "${COMMON[@]}" --init-from "$INIT" ;;
-  resume) OMP_NUM_THREADS=${THREADS:-2} .venv/bin/hpcm train "${COMMON[@]}" --resume ;;
+  fresh|resume)
+    [ "$1" = fresh ] && START=(--init-from "$INIT") || START=(--resume)
+    if [ "$PROCS" -gt 1 ]; then
+      OMP_NUM_THREADS=${THREADS:-1} .venv/bin/torchrun --standalone --nproc_per_node "$PROCS" -m hpcm train \
+        "${COMMON[@]}" "${START[@]}"
+    else
+      OMP_NUM_THREADS=${THREADS:-2} .venv/bin/hpcm train "${COMMON[@]}" "${START[@]}"
+    fi ;;
   finish)  # float16 storage, as shipped; the shipping rule: beat the shipped weights on the held-out images
     .venv/bin/hpcm export "$RUN/checkpoint_last.safetensors" -o "$RUN.safetensors" --force --half
     .venv/bin/python experiments/holdout_compare.py "$RUN.safetensors" --baseline "${BASELINE:-hpcm-small-vr}" \
