@@ -441,9 +441,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             path = S.init_template_path(str(ROOT / args.init_from) if not Path(args.init_from).is_absolute()
                                         else args.init_from, q)
             if not path.is_file():
-                retired = "; of hpcm-tiny only q3 still ships (docs/results/README.md: restoring the others)"
-                p.error(f"--init-from: {path} ({_qkey(q)}) does not exist"
-                        + (retired if args.init_from == SHIPPED_INIT else ""))
+                from hpcm.models.io import retired_quality_hint
+
+                retired = retired_quality_hint("hpcm-tiny", q) if args.init_from == SHIPPED_INIT else ""
+                p.error(f"--init-from: {path} ({_qkey(q)}) does not exist{retired}")
             args.init_files[_qkey(q)] = {"path": _portable(path), "sha256": file_sha256(path)}
     return args
 

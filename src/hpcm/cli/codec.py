@@ -369,25 +369,28 @@ def shipped_quality_range(preset: str) -> tuple[int, int] | None:
     return (levels[0], levels[-1]) if levels else None
 
 
+def _span_text(span: tuple[int, int]) -> str:
+    """``3`` or ``1..5``: a (lowest, highest) range of shipped levels as printed."""
+    return f"{span[0]}" if span[0] == span[1] else f"{span[0]}..{span[1]}"
+
+
 def check_quality(preset: str, quality: float | None) -> None:
     """Refuse a quality outside the range of ``preset``'s shipped levels (no check when none ship)."""
     if quality is None or not float(quality).is_integer():
         return  # a fraction needs a variable-rate model: the loader says so
     span = shipped_quality_range(preset)
     if span and not span[0] <= quality <= span[1]:
-        from hpcm.models.io import retired_weights_hint
+        from hpcm.models.io import retired_quality_hint
 
-        levels = f"{span[0]}" if span[0] == span[1] else f"{span[0]}..{span[1]}"
-        raise HPCMError(f"--quality {quality:g}: {preset} ships trained weights for quality {levels} "
-                        f"(see hpcm models){retired_weights_hint(preset, quality)}")
+        raise HPCMError(f"--quality {quality:g}: {preset} ships trained weights for quality "
+                        f"{_span_text(span)} (see hpcm models){retired_quality_hint(preset, quality)}")
 
 
 def _quality_help(default_model: str, fixed_rate: str = "hpcm-tiny") -> str:
     from hpcm.rates import VR_LAMBDAS  # light: the help must not import torch
 
     span = shipped_quality_range(fixed_rate)
-    shown = "none shipped" if not span else f"{span[0]}" if span[0] == span[1] else f"{span[0]}..{span[1]}"
-    levels = f"{fixed_rate}: {shown}"
+    levels = f"{fixed_rate}: {_span_text(span) if span else 'none shipped'}"
     return (f"rate point: any number in a variable-rate model's range (the default {default_model}: "
             f"1..{len(VR_LAMBDAS)}, e.g. 3.5), or one of a fixed-rate preset's shipped levels ({levels}; "
             "see `hpcm models`); default 3")

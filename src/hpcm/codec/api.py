@@ -352,12 +352,12 @@ def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None,
 def retired_weights_hint(fingerprint_hex: str) -> str:
     """'; those weights shipped with hpcm <release> ...' when a file's weights were once shipped
     (``RELEASES.json``), else ''. Files written with shipped weights must stay decodable."""
-    from hpcm.models.io import shipped_weights_record
+    from hpcm.models.io import release_label, shipped_weights_record
 
     shipped = shipped_weights_record(fingerprint_hex)
     if shipped is None:
         return ""
-    return (f"; those weights shipped with hpcm {shipped.get('release') or '?'} ({shipped.get('date')}): "
+    return (f"; those weights shipped with {release_label(shipped)}: "
             "decode the file with that release, or pass its weights with --checkpoint")
 
 

@@ -210,7 +210,12 @@ def shipped_weights_record(fingerprint: str) -> dict[str, Any] | None:
     return None
 
 
-def retired_weights_hint(preset: str, quality: float) -> str:
+def release_label(entry: dict[str, Any]) -> str:
+    """'hpcm <release> (<date>)' of a ``RELEASES.json`` entry."""
+    return f"hpcm {entry.get('release') or '?'} ({entry.get('date')})"
+
+
+def retired_quality_hint(preset: str, quality: float) -> str:
     """'; <preset> q<Q> was shipped with hpcm <release> ...' for fixed-rate weights that the package once
     shipped and no longer does (the last ``RELEASES.json`` entry of that preset and quality), else ''."""
     if not float(quality).is_integer():
@@ -218,10 +223,8 @@ def retired_weights_hint(preset: str, quality: float) -> str:
     found = [e for e in _release_records() if e.get("preset") == preset and e.get("quality") == int(quality)]
     if not found:
         return ""
-    last = found[-1]
-    release = f"hpcm {last.get('release') or '?'} ({last.get('date')})"
-    return (f"; {preset} q{int(quality)} was shipped with {release} and retired since: use that release, "
-            "or its weights with --checkpoint")
+    return (f"; {preset} q{int(quality)} was shipped with {release_label(found[-1])} and retired since: "
+            "use that release, or its weights with --checkpoint")
 
 
 def bundled_qualities(preset: str) -> list[int]:
@@ -394,7 +397,7 @@ def load_model(spec: str | os.PathLike, *, quality: int | None = None, device: s
         return model
     if shipped:
         raise CheckpointError(f"no trained weights for {text} at quality {quality} (shipped: "
-                              f"{', '.join(map(str, shipped))}{retired_weights_hint(text, quality)})")
+                              f"{', '.join(map(str, shipped))}{retired_quality_hint(text, quality)})")
     model = initial_model(text)
     info = {
         "preset": text,
