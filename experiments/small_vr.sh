@@ -13,9 +13,9 @@
 # --channels-last from step ~3,000 (NHWC=0 turns it off): 1.14x the bf16 step on this CPU.
 # From step 3,401: PROCS=2 processes (torchrun, gloo) x 1 thread x batch 4 = the same global batch of 8 and the
 # same crops: 3.8 crops/s against 3.4 for one process with 2 threads (PROCS=1 THREADS=2 for the latter).
-# Stopping a PROCS=2 run: TERM to torchrun also reaches the DataLoader workers and the ranks die without their
-# stop-save (session 12: the run fell back to its step-5,000 checkpoint, --save-every 50 bounds the loss).
-# Stop it cleanly with TERM to the ranks only: kill -TERM $(pgrep -P "$(pgrep -of 'torchrun --standalone')")
+# Stopping a PROCS=2 run: kill -TERM <torchrun pid> (or Ctrl-C). Since session 13 the data workers ignore the
+# signal, so the ranks finish their step and save (tests/test_train_ddp.py); before that the workers died first
+# and the run fell back to its last --save-every checkpoint.
 # lr: 1e-4 was tried against 5e-5 from step 3,218 on the same crops (180 steps each, session 12): the training
 # loss of 1e-4 was higher at every one of the 19 logged steps (mean +0.044), so 5e-5 stays.
 set -euo pipefail

@@ -222,6 +222,27 @@ def test_resume_after_sigterm_is_bit_identical(data_dirs, tmp_path):
     assert key == [(e["split"], e["step"], e["loss"]) for e in lb]
 
 
+def test_sigterm_to_the_process_group_stops_cleanly_with_data_workers(data_dirs, tmp_path):
+    """torchrun and batch schedulers signal the whole process group, data workers included: the workers
+    survive the signal, so the run stops at the step it reached and saves (no worker-died error)."""
+    import multiprocessing
+
+    def group_stop_at_2(step, _):
+        if step == 2:
+            workers = multiprocessing.active_children()
+            assert workers, "the run should have data workers"
+            for w in workers:
+                os.kill(w.pid, signal.SIGTERM)
+            time.sleep(1.0)  # a killed worker would be reported (SIGCHLD) while we wait here
+            assert all(w.is_alive() for w in workers)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    cfg = _cfg(data_dirs, tmp_path / "run", steps=6, num_workers=2)
+    res = train(cfg, on_step=group_stop_at_2)
+    assert res.interrupted and res.stop_reason == "signal" and res.step == 2
+    assert json.loads((tmp_path / "run" / "checkpoint_last.json").read_text())["step"] == 2
+
+
 def test_time_limit_stops_like_sigterm_and_resumes(data_dirs, tmp_path, monkeypatch, capsys):
     """--time-limit: the invocation's clock passes the limit after step 3 (a fake clock, 10 s a reading);
     checkpoint_last is saved at step 3 without a final validation, and --resume finishes the run exactly

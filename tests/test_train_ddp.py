@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -42,3 +44,39 @@ def test_ddp_two_processes_gloo(tmp_path, shared_dir):
     weights = load_file(str(run / "checkpoint_last.safetensors"))
     assert all(torch.isfinite(v).all() for k, v in weights.items() if v.is_floating_point())
     shutil.rmtree(run)
+
+
+def test_sigterm_to_torchrun_stops_the_ranks_with_their_save(tmp_path, shared_dir):
+    """torchrun passes SIGTERM to each rank's whole process group, data workers included; the workers
+    ignore it, so the ranks stop at one step and save it (before the fix the workers died first)."""
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("384022.jpg", "112090.jpg"):
+        (data / name).symlink_to(shared_dir / "data" / "train" / "bsds500" / "test" / name)
+    run = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "hpcm", "train", "--model", "hpcm-tiny", "--data", str(data), "--out", str(run),
+        "--steps", "100000", "--batch-size", "1", "--patch-size", "64", "--quality", "2",
+        "--num-workers", "1", "--device", "cpu", "--log-every", "1", "--save-every", "100000",
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        log = run / "metrics.jsonl"
+        while not (log.exists() and len(log.read_text().splitlines()) >= 2):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "stopped at step" in err, err[-3000:]
+    meta = json.loads((run / "checkpoint_last.json").read_text())
+    steps = [json.loads(s)["step"] for s in log.read_text().splitlines()]
+    assert meta["step"] == steps[-1] >= 2

@@ -258,7 +258,13 @@ _now = time.monotonic  # the clock of --time-limit (tests replace it)
 
 
 def _worker_init(_: int) -> None:
+    """A data worker uses one thread and ignores SIGINT / SIGTERM: a stop signal sent to the whole process
+    group (Ctrl-C, ``torchrun``, a batch scheduler) then reaches the training process, which finishes its
+    step and saves, instead of killing the workers under it. Workers still end with the loader, or through
+    their parent watchdog if the training process dies."""
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 # ---------------------------------------------------------------------------------------------- train
