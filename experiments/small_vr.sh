@@ -5,7 +5,8 @@
 #   bash experiments/small_vr.sh fresh  [LR]      # new run from runs/small-vr-init.safetensors (or INIT=...);
 #        INIT=runs/hpcm-small-vr-step1359.safetensors continues session 9's run (fresh Adam; restore it with
 #        git show cd9d764:experiments/weights/hpcm-small-vr-step1359.safetensors > runs/hpcm-small-vr-step1359.safetensors)
-#   bash experiments/small_vr.sh resume [LR]      # continue runs/small-vr
+#   bash experiments/small_vr.sh resume [LR]      # continue runs/small-vr (TIME_LIMIT=SECONDS to stop by itself)
+#   RUN=runs/small-vr-decay bash experiments/small_vr.sh resume 5e-6   # a low-lr fork of a copy of the run
 #   bash experiments/small_vr.sh finish           # export (float16), held-out comparison against the shipped
 #                                                 # hpcm-small-vr (BASELINE=...), Kodak eval
 # Training runs under bf16 autocast (AMP=bf16, the default from step 2,716; AMP= trains in float32): on this
@@ -29,7 +30,8 @@ COMMON=(--model hpcm-small-vr --data ../shared/data/train --out "$RUN" --steps 4
         --batch-size "$(( ${BATCH:-8} / PROCS ))"
         --patch-size 256 --val-holdout 16 --val-every 500 --save-every 50 --log-every 10 --num-workers 1
         --lr "$LR" --lr-group 'quality_gains*=10' --downscale-prob 0.5 --seed 0 --no-progress
-        ${AMP:+--amp "$AMP"} $([ "${NHWC:-1}" = 1 ] && echo --channels-last))
+        ${AMP:+--amp "$AMP"} $([ "${NHWC:-1}" = 1 ] && echo --channels-last)
+        ${TIME_LIMIT:+--time-limit "$TIME_LIMIT"})
 case "${1:-}" in
   widen) .venv/bin/hpcm widen hpcm-tiny-vr --model hpcm-small-vr -o "$INIT" ;;
   fresh|resume)
