@@ -9,13 +9,17 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
 
-def test_ddp_two_processes_gloo(tmp_path, shared_dir):
+
+def _torchrun_train(tmp_path: Path, shared_dir: Path, *args: str) -> tuple[list[str], Path]:
+    """The command of a two-rank hpcm-tiny run on two training images (gloo), and its run folder."""
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
     data = tmp_path / "data"
@@ -23,14 +27,18 @@ def test_ddp_two_processes_gloo(tmp_path, shared_dir):
     for name in ("384022.jpg", "112090.jpg"):
         (data / name).symlink_to(shared_dir / "data" / "train" / "bsds500" / "test" / name)
     run = tmp_path / "run"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "hpcm", "train", "--model", "hpcm-tiny", "--data", str(data), "--out", str(run),
-        "--steps", "2", "--batch-size", "1", "--patch-size", "64", "--quality", "2",
-        "--num-workers", "0", "--device", "cpu", "--log-every", "1", "--no-progress",
+        "--batch-size", "1", "--patch-size", "64", "--quality", "2", "--device", "cpu", "--log-every", "1",
+        "--no-progress", *args,
     ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    return cmd, run
+
+
+def test_ddp_two_processes_gloo(tmp_path, shared_dir):
+    cmd, run = _torchrun_train(tmp_path, shared_dir, "--steps", "2", "--num-workers", "0")
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = json.loads((run / "checkpoint_last.json").read_text())
     assert meta["step"] == 2 and meta["world_size"] == 2
@@ -49,22 +57,9 @@ def test_ddp_two_processes_gloo(tmp_path, shared_dir):
 def test_sigterm_to_torchrun_stops_the_ranks_with_their_save(tmp_path, shared_dir):
     """torchrun passes SIGTERM to each rank's whole process group, data workers included; the workers
     ignore it, so the ranks stop at one step and save it (before the fix the workers died first)."""
-    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
-    data = tmp_path / "data"
-    data.mkdir()
-    for name in ("384022.jpg", "112090.jpg"):
-        (data / name).symlink_to(shared_dir / "data" / "train" / "bsds500" / "test" / name)
-    run = tmp_path / "run"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "hpcm", "train", "--model", "hpcm-tiny", "--data", str(data), "--out", str(run),
-        "--steps", "100000", "--batch-size", "1", "--patch-size", "64", "--quality", "2",
-        "--num-workers", "1", "--device", "cpu", "--log-every", "1", "--save-every", "100000",
-        "--no-progress",
-    ]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd, run = _torchrun_train(tmp_path, shared_dir, "--steps", "100000", "--num-workers", "1",
+                               "--save-every", "100000")
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
         log = run / "metrics.jsonl"
