@@ -432,8 +432,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", choices=("refuse", "drop", "white"), default="refuse",
                    help="images with transparency: refuse, drop the alpha, or composite on white")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                   help="CPU threads (default: the cores this process may use); recorded in the file, "
-                   "whose decoder uses the same count for an exact decode")
+                   help="CPU threads (default: the cores this process may use); recorded in the header for "
+                   "information only: the file decodes exactly with any thread count")
     p.set_defaults(func=cmd_compress, fast_exit=True)
 
     p = subparsers.add_parser(
