@@ -7,7 +7,8 @@ reference run's ŷ pieces (a replay coder), so the deviations do not compound th
 decisions. It reports, per preset, the largest absolute and relative deviations over the coded
 elements of all 11 steps, and the cosine-score gaps of the memory bank's top-k reads (multiref presets).
 
-Run: ``python benchmarks/platform_deviation.py [--presets ...] [--images N] [--crop 256] [--full]``.
+Run: ``python benchmarks/platform_deviation.py [--presets ...] [--quality 1 8] [--images N] [--crop 256]
+[--pixels]``.
 The function :func:`measure` is reusable (e.g. from a GPU suite: ``variants=("cuda",)``).
 """
 
@@ -84,13 +85,16 @@ class _Scores:
                 bank.select = orig
 
 
-def _run(model, x, coder, dtype=torch.float32, device="cpu"):
+def _run(model, x, coder, dtype=torch.float32, device="cpu", quality=None):
     from hpcm.codec.api import deterministic_math
 
     m = model.to(device=device, dtype=dtype)
     xx = x.to(device=device, dtype=dtype)
     with torch.no_grad(), deterministic_math():
         y = m.g_a(xx)
+        gains = m._gains(quality, 1)  # variable rate: the latent of that quality, as compress codes it
+        if gains is not None:
+            y = y * gains[0].to(device=device, dtype=dtype)
         z = m.h_a(y)
         z_hat = torch.round(z - m.means_hyper) + m.means_hyper
         params = m.h_s(z_hat)
@@ -119,17 +123,19 @@ def _variant(name: str):
         torch.set_num_threads(prev)
 
 
-def measure(model, x: torch.Tensor, variants=("2 threads", "oneDNN off", "float64")) -> dict:
+def measure(model, x: torch.Tensor, variants=("2 threads", "oneDNN off", "float64"),
+            quality: float | None = None) -> dict:
     """Largest deviations of σ and μ from the 1-thread float32 CPU reference, per variant.
 
-    x: (1, 3, H, W) in [0, 1]. Returns {variant: {"dsigma", "rel_dsigma", "dmu", "rel_dmu"}} and, for
+    x: (1, 3, H, W) in [0, 1]; quality: required by variable-rate models, None otherwise.
+    Returns {variant: {"dsigma", "rel_dsigma", "dmu", "rel_dmu"}} and, for
     memory-bank models, "min_topk_gap": the smallest k-th vs (k+1)-th cosine-score gap of the reference.
     """
     model = model.eval()
     scores = _Scores(model)
     ref = _Record()
     with _variant("1 thread"), scores.active():
-        _run(model, x, ref)
+        _run(model, x, ref, quality=quality)
     out: dict = {}
     if scores.gaps:
         out["min_topk_gap"] = min(scores.gaps)
@@ -140,7 +146,7 @@ def measure(model, x: torch.Tensor, variants=("2 threads", "oneDNN off", "float6
         dtype = torch.float64 if name == "float64" else torch.float32
         device = "cuda" if name == "cuda" else "cpu"
         with _variant(name):
-            _run(model, x, rec, dtype=dtype, device=device)
+            _run(model, x, rec, dtype=dtype, device=device, quality=quality)
         model.to(device="cpu", dtype=torch.float32)
         sig, mu = np.concatenate(rec.sigmas), np.concatenate(rec.mus)
         ds, dm = np.abs(sig - sig_ref), np.abs(mu - mu_ref)
@@ -154,7 +160,8 @@ def measure(model, x: torch.Tensor, variants=("2 threads", "oneDNN off", "float6
     return out
 
 
-def decode_variants(model, x: torch.Tensor, variants=("2 threads", "oneDNN off", "float64")) -> dict:
+def decode_variants(model, x: torch.Tensor, variants=("2 threads", "oneDNN off", "float64"),
+                    quality: float | None = None) -> dict:
     """Encode x with 1 thread (the side format of the model, 3 by default), decode it under each variant: ŷ
     identical? largest pixel change?
 
@@ -167,8 +174,8 @@ def decode_variants(model, x: torch.Tensor, variants=("2 threads", "oneDNN off",
         return x_hat.float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
 
     with _variant("1 thread"), torch.no_grad():
-        enc = model.compress(x)
-        ref = to_uint8(model.decompress(enc["strings"], enc["shape"])["x_hat"])
+        enc = model.compress(x, quality=quality)
+        ref = to_uint8(model.decompress(enc["strings"], enc["shape"], quality=quality)["x_hat"])
     out = {}
     for name in variants:
         dtype = torch.float64 if name == "float64" else torch.float32
@@ -183,6 +190,9 @@ def decode_variants(model, x: torch.Tensor, variants=("2 threads", "oneDNN off",
                     out[name] = {"latent_equal": False, "corrections": 0, "max_pixel_diff": -1,
                                  "pixels_differing": -1, "error": str(exc)}
                     continue
+                gains = model._gains(quality, 1)
+                if gains is not None:
+                    y_hat = y_hat * gains[1].to(device=device, dtype=dtype)
                 x_hat = to_uint8(model.g_s(y_hat))
             diff = (x_hat.int() - ref.int()).abs()
             out[name] = {
@@ -210,10 +220,26 @@ def kodak_images(n: int, crop: int | None) -> list[tuple[str, torch.Tensor]]:
     return out
 
 
+def _models(presets: list[str], qualities: list[float]):
+    """(preset, model, quality to code at) for each preset: a variable-rate model once per quality, a
+    fixed-rate one with the weights of each quality that is shipped (preset initial weights otherwise)."""
+    from hpcm.models.io import load_model
+
+    for preset in presets:
+        first = load_model(preset, quality=int(qualities[0]))
+        if first.quality_gains is not None:
+            for q in qualities:
+                yield preset, first, q
+        else:
+            for i, q in enumerate(qualities):
+                yield preset, first if i == 0 else load_model(preset, quality=int(q)), None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS))
-    ap.add_argument("--quality", type=int, default=3)
+    ap.add_argument("--quality", type=float, nargs="+", default=[3.0],
+                    help="hpcm-tiny: its shipped level 3; variable-rate models: any in their range, e.g. 1 8")
     ap.add_argument("--images", type=int, default=3)
     ap.add_argument("--crop", type=int, default=256, help="top-left crop side (0: full image)")
     ap.add_argument("--cuda", action="store_true", help="also compare CUDA (float32, TF32 off)")
@@ -221,15 +247,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="instead: encode with 1 thread, decode under each variant (ŷ equal? pixel change)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    from hpcm.models.io import load_model
 
     if args.pixels:
-        for preset in args.presets:
-            model = load_model(preset, quality=args.quality)
+        for preset, model, q in _models(args.presets, args.quality):
             worst: dict = {}
             for name, x in kodak_images(args.images, args.crop or None):
                 names = ["2 threads", "oneDNN off", "float64"] + (["cuda"] if args.cuda else [])
-                r = decode_variants(model, x, names)
+                r = decode_variants(model, x, names, quality=q)
                 print(f"{preset} {name}: {json.dumps(r)}", file=sys.stderr, flush=True)
                 for k, v in r.items():
                     w = worst.setdefault(k, {"latent_equal": True, "corrections": 0, "max_pixel_diff": 0,
@@ -239,18 +263,17 @@ def main(argv: list[str] | None = None) -> int:
                     w["max_pixel_diff"] = max(w["max_pixel_diff"], v["max_pixel_diff"])
                     w["pixels_differing"] += max(0, v["pixels_differing"])
                     w["failures"] = w.get("failures", 0) + int(not v["latent_equal"])
-            print(preset, json.dumps(worst))
+            print(preset if q is None else f"{preset} q{q:g}", json.dumps(worst))
         return 0
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     variants = ["2 threads", "oneDNN off", "float64"] + (["cuda"] if args.cuda else [])
     results = {}
-    for preset in DEFAULT_PRESETS if not args.presets else args.presets:
-        model = load_model(preset, quality=args.quality)
+    for preset, model, q in _models(args.presets, args.quality):
         worst: dict = {}
         for name, x in kodak_images(args.images, args.crop or None):
-            r = measure(model, x, variants)
+            r = measure(model, x, variants, quality=q)
             for k, v in r.items():
                 if k == "min_topk_gap":
                     worst[k] = min(worst.get(k, math.inf), v)
@@ -259,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                 for kk, vv in v.items():
                     w[kk] = max(w.get(kk, 0.0), vv)
             print(f"{preset} {name}: " + json.dumps(r), file=sys.stderr, flush=True)
-        results[preset] = worst
+        results[preset if q is None else f"{preset} q{q:g}"] = worst
     if args.json:
         print(json.dumps(results, indent=2))
     else:

@@ -90,6 +90,21 @@ def test_one_thread_encode_decodes_identically_with_two_threads_and_without_oned
     assert torch.equal(two, ref) and torch.equal(plain, ref)
 
 
+@pytest.mark.parametrize("name", ["hpcm-small-vr", "hpcm-tiny-vr"])
+def test_shipped_variable_rate_models_decode_identically_at_both_ends_of_their_range(name, crop):
+    """The shipped variable-rate weights (the default model among them) at their lowest and highest quality,
+    where the gained latents and μ are largest: 1-thread encode, 2-thread and oneDNN-off decodes."""
+    model = load_model(name)
+    for q in model.quality_gains.quality_range:
+        with threads(1):
+            enc = model.compress(crop, quality=q)
+        with threads(2):
+            two = model.decompress_latent(enc["strings"], enc["shape"])
+        with threads(1), torch.backends.mkldnn.flags(enabled=False):
+            plain = model.decompress_latent(enc["strings"], enc["shape"])
+        assert latent_checksum(two) == latent_checksum(plain) == enc["latent_crc"], q
+
+
 def test_mu_is_on_the_grid_and_y_hat_is_exact(crop):
     model = load_model("hpcm-tiny", quality=3)
     y_hat = eval_latent(model, crop)
