@@ -190,10 +190,9 @@ def decode_variants(model, x: torch.Tensor, variants=("2 threads", "oneDNN off",
                     out[name] = {"latent_equal": False, "corrections": 0, "max_pixel_diff": -1,
                                  "pixels_differing": -1, "error": str(exc)}
                     continue
-                gains = model._gains(quality, 1)
-                if gains is not None:
-                    y_hat = y_hat * gains[1].to(device=device, dtype=dtype)
-                x_hat = to_uint8(model.g_s(y_hat))
+                gains = model._gains(quality, 1)  # the checksum covers the coded ŷ, before the inverse gain
+                inv = gains[1].to(device=device, dtype=dtype) if gains is not None else 1.0
+                x_hat = to_uint8(model.g_s(y_hat * inv))
             diff = (x_hat.int() - ref.int()).abs()
             out[name] = {
                 "latent_equal": latent_checksum(y_hat) == enc["latent_crc"],
