@@ -448,3 +448,14 @@ def test_v3_side_stream_is_smaller_than_v2(crop):
         sizes[version] = len(model.compress(crop)["strings"][2])
     em.side_format = 3
     assert sizes[3] < 0.75 * sizes[2]
+
+
+def test_coding_format_switches_and_restores_even_on_error():
+    em = ConditionalGGM()
+    grid, layout = em.mean_grid_bits, em.side_format
+    with em.coding_format(1):
+        assert em.mean_grid_bits is None and em.side_format == layout
+    with pytest.raises(RuntimeError), em.coding_format(2):
+        assert em.side_format == 2 and em.mean_grid_bits == grid
+        raise RuntimeError
+    assert (em.mean_grid_bits, em.side_format) == (grid, layout)

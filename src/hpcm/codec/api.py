@@ -215,19 +215,11 @@ def decode_threads(recorded: int, limit: int | None = None) -> int:
     return max(1, min(int(recorded), cap)) if recorded else 0
 
 
-@contextlib.contextmanager
-def side_format(model: nn.Module, version: int):
-    """Code the side stream of format ``version`` (2 or 3) while inside; version 1 has none."""
+def coding_format(model: nn.Module, version: int) -> contextlib.AbstractContextManager:
+    """Code as file format ``version`` while inside (:meth:`ConditionalGGM.coding_format`); a no-op for
+    models without our conditional entropy model."""
     em = getattr(model, "entropy_estimation", None)
-    if em is None or not hasattr(em, "side_format") or version < 2:
-        yield
-        return
-    previous = em.side_format
-    em.side_format = version
-    try:
-        yield
-    finally:
-        em.side_format = previous
+    return em.coding_format(version) if hasattr(em, "coding_format") else contextlib.nullcontext()
 
 
 def _expected_streams(version: int) -> int:
@@ -250,7 +242,7 @@ def _decode_streams(model: nn.Module, header: Header, streams: list[bytes],
     kwargs = {"quality": coding_quality(model, header.quality)} if is_variable_rate(model) else {}
     try:
         with torch.inference_mode(), pinned_threads(threads or 0), deterministic_math(), \
-                side_format(model, header.version):
+                coding_format(model, header.version):
             out = model.decompress(list(streams), tuple(header.z_shape), **kwargs)
     except HPCMError:
         raise
@@ -299,16 +291,8 @@ def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None,
     x = _to_tensor(padded, device)
     threads = coding_threads(device)
     t1 = time.perf_counter()
-    em = getattr(model, "entropy_estimation", None)
-    grid = getattr(em, "mean_grid_bits", None)
-    if format_version == 1 and em is not None:
-        em.mean_grid_bits = None  # the official, unquantised μ
-    try:
-        with torch.inference_mode(), deterministic_math(), side_format(model, format_version):
-            out = model.compress(x, **kwargs)
-    finally:
-        if em is not None:
-            em.mean_grid_bits = grid
+    with torch.inference_mode(), deterministic_math(), coding_format(model, format_version):
+        out = model.compress(x, **kwargs)
     t2 = time.perf_counter()
     strings = [bytes(s[0] if isinstance(s, list | tuple) else s) for s in out["strings"]]
     if len(strings) != _expected_streams(format_version):
@@ -327,14 +311,9 @@ def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None,
     if verify:
         tv = time.perf_counter()
         decoded = _decode_streams(model, header, strings)
-        with torch.inference_mode(), pinned_threads(threads), deterministic_math():
-            if format_version == 1 and em is not None:
-                em.mean_grid_bits = None
-            try:
-                ref = _to_uint8(model(x, training=False, **kwargs)["x_hat"])
-            finally:
-                if em is not None:
-                    em.mean_grid_bits = grid
+        with torch.inference_mode(), pinned_threads(threads), deterministic_math(), \
+                coding_format(model, format_version):
+            ref = _to_uint8(model(x, training=False, **kwargs)["x_hat"])
             ref = ref[top : top + image.shape[0], left : left + image.shape[1]]
         diff = np.abs(decoded.astype(np.int16) - ref.astype(np.int16))
         if diff.max(initial=0) > 1:

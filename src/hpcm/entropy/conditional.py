@@ -37,8 +37,10 @@ elements per Kodak image at δ = 5e-5 alone).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import zlib
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -405,6 +407,20 @@ class ConditionalGGM(GGM):
 
     # -- tables --------------------------------------------------------------------------------------
 
+
+    @contextlib.contextmanager
+    def coding_format(self, version: int) -> Iterator[None]:
+        """Code as file format ``version`` while inside: 1, the official unquantised μ (no grid, no side
+        stream); 2 or 3, μ on the grid with that side-stream layout. The previous settings come back."""
+        saved = (self.mean_grid_bits, self.side_format)
+        if version == 1:
+            self.mean_grid_bits = None
+        else:
+            self.side_format = version
+        try:
+            yield
+        finally:
+            self.mean_grid_bits, self.side_format = saved
     def update(self, force: bool = False) -> bool:
         """Build the scale table and its quantised CDFs (§7.1); True if (re)built."""
         from hpcm.entropy import tables

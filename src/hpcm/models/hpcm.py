@@ -456,12 +456,8 @@ class HPCM(nn.Module):
         em = self.entropy_estimation
         y_dec = SymbolDecoder(em.table, strings[0])
         if len(strings) == 2:  # format v1: the official, unquantised μ
-            grid = em.mean_grid_bits
-            em.mean_grid_bits = None
-            try:
+            with em.coding_format(1):
                 return self.context_pass(params, DecodeCoder(y_dec, em), None)
-            finally:
-                em.mean_grid_bits = grid
         if em.mean_grid_bits is None:
             raise ValueError("a side stream needs entropy_estimation.mean_grid_bits")
         side = em.side_reader(strings[2])
