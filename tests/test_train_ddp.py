@@ -37,17 +37,37 @@ def _torchrun_train(tmp_path: Path, shared_dir: Path, *args: str) -> tuple[list[
 
 
 def test_ddp_two_processes_gloo(tmp_path, shared_dir):
-    cmd, run = _torchrun_train(tmp_path, shared_dir, "--steps", "2", "--num-workers", "0")
+    val = tmp_path / "val"
+    val.mkdir()
+    for name in ("100007.jpg", "100039.jpg", "108004.jpg"):  # 3 images: shards of 2 and 1
+        (val / name).symlink_to(shared_dir / "data" / "train" / "bsds500" / "test" / name)
+    cmd, run = _torchrun_train(tmp_path, shared_dir, "--steps", "2", "--num-workers", "0", "--val", str(val))
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = json.loads((run / "checkpoint_last.json").read_text())
     assert meta["step"] == 2 and meta["world_size"] == 2
     log = [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in log] == [1, 2]  # rank 0 alone writes
-    assert log[0]["images_per_s"] > 0
+    train_log = [e for e in log if e["split"] == "train"]
+    assert [e["step"] for e in train_log] == [1, 2]  # rank 0 alone writes
+    assert train_log[0]["images_per_s"] > 0
+    # the final validation was shared by the ranks: its means are those of one process on all 3 images
+    (final,) = [e for e in log if e["split"] == "val"]
+    assert final["step"] == 2 and final["images"] == 3
+    from hpcm.train.checkpoint import model_state, read_checkpoint
+    from hpcm.train.data import ValidationImages
+    from hpcm.train.loss import RateDistortionLoss, lambda_for
+    from hpcm.train.trainer import build_model, evaluate
+
+    model = build_model("hpcm-tiny")
+    model.load_state_dict(model_state(read_checkpoint(run / "checkpoint_last.safetensors")[0]))
+    alone = evaluate(model, ValidationImages(val), RateDistortionLoss(lambda_for(2)),
+                     device=torch.device("cpu"))
+    for key in ("loss", "bpp", "mse", "psnr"):
+        assert final[key] == pytest.approx(alone[key], rel=1e-6), key
     # only rank 0 wrote: no stray temporary files, one set of outputs
     assert sorted(p.name for p in run.iterdir()) == [
-        "checkpoint_last.json", "checkpoint_last.safetensors", "config.toml", "metrics.jsonl",
+        "checkpoint_best.json", "checkpoint_best.safetensors", "checkpoint_last.json",
+        "checkpoint_last.safetensors", "config.toml", "metrics.jsonl",
     ]
     weights = load_file(str(run / "checkpoint_last.safetensors"))
     assert all(torch.isfinite(v).all() for k, v in weights.items() if v.is_floating_point())

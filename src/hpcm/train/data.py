@@ -230,6 +230,12 @@ class ValidationImages:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def shard(self, rank: int, world_size: int) -> ValidationImages:
+        """This rank's share (every ``world_size``-th image from ``rank``; may be empty)."""
+        out = object.__new__(ValidationImages)
+        out.paths = self.paths[rank::world_size]
+        return out
+
     def __iter__(self) -> Iterator[tuple[Path, torch.Tensor]]:
         for p in self.paths:
             yield p, to_tensor(load_rgb(p)).unsqueeze(0)

@@ -132,11 +132,13 @@ def evaluate(
     device: torch.device,
     amp: bool = False,
     quality: float | None = None,
+    info: D.DistInfo | None = None,
 ) -> dict[str, float]:
     """Mean loss, bpp (y, z), MSE, 8-bit PSNR (and MS-SSIM) over full images padded to ``size_multiple``.
 
     bpp is the likelihood estimate of the padded latents divided by the *unpadded* pixel count.
-    ``quality``: for variable-rate models (λ then comes from the model's anchors).
+    ``quality``: for variable-rate models (λ then comes from the model's anchors). ``info`` (distributed
+    runs): ``images`` is this rank's shard and the means are over every rank's images.
     """
     from pytorch_msssim import ms_ssim
 
@@ -171,8 +173,24 @@ def evaluate(
                 totals[k] = totals.get(k, 0.0) + v
     finally:
         model.train(was_training)
-    n = max(1, len(images))
-    return {k: v / n for k, v in totals.items()} | {"images": len(images)}
+    count = len(images)
+    if info is not None and info.enabled:
+        totals, count = _sum_over_ranks(totals, count)
+    n = max(1, count)
+    return {k: v / n for k, v in totals.items()} | {"images": count}
+
+
+def _sum_over_ranks(totals: dict[str, float], count: int) -> tuple[dict[str, float], int]:
+    """Per-key sums and image counts of every rank (a rank with no images contributes nothing)."""
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (totals, count))
+    out: dict[str, float] = {}
+    for part, _ in gathered:
+        for k, v in part.items():
+            out[k] = out.get(k, 0.0) + v
+    return out, sum(c for _, c in gathered)
 
 
 # ------------------------------------------------------------------------------------------- utilities
@@ -479,11 +497,10 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             worker_init_fn=_worker_init if cfg.num_workers else None,
         )
-        self.val_images: ValidationImages | None = None
-        if info.is_main and cfg.val:
-            self.val_images = ValidationImages(cfg.val, cfg.max_val_images)
-        elif info.is_main and held_out:
-            self.val_images = ValidationImages(held_out, cfg.max_val_images)
+        self.val_images: ValidationImages | None = None  # this rank's share of the validation images
+        if cfg.val or held_out:
+            self.val_images = ValidationImages(cfg.val or held_out, cfg.max_val_images).shard(
+                info.rank, info.world_size)
 
     def start_logs(self) -> None:
         """The metadata every checkpoint carries, ``config.toml`` (and ``init_migration.json``), the metrics
@@ -570,9 +587,9 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Validation metrics of the current step (logged; a new best is saved as ``checkpoint_best``)."""
         res: dict[str, float] = {}
-        if self.val_images is not None:
+        if self.val_images is not None:  # every rank validates its share; all get the same means
             res = _validate_all(self.model, self.val_images, self.criterion, self.device, self.use_amp,
-                                self.fixed_quality)
+                                self.fixed_quality, self.info)
             self.log.write({"split": "val", "step": self.step, **res})
             if self.tb is not None:
                 for k, v in res.items():
@@ -695,15 +712,17 @@ def _validate_all(
     device: torch.device,
     amp: bool,
     fixed_quality: float | None,
+    info: D.DistInfo | None = None,
 ) -> dict[str, float]:
     """Validation metrics; a variable-rate model is measured at every anchor quality (``q<k>/...`` keys)
     and its ``loss``/``bpp``/``psnr`` are the means over the anchors."""
     gains = getattr(model, "quality_gains", None)
     if gains is None:
-        return evaluate(model, images, criterion, device=device, amp=amp)
+        return evaluate(model, images, criterion, device=device, amp=amp, info=info)
     qualities = [fixed_quality] if fixed_quality is not None else list(range(1, gains.num_anchors + 1))
-    res: dict[str, float] = {"images": len(images)}
-    per_q = [evaluate(model, images, criterion, device=device, amp=amp, quality=q) for q in qualities]
+    per_q = [evaluate(model, images, criterion, device=device, amp=amp, quality=q, info=info)
+             for q in qualities]
+    res: dict[str, float] = {"images": per_q[0]["images"]}
     for q, r in zip(qualities, per_q, strict=True):
         res |= {f"q{q:g}/{k}": v for k, v in r.items() if k != "images"}
     for key in ("loss", "bpp", "psnr", "mse"):
