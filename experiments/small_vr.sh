@@ -17,6 +17,9 @@
 # Stopping a PROCS=2 run: kill -TERM <torchrun pid> (or Ctrl-C). Since session 13 the data workers ignore the
 # signal, so the ranks finish their step and save (tests/test_train_ddp.py); before that the workers died first
 # and the run fell back to its last --save-every checkpoint.
+# Shipping (session 13): a copy of the run at step 8,082 continued 253 steps at lr 5e-6 (RUN=runs/small-vr-decay,
+# TIME_LIMIT=570) and beat its starting point by -2.73 % BD-rate on the held-out images, so that fork shipped;
+# the main run keeps lr 5e-5 and continues from 8,082.
 # lr: 1e-4 was tried against 5e-5 from step 3,218 on the same crops (180 steps each, session 12): the training
 # loss of 1e-4 was higher at every one of the 19 logged steps (mean +0.044), so 5e-5 stays.
 set -euo pipefail
