@@ -405,9 +405,6 @@ class ConditionalGGM(GGM):
         self.corrections = 0
         self._edge_tables: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
-    # -- tables --------------------------------------------------------------------------------------
-
-
     @contextlib.contextmanager
     def coding_format(self, version: int) -> Iterator[None]:
         """Code as file format ``version`` while inside: 1, the official unquantised μ (no grid, no side
@@ -421,6 +418,9 @@ class ConditionalGGM(GGM):
             yield
         finally:
             self.mean_grid_bits, self.side_format = saved
+
+    # -- tables --------------------------------------------------------------------------------------
+
     def update(self, force: bool = False) -> bool:
         """Build the scale table and its quantised CDFs (§7.1); True if (re)built."""
         from hpcm.entropy import tables
