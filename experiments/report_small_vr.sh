@@ -12,15 +12,16 @@ KODAK=${3:-runs/small-vr-kodak.json}
 ANCHORS=../shared/anchors
 OUT=docs/results/hpcm-small-vr-step$STEP
 HPCM=.venv/bin/hpcm
+STEPS=$(.venv/bin/python -c "print(f'{$STEP:,}')")  # 8335 -> 8,335
 [ "$KODAK" -ef "$OUT-kodak.json" ] || cp "$KODAK" "$OUT-kodak.json"
 {
   for anchor in "$ANCHORS/kodak/jpeg.json" "$ANCHORS/kodak-measured/pillow-webp.json" \
                 "$ANCHORS/kodak-measured/pillow-avif444.json" docs/results/hpcm-tiny-vr-kodak.json "$PREV"; do
     "$HPCM" bdrate "$anchor" "$OUT-kodak.json"
   done
-  echo "hpcm-small-vr after $(.venv/bin/python -c "print(f'{$STEP:,}')") CPU steps; last row: against $PREV (the weights it replaced)"
+  echo "hpcm-small-vr after $STEPS CPU steps; last row: against $PREV (the weights it replaced)"
 } > "$OUT-bdrate.txt"
 cat "$OUT-bdrate.txt"
 "$HPCM" plot "$OUT-kodak.json" docs/results/hpcm-tiny-vr-kodak.json "$ANCHORS/kodak-measured/pillow-webp.json" \
   "$ANCHORS/kodak-measured/pillow-avif444.json" --select jpeg paper-mbt2018-mean \
-  -t "hpcm-small-vr step $(.venv/bin/python -c "print(f'{$STEP:,}')") (CPU) vs anchors, Kodak" -o docs/results/hpcm-small-vr-rd.png
+  -t "hpcm-small-vr step $STEPS (CPU) vs anchors, Kodak" -o docs/results/hpcm-small-vr-rd.png
