@@ -5,12 +5,16 @@
 #   bash experiments/small_vr.sh fresh  [LR]      # new run from runs/small-vr-init.safetensors (or INIT=...);
 #        INIT=runs/hpcm-small-vr-step1359.safetensors continues session 9's run (fresh Adam; restore it with
 #        git show cd9d764:experiments/weights/hpcm-small-vr-step1359.safetensors > runs/hpcm-small-vr-step1359.safetensors)
+#        INIT=src/hpcm/weights/hpcm-small-vr.safetensors LR_MILESTONES=100:5e-5 ... fresh 1e-5 restarts from the
+#        shipped weights (session 14: the run state was not carried over) with a 100-step warm-up of fresh Adam
 #   bash experiments/small_vr.sh resume [LR]      # continue runs/small-vr (TIME_LIMIT=SECONDS to stop by itself)
 #   RUN=runs/small-vr-decay bash experiments/small_vr.sh resume 5e-6   # a low-lr fork of a copy of the run
 #   bash experiments/small_vr.sh finish           # export (float16), held-out comparison against the shipped
 #                                                 # hpcm-small-vr (BASELINE=...), Kodak eval
-# Training runs under bf16 autocast (AMP=bf16, the default from step 2,716; AMP= trains in float32): on this
-# 2-core AVX512-BF16 machine 3.2 vs 1.5 crops/s at batch 8 × 256² (benchmarks/train_speed.py --cpu-bf16).
+# Training runs under bf16 autocast (AMP=bf16, the default from step 2,716 where the CPU has native bf16; AMP=
+# trains in float32): on the 2-core AVX512-BF16 machine 3.2 vs 1.5 crops/s at batch 8 × 256²
+# (benchmarks/train_speed.py --cpu-bf16). Session 14 ran on an AVX2-only EPYC (no native bf16): float32 0.99,
+# emulated bf16 0.09 crops/s (one process, 2 threads); 2 processes x 1 thread in float32: 1.12 crops/s.
 # --channels-last from step ~3,000 (NHWC=0 turns it off): 1.14x the bf16 step on this CPU.
 # From step 3,401: PROCS=2 processes (torchrun, gloo) x 1 thread x batch 4 = the same global batch of 8 and the
 # same crops: 3.8 crops/s against 3.4 for one process with 2 threads (PROCS=1 THREADS=2 for the latter).
@@ -27,14 +31,15 @@ cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/small-vr}
 INIT=${INIT:-runs/small-vr-init.safetensors}
 LR=${2:-5e-5}
-AMP=${AMP-bf16}
+# bf16 only where the CPU has it natively (AVX512-BF16/AMX); emulated bf16 ran at x0.09 of float32 (session 14)
+AMP=${AMP-$(.venv/bin/python -c 'from hpcm.train.amp import cpu_bf16_is_emulated as e; print("" if e() else "bf16")')}
 PROCS=${PROCS:-2}
 COMMON=(--model hpcm-small-vr --data ../shared/data/train --out "$RUN" --steps 400000
         --batch-size "$(( ${BATCH:-8} / PROCS ))"
         --patch-size 256 --val-holdout 16 --val-every 500 --save-every 50 --log-every 10 --num-workers 1
         --lr "$LR" --lr-group 'quality_gains*=10' --downscale-prob 0.5 --seed 0 --no-progress
         ${AMP:+--amp "$AMP"} $([ "${NHWC:-1}" = 1 ] && echo --channels-last)
-        ${TIME_LIMIT:+--time-limit "$TIME_LIMIT"})
+        ${TIME_LIMIT:+--time-limit "$TIME_LIMIT"} ${LR_MILESTONES:+--lr-milestones $LR_MILESTONES})
 case "${1:-}" in
   widen) .venv/bin/hpcm widen hpcm-tiny-vr --model hpcm-small-vr -o "$INIT" ;;
   fresh|resume)

@@ -473,7 +473,7 @@ def test_ms_ssim_loss():
     assert noisy["loss"] > same["loss"]
 
 
-def test_amp_bf16_keeps_likelihoods_float32(data_dirs, tmp_path):
+def test_amp_bf16_keeps_likelihoods_float32(data_dirs, tmp_path, monkeypatch, capsys):
     from hpcm.entropy.ggm import GGM
     from hpcm.models.registry import create_model
     from hpcm.train.amp import Float32Likelihood, keep_likelihoods_fp32
@@ -499,10 +499,19 @@ def test_amp_bf16_keeps_likelihoods_float32(data_dirs, tmp_path):
         a, b = model(x)["likelihoods"]["y"], ref(x)["likelihoods"]["y"]
     assert torch.equal(a, b)
 
-    # the trainer applies it with --amp bf16 (2 steps on CPU autocast)
+    # the trainer applies it with --amp bf16 (2 steps on CPU autocast), warning where the CPU emulates bf16
+    import hpcm.train.trainer as trainer_module
+    from hpcm.train.amp import cpu_bf16_is_emulated
+
+    assert isinstance(cpu_bf16_is_emulated(), bool)
+    monkeypatch.setattr(trainer_module, "cpu_bf16_is_emulated", lambda: True)
     cfg = _cfg(data_dirs, tmp_path / "run", steps=2, val=None, amp="bf16")
     res = train(cfg, model=create_model("hpcm-tiny"))
     assert res.step == 2 and res.skipped_steps == 0 and math.isfinite(res.last_train["loss"])
+    assert "no native bf16" in capsys.readouterr().err
+    monkeypatch.setattr(trainer_module, "cpu_bf16_is_emulated", lambda: False)
+    train(_cfg(data_dirs, tmp_path / "run2", steps=1, val=None, amp="bf16"), model=create_model("hpcm-tiny"))
+    assert "no native bf16" not in capsys.readouterr().err
 
 
 def test_amp_bf16_keeps_image_convs_float32():
