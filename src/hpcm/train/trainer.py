@@ -444,8 +444,9 @@ class Trainer:
         if self.use_amp:
             prepare_bf16(model)  # networks in bf16 autocast; rate terms and image convs in float32
             if self.device.type == "cpu" and self.info.is_main and cpu_bf16_is_emulated():
-                print("hpcm train: warning: this CPU has no native bf16 (AVX512-BF16/AMX); --amp bf16 is emulated "
-                      "and far slower than float32 here (measured x0.09 on an AVX2 EPYC)", file=sys.stderr)
+                print("hpcm train: warning: this CPU has no native bf16 (AVX512-BF16/AMX); --amp bf16 is "
+                      "emulated and far slower than float32 here (measured x0.09 on an AVX2 EPYC)",
+                      file=sys.stderr)
         model.to(self.device).train()
         if cfg.channels_last:  # parameters keep their identity (optimizer and DDP built after this)
             model.to(memory_format=torch.channels_last)
