@@ -8,9 +8,9 @@ import math
 import numpy as np
 import torch
 
-from hpcm.cli.codec import DEFAULT_MODEL
 from hpcm.codec.image_io import read_image
 from hpcm.models import io as mio
+from hpcm.models.bundled import DEFAULT_MODEL
 from hpcm.train.loss import lambda_for
 
 FIXED_RATE = "hpcm-tiny"  # of the five fixed-rate models, q3 still ships (the format fixtures use it)

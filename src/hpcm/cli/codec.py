@@ -13,9 +13,9 @@ from pathlib import Path
 
 from hpcm.codec.container import MAX_PIXELS
 from hpcm.errors import HPCMError, ModelMismatchError
+from hpcm.models.bundled import DEFAULT_MODEL
 from hpcm.models.protocol import is_variable_rate, weights_info
 
-DEFAULT_MODEL = "hpcm-small-vr"  # the preset with trained weights shipped in the package (src/hpcm/weights)
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_DEMO_IMAGE = Path("..") / "shared" / "data" / "kodak" / "kodim23.png"
 

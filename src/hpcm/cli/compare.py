@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcm.cli.codec import DEFAULT_MODEL
 from hpcm.errors import HPCMError
+from hpcm.models.bundled import DEFAULT_MODEL
 
 CLASSICAL_DEFAULT = ("webp", "avif", "jpeg")
 

@@ -108,10 +108,9 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 def _cmd_models(args: argparse.Namespace) -> int:
     import textwrap
 
-    from hpcm.cli.codec import DEFAULT_MODEL
+    from hpcm.models.bundled import DEFAULT_MODEL, variable_rate_shipped
     from hpcm.models.bundled import notes as bundled_notes
     from hpcm.models.bundled import qualities as bundled_qualities
-    from hpcm.models.bundled import variable_rate_shipped
     from hpcm.models.registry import list_models
 
     models = list_models()

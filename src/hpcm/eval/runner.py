@@ -160,8 +160,8 @@ def evaluate(
         whole = quality is None or float(quality).is_integer()
         model = loader(spec, quality=int(quality) if whole and quality is not None else None, device=device)
         if not whole and not is_variable_rate(model):
-            from hpcm.cli.codec import DEFAULT_MODEL
             from hpcm.errors import HPCMError
+            from hpcm.models.bundled import DEFAULT_MODEL
 
             raise HPCMError(f"{spec}: quality {quality} needs a variable-rate model (e.g. {DEFAULT_MODEL})")
         info = weights_info(model)

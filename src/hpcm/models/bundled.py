@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_MODEL = "hpcm-small-vr"  # the codec's default: the variable-rate preset whose weights ship here
 
 
 def qualities(preset: str, weights_dir: Path | None = None) -> list[int]:
