@@ -120,11 +120,9 @@ def test_decoder_perturbed_below_tolerance_decodes_identically(rel, version, cro
     6e-6 (δ_μ/5 of format 3: the largest of ~10^5 Gaussian draws stays below δ_μ): decisions that fall on the
     other side of an edge are corrected, ŷ is bit-identical."""
     model = load_model("hpcm-tiny", quality=3)
-    model.entropy_estimation.side_format = version
-    enc = model.compress(crop)
+    enc = model.compress(crop, format_version=version)
     other = perturbed("hpcm-tiny", rel)
-    other.entropy_estimation.side_format = version
-    y_hat = other.decompress_latent(enc["strings"], enc["shape"])
+    y_hat = other.decompress_latent(enc["strings"], enc["shape"], format_version=version)
     assert torch.equal(y_hat, eval_latent(model, crop))
     if rel == 6e-6:
         assert other.entropy_estimation.corrections > 0  # the side stream did the work
@@ -181,18 +179,14 @@ def test_version_1_files_still_decode():
     assert data[4] == 1 and header.latent_crc is None and len(header.stream_lengths) == 2
     out, h, _ = decode(data, model)
     assert h.version == 1 and h.quality == 3 and isinstance(h.quality, int)
-    assert model.entropy_estimation.mean_grid_bits == MEAN_GRID_BITS  # restored after v1 coding
+    assert model.entropy_estimation.mean_grid_bits == MEAN_GRID_BITS  # the model is not changed by v1 coding
     # the v1 decoder reproduces the official (unquantised μ) eval forward
     from hpcm.codec.api import pad_image
 
     padded, top, left = pad_image(image, model.size_multiple)
     x = torch.from_numpy(padded).permute(2, 0, 1)[None].float() / 255
-    model.entropy_estimation.mean_grid_bits = None
-    try:
-        with torch.no_grad():
-            ref = model(x, training=False)["x_hat"]
-    finally:
-        model.entropy_estimation.mean_grid_bits = MEAN_GRID_BITS
+    with torch.no_grad():
+        ref = model(x, training=False, format_version=1)["x_hat"]
     ref = (ref.clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(out, ref[top : top + 48, left : left + 70])
 
@@ -441,21 +435,27 @@ def test_v3_side_stream_with_many_near_edge_decisions(em):
 
 def test_v3_side_stream_is_smaller_than_v2(crop):
     model = load_model("hpcm-tiny", quality=3)
-    em = model.entropy_estimation
-    sizes = {}
-    for version in (2, 3):
-        em.side_format = version
-        sizes[version] = len(model.compress(crop)["strings"][2])
-    em.side_format = 3
+    sizes = {version: len(model.compress(crop, format_version=version)["strings"][2]) for version in (2, 3)}
     assert sizes[3] < 0.75 * sizes[2]
 
 
-def test_coding_format_switches_and_restores_even_on_error():
-    em = ConditionalGGM()
-    grid, layout = em.mean_grid_bits, em.side_format
-    with em.coding_format(1):
-        assert em.mean_grid_bits is None and em.side_format == layout
-    with pytest.raises(RuntimeError), em.coding_format(2):
-        assert em.side_format == 2 and em.mean_grid_bits == grid
-        raise RuntimeError
-    assert (em.mean_grid_bits, em.side_format) == (grid, layout)
+def test_coding_version_is_an_argument_not_module_state(crop):
+    """The format's rules travel with the call: the entropy model has no coding-format attribute to switch,
+    a v1 pass and a v3 pass of one model interleave, and an unknown version is refused."""
+    model = load_model("hpcm-tiny", quality=3)
+    em = model.entropy_estimation
+    assert not hasattr(em, "side_format") and not hasattr(em, "coding_format")
+    assert em.grid_bits(1) is None and em.grid_bits(2) == em.grid_bits(3) == MEAN_GRID_BITS
+    v1 = model.compress(crop, format_version=1)
+    v3 = model.compress(crop, format_version=3)
+    assert len(v1["strings"]) == 2 and len(v3["strings"]) == 3
+    assert torch.equal(model.decompress_latent(v3["strings"], v3["shape"], format_version=3),
+                       eval_latent(model, crop))
+    with torch.no_grad():
+        a = model(crop, training=False, format_version=1)["x_hat"]
+        b = model(crop, training=False)["x_hat"]
+    assert not torch.equal(a, b)  # the official μ and the grid μ do differ
+    with pytest.raises(ValueError, match="unknown coding version"):
+        em.grid_bits(4)
+    with pytest.raises(ValueError, match="no side stream"):
+        em.side_writer(1)

@@ -113,7 +113,7 @@ def _run(model, x, monkeypatch):
     monkeypatch.setattr(hpcm_module, "LikelihoodCoder", _RecordingCoder)
     try:
         with torch.no_grad():
-            out = model(x)
+            out = model(x, format_version=1)  # the official, unquantised μ
     finally:
         for h in handles:
             h.remove()
@@ -138,7 +138,6 @@ def test_hpcm_base_float64_reference(reference, kodak_dir, case, monkeypatch):
     x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].to(torch.float64) / 255
 
     model = create_model("hpcm-base").double().eval()
-    model.entropy_estimation.mean_grid_bits = None  # the official, unquantised μ (format v2 puts μ on a grid)
     apply_reference_weights(model)
     ref = next(s for s in reference["sets"] if s["variant"] == "HPCM-Base")["results"][case]["float64"]
 
@@ -233,11 +232,10 @@ def test_hpcm_large_float64_headline(reference, kodak_dir):
     img = np.asarray(Image.open(png).convert("RGB").crop(tuple(meta["pil_crop_box_left_top_right_bottom"])))
     x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].to(torch.float64) / 255
     model = create_model("hpcm-large").double().eval()
-    model.entropy_estimation.mean_grid_bits = None  # the official, unquantised μ
     apply_reference_weights(model)
     ref = next(s for s in reference["sets"] if s["variant"] == "HPCM-Large")["results"][case]["float64"]
     with torch.no_grad():
-        out = model(x)
+        out = model(x, format_version=1)
     assert _close(float(-torch.log2(out["likelihoods"]["y"]).sum()), ref["rate"]["bits_y"])
     assert _close(float(-torch.log2(out["likelihoods"]["z"]).sum()), ref["rate"]["bits_z"])
     s, sq = _stats(out["x_hat"])

@@ -24,7 +24,14 @@ from hpcm.codec import container
 from hpcm.codec.container import Header, check_image_size, read_header
 from hpcm.codec.plausibility import check_stream_lengths
 from hpcm.errors import FormatError, HPCMError, ImageError, ModelMismatchError
-from hpcm.models.protocol import is_variable_rate, model_device, model_preset, size_multiple, weights_info
+from hpcm.models.protocol import (
+    format_versions,
+    is_variable_rate,
+    model_device,
+    model_preset,
+    size_multiple,
+    weights_info,
+)
 
 __all__ = [
     "CodecTimes",
@@ -215,11 +222,15 @@ def decode_threads(recorded: int, limit: int | None = None) -> int:
     return max(1, min(int(recorded), cap)) if recorded else 0
 
 
-def coding_format(model: nn.Module, version: int) -> contextlib.AbstractContextManager:
-    """Code as file format ``version`` while inside (:meth:`ConditionalGGM.coding_format`); a no-op for
-    models without our conditional entropy model."""
-    em = getattr(model, "entropy_estimation", None)
-    return em.coding_format(version) if hasattr(em, "coding_format") else contextlib.nullcontext()
+def format_kwargs(model: nn.Module, version: int) -> dict[str, int]:
+    """``{"format_version": version}`` for the model's forward/compress/decompress; empty for a model that
+    declares no versions (it codes one way). A version the model declares it cannot code: ``HPCMError``."""
+    versions = format_versions(model)
+    if not versions:
+        return {}
+    if version not in versions:
+        raise HPCMError(f"this model cannot code format version {version} (it codes {versions})")
+    return {"format_version": version}
 
 
 def _expected_streams(version: int) -> int:
@@ -240,9 +251,9 @@ def _decode_streams(model: nn.Module, header: Header, streams: list[bytes],
     if header.version == 1:
         threads = decode_threads(header.threads, threads) if model_device(model).type == "cpu" else 0
     kwargs = {"quality": coding_quality(model, header.quality)} if is_variable_rate(model) else {}
+    kwargs.update(format_kwargs(model, header.version))
     try:
-        with torch.inference_mode(), pinned_threads(threads or 0), deterministic_math(), \
-                coding_format(model, header.version):
+        with torch.inference_mode(), pinned_threads(threads or 0), deterministic_math():
             out = model.decompress(list(streams), tuple(header.z_shape), **kwargs)
     except HPCMError:
         raise
@@ -286,12 +297,13 @@ def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None,
     multiple = _size_multiple(model)
     vr_quality = coding_quality(model, quality)
     kwargs = {} if vr_quality is None else {"quality": vr_quality}
+    kwargs.update(format_kwargs(model, format_version))
     preset, own_quality, fingerprint = model_identity(model)
     padded, top, left = pad_image(image, multiple, padding)
     x = _to_tensor(padded, device)
     threads = coding_threads(device)
     t1 = time.perf_counter()
-    with torch.inference_mode(), deterministic_math(), coding_format(model, format_version):
+    with torch.inference_mode(), deterministic_math():
         out = model.compress(x, **kwargs)
     t2 = time.perf_counter()
     strings = [bytes(s[0] if isinstance(s, list | tuple) else s) for s in out["strings"]]
@@ -311,8 +323,7 @@ def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None,
     if verify:
         tv = time.perf_counter()
         decoded = _decode_streams(model, header, strings)
-        with torch.inference_mode(), pinned_threads(threads), deterministic_math(), \
-                coding_format(model, format_version):
+        with torch.inference_mode(), pinned_threads(threads), deterministic_math():
             ref = _to_uint8(model(x, training=False, **kwargs)["x_hat"])
             ref = ref[top : top + image.shape[0], left : left + image.shape[1]]
         diff = np.abs(decoded.astype(np.int16) - ref.astype(np.int16))

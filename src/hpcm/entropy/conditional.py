@@ -37,10 +37,8 @@ elements per Kodak image at δ = 5e-5 alone).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import zlib
-from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -53,7 +51,9 @@ from hpcm.errors import FormatError, HPCMError
 from hpcm.models import schedule as S
 
 __all__ = [
+    "CODING_VERSIONS",
     "MEAN_GRID_BITS",
+    "SIDE_FORMAT",
     "MEAN_TOLERANCE",
     "SCALE_TOLERANCE",
     "TOLERANCE",
@@ -96,6 +96,9 @@ RANKED = 16
 # -- format version 3 (docs/format.md "Side stream, version 3") --
 #: Side-stream layout written by default (2: per-step width code + salt + additive syndrome; 3: below).
 SIDE_FORMAT = 3
+#: The coding rules a ``version`` argument selects (the file format versions, docs/format.md): 1, the official
+#: unquantised μ without a side stream; 2 and 3, μ on the grid with that side-stream layout.
+CODING_VERSIONS = (1, 2, 3)
 #: δ_σ and δ_μ of format v3, one per decision type, each in its own metric (|ln σ − ln b| for σ; the
 #: distance of μ to its bin edge over max(1, |μ|) for μ): 5.4x and 9.1x the largest deviation measured for
 #: any preset (σ 2.8e-5, μ 3.3e-6; docs/determinism.md).
@@ -383,6 +386,8 @@ class ConditionalGGM(GGM):
 
     ``mean_grid_bits``: k, μ is put on multiples of 2^-k (None: the official, unquantised μ; format v1).
     ``tolerance``: δ of the decision bands (format v2). State-dict keys are those of :class:`GGM`.
+    Methods whose rules depend on the file format take its ``version`` (``CODING_VERSIONS``) as an argument;
+    the module keeps no per-call state.
     """
 
     scale_table: Tensor
@@ -395,8 +400,6 @@ class ConditionalGGM(GGM):
         self.scale_table_spec = (float(scale_table[0]), float(scale_table[1]), int(scale_table[2]))
         self.mean_grid_bits = mean_grid_bits
         self.tolerance = float(tolerance)
-        #: side-stream layout of compress/decompress: 3 (default) or 2 (files of format version 2)
-        self.side_format = SIDE_FORMAT
         self.scale_tolerance = SCALE_TOLERANCE
         self.mean_tolerance = MEAN_TOLERANCE
         self.register_buffer("scale_table", torch.empty(0), persistent=False)
@@ -404,20 +407,6 @@ class ConditionalGGM(GGM):
         #: decisions corrected by the side stream since construction (diagnostics, tests)
         self.corrections = 0
         self._edge_tables: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-
-    @contextlib.contextmanager
-    def coding_format(self, version: int) -> Iterator[None]:
-        """Code as file format ``version`` while inside: 1, the official unquantised μ (no grid, no side
-        stream); 2 or 3, μ on the grid with that side-stream layout. The previous settings come back."""
-        saved = (self.mean_grid_bits, self.side_format)
-        if version == 1:
-            self.mean_grid_bits = None
-        else:
-            self.side_format = version
-        try:
-            yield
-        finally:
-            self.mean_grid_bits, self.side_format = saved
 
     # -- tables --------------------------------------------------------------------------------------
 
@@ -451,11 +440,19 @@ class ConditionalGGM(GGM):
         """μ → its grid bin round(μ·2^k) (float tensor of integers; half to even)."""
         return torch.round(mu * (2.0 ** self.mean_grid_bits))
 
-    def mean_grid(self, mu: Tensor, training: bool = False) -> Tensor:
-        """μ on the grid: bin·2^-k (exact); straight-through in training; μ itself when there is no grid."""
-        if self.mean_grid_bits is None:
+    def grid_bits(self, version: int = SIDE_FORMAT) -> int | None:
+        """k of the μ grid under format ``version`` (None: no grid, the official μ; version 1 has none)."""
+        if version not in CODING_VERSIONS:
+            raise ValueError(f"unknown coding version {version} (known: {CODING_VERSIONS})")
+        return None if version == 1 else self.mean_grid_bits
+
+    def mean_grid(self, mu: Tensor, training: bool = False, version: int = SIDE_FORMAT) -> Tensor:
+        """μ on the grid of format ``version``: bin·2^-k (exact); straight-through in training; μ itself
+        when there is no grid."""
+        bits = self.grid_bits(version)
+        if bits is None:
             return mu
-        g = self.mean_bins(mu) * (2.0 ** -self.mean_grid_bits)
+        g = self.mean_bins(mu) * (2.0**-bits)
         return mu + (g - mu).detach() if training else g
 
     def quantize(self, y: Tensor, mu: Tensor, mask: Tensor, training: bool = False) -> Tensor:
@@ -524,12 +521,18 @@ class ConditionalGGM(GGM):
 
     # -- side information: dispatch on the layout -------------------------------------------------------
 
-    def side_writer(self) -> SideWriter | SideWriterV3:
-        """A writer for the side stream of ``side_format``."""
-        return SideWriterV3(self) if self.side_format == 3 else SideWriter()
+    def side_writer(self, version: int = SIDE_FORMAT) -> SideWriter | SideWriterV3:
+        """A writer for the side stream of format ``version`` (2 or 3)."""
+        return SideWriterV3(self) if self._side_layout(version) == 3 else SideWriter()
 
-    def side_reader(self, data: bytes) -> SideReader | SideReaderV3:
-        return SideReaderV3(data) if self.side_format == 3 else SideReader(data)
+    def side_reader(self, data: bytes, version: int = SIDE_FORMAT) -> SideReader | SideReaderV3:
+        """A reader of the side stream ``data`` of format ``version`` (2 or 3)."""
+        return SideReaderV3(data) if self._side_layout(version) == 3 else SideReader(data)
+
+    def _side_layout(self, version: int) -> int:
+        if self.grid_bits(version) is None:
+            raise ValueError(f"format version {version} of this model has no side stream (no μ grid)")
+        return version
 
     def write_side(self, step: int, dec: Decisions, side: SideWriter | SideWriterV3) -> None:
         """Encoder: record the step's side information (v3: collected, written by ``side.finish()``)."""
@@ -730,10 +733,12 @@ class StepCoder:
     its float mask (1, M, h, w) and the latent on that grid (None when decoding) and returns the
     ŷ piece (zero outside the mask). ``next_scale(scatter)`` is called at each scale transition with
     the scatter function that maps the current grid to the next one. ``bind(em)`` is called by the
-    step loop with the model's :class:`ConditionalGGM` before the first step.
+    step loop with the model's :class:`ConditionalGGM` before the first step. ``version``: the coding
+    rules of this pass (``CODING_VERSIONS``), carried by the coder, not by the model.
     """
 
     entropy_model: ConditionalGGM | None = None
+    version: int = SIDE_FORMAT
 
     def bind(self, entropy_model: ConditionalGGM) -> None:
         if self.entropy_model is None:
@@ -754,9 +759,11 @@ class LikelihoodCoder(StepCoder):
     residuals Σr (not rounded) and the summed masked scales Σσ_m.
     """
 
-    def __init__(self, training: bool, entropy_model: ConditionalGGM | None = None) -> None:
+    def __init__(self, training: bool, entropy_model: ConditionalGGM | None = None,
+                 version: int = SIDE_FORMAT) -> None:
         self.training = training
         self.entropy_model = entropy_model
+        self.version = version
         self.residual: Tensor | None = None
         self.scales: Tensor | None = None
 
@@ -764,7 +771,7 @@ class LikelihoodCoder(StepCoder):
         if y is None:
             raise ValueError("LikelihoodCoder needs the latent")
         em = self.entropy_model
-        mu = em.mean_grid(mu, self.training)
+        mu = em.mean_grid(mu, self.training, self.version)
         q = em.quantize(y, mu, mask, self.training)
         r = (y - mu * mask) * mask
         sig_m = sigma * mask
@@ -783,23 +790,24 @@ class EncodeCoder(StepCoder):
     the step's syndrome to ``side``."""
 
     def __init__(self, encoder: Any, entropy_model: ConditionalGGM | None = None,
-                 side: SideWriter | None = None) -> None:
+                 side: SideWriter | SideWriterV3 | None = None, version: int = SIDE_FORMAT) -> None:
         self.encoder = encoder
         self.entropy_model = entropy_model
         self.side = side
+        self.version = version
 
     def code(self, step: S.Step, sigma: Tensor, mu: Tensor, mask: Tensor, y: Tensor | None) -> Tensor:
         if y is None:
             raise ValueError("EncodeCoder needs the latent")
         em = self.entropy_model
         sigma_p = S.pack_channels(sigma * mask, step.chunks)
-        if em.mean_grid_bits is None:
+        if em.grid_bits(self.version) is None:
             indexes = em.scale_index(sigma_p)
         else:
             dec = em.decisions(sigma_p, S.pack_channels(mu * mask, step.chunks))
             em.write_side(step.index, dec, self.side)
             indexes = torch.from_numpy(dec.index.astype(np.int32)).reshape(sigma_p.shape)
-        mu = em.mean_grid(mu)
+        mu = em.mean_grid(mu, version=self.version)
         q = em.quantize(y, mu, mask)
         symbols = S.pack_channels(q, step.chunks)
         self.encoder.encode(symbols.to(torch.int32).cpu().numpy(), indexes.to(torch.int32).cpu().numpy())
@@ -810,15 +818,17 @@ class DecodeCoder(StepCoder):
     """Decoding: resolve the step's decisions (side stream), read the symbols with their indexes."""
 
     def __init__(self, decoder: Any, entropy_model: ConditionalGGM | None = None,
-                 side: SideReader | None = None) -> None:
+                 side: SideReader | SideReaderV3 | None = None, version: int = SIDE_FORMAT) -> None:
         self.decoder = decoder
         self.entropy_model = entropy_model
         self.side = side
+        self.version = version
 
     def code(self, step: S.Step, sigma: Tensor, mu: Tensor, mask: Tensor, y: Tensor | None) -> Tensor:
         em = self.entropy_model
         sigma_p = S.pack_channels(sigma * mask, step.chunks)
-        if em.mean_grid_bits is None:
+        bits = em.grid_bits(self.version)
+        if bits is None:
             indexes = em.scale_index(sigma_p).cpu().numpy()
             mu_g = mu
         else:
@@ -826,7 +836,7 @@ class DecodeCoder(StepCoder):
             dec = em.read_side(step.index, dec, self.side)
             indexes = dec.index.astype(np.int32).reshape(sigma_p.shape)
             bins = torch.from_numpy(dec.bins).reshape(sigma_p.shape).to(device=mu.device, dtype=mu.dtype)
-            mu_g = S.unpack_channels(bins * (2.0 ** -em.mean_grid_bits), step.chunks)
+            mu_g = S.unpack_channels(bins * (2.0**-bits), step.chunks)
         symbols = self.decoder.decode(np.asarray(indexes, dtype=np.int32))
         packed = torch.as_tensor(symbols).reshape(sigma_p.shape).to(device=mu.device, dtype=mu.dtype)
         q = S.unpack_channels(packed, step.chunks) * mask

@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from hpcm.entropy.conditional import (  # noqa: F401 (re-exported: the step coders)
+    CODING_VERSIONS,
+    SIDE_FORMAT,
     ConditionalGGM,
     DecodeCoder,
     EncodeCoder,
@@ -156,6 +158,10 @@ class ContextMemory(Protocol):
 
 class HPCM(nn.Module):
     """HPCM image codec built from an :class:`HPCMConfig` (official attribute names, §9)."""
+
+    #: file-format versions whose coding rules ``forward``/``compress``/``decompress`` take as
+    #: ``format_version`` (hpcm.models.protocol.format_versions)
+    format_versions = CODING_VERSIONS
 
     def __init__(self, config: HPCMConfig | None = None) -> None:
         super().__init__()
@@ -322,11 +328,13 @@ class HPCM(nn.Module):
     # -- forward ---------------------------------------------------------------------------------
 
     def forward(
-        self, x: Tensor, training: bool | None = None, quality: float | Tensor | None = None
+        self, x: Tensor, training: bool | None = None, quality: float | Tensor | None = None,
+        format_version: int = SIDE_FORMAT,
     ) -> dict[str, Any]:
         """x (B, 3, H, W) in [0, 1] -> {"x_hat": (B, 3, H, W), "likelihoods": {"y", "z"}} (§8.1).
 
         ``quality`` (a number or (B,) per image) is required by variable-rate models and refused by others.
+        ``format_version``: whose μ rule to follow (1: the official μ; 2, 3: μ on the grid, the default).
         """
         training = self.training if training is None else training
         self._check_size(x)
@@ -343,7 +351,7 @@ class HPCM(nn.Module):
             z_values = torch.round(z_res)
             z_hat = z_values + self.means_hyper
         params = self.h_s(z_hat)
-        coder = LikelihoodCoder(training, self.entropy_estimation)
+        coder = LikelihoodCoder(training, self.entropy_estimation, format_version)
         y_hat = self.context_pass(params, coder, y)
         res, scales = coder.residual, coder.scales
         y_values = res + torch.empty_like(res).uniform_(-0.5, 0.5) if training else torch.round(res)
@@ -392,13 +400,14 @@ class HPCM(nn.Module):
         return torch.arange(self.N, dtype=torch.int32).view(1, self.N, 1, 1).expand(1, self.N, h, w)
 
     @torch.no_grad()
-    def compress(self, x: Tensor, quality: float | None = None) -> dict[str, Any]:
+    def compress(self, x: Tensor, quality: float | None = None,
+                 format_version: int = SIDE_FORMAT) -> dict[str, Any]:
         """x (1, 3, H, W), H, W multiples of ``size_multiple`` -> {"strings": [y, z, side],
         "shape": (h_z, w_z), "latent_crc": CRC-32 of ŷ (:func:`latent_checksum`)}.
 
-        The side stream holds each step's decision syndrome (``entropy_estimation.side_format``: 3, the
-        default, or 2; docs/format.md). With
-        ``entropy_estimation.mean_grid_bits`` None (the official, format-v1 coding) there is no side stream.
+        The side stream holds each step's decision syndrome in the layout of ``format_version`` (3, the
+        default, or 2; docs/format.md). Format 1 (the official μ), or a model whose
+        ``entropy_estimation.mean_grid_bits`` is None, has no side stream: strings [y, z].
         ``quality``: required by variable-rate models (the decoder needs the same value); the checksum
         covers the coded (gained) ŷ, before the inverse gain.
         """
@@ -421,27 +430,29 @@ class HPCM(nn.Module):
         params = self.h_s(z_sym + self.means_hyper)
         em = self.entropy_estimation
         y_enc = SymbolEncoder(em.table)
-        side = em.side_writer() if em.mean_grid_bits is not None else None
-        y_hat = self.context_pass(params, EncodeCoder(y_enc, em, side), y)
+        side = em.side_writer(format_version) if em.grid_bits(format_version) is not None else None
+        y_hat = self.context_pass(params, EncodeCoder(y_enc, em, side, format_version), y)
         strings = [y_enc.finish(), z_bytes] + ([side.finish()] if side is not None else [])
         return {"strings": strings, "shape": (int(h_z), int(w_z)), "latent_crc": latent_checksum(y_hat)}
 
     @torch.no_grad()
     def decompress(
-        self, strings: list[bytes], shape: tuple[int, int], quality: float | None = None
+        self, strings: list[bytes], shape: tuple[int, int], quality: float | None = None,
+        format_version: int = SIDE_FORMAT,
     ) -> dict[str, Any]:
         """Inverse of :meth:`compress` -> {"x_hat": (1, 3, 64 h_z, 64 w_z) in [0, 1], "latent_crc"}."""
         gains = self._gains(quality, 1)
-        y_hat = self.decompress_latent(strings, shape)
+        y_hat = self.decompress_latent(strings, shape, format_version)
         crc = latent_checksum(y_hat)
         if gains is not None:
             y_hat = y_hat * gains[1].to(y_hat.dtype)
         return {"x_hat": self.g_s(y_hat).clamp_(0, 1), "latent_crc": crc}
 
     @torch.no_grad()
-    def decompress_latent(self, strings: list[bytes], shape: tuple[int, int]) -> Tensor:
-        """Decode ŷ (1, M, 4 h_z, 4 w_z) from [y, z, side] (format v3, or v2 with
-        ``entropy_estimation.side_format = 2``) or [y, z] (format v1: official μ)."""
+    def decompress_latent(self, strings: list[bytes], shape: tuple[int, int],
+                          format_version: int = SIDE_FORMAT) -> Tensor:
+        """Decode ŷ (1, M, 4 h_z, 4 w_z) from [y, z, side] (the side stream in the layout of
+        ``format_version``, 3 or 2) or [y, z] (format v1: official μ, whatever ``format_version`` says)."""
         from hpcm.entropy.coder import SymbolDecoder
 
         if len(strings) not in (2, 3):
@@ -456,12 +467,9 @@ class HPCM(nn.Module):
         em = self.entropy_estimation
         y_dec = SymbolDecoder(em.table, strings[0])
         if len(strings) == 2:  # format v1: the official, unquantised μ
-            with em.coding_format(1):
-                return self.context_pass(params, DecodeCoder(y_dec, em), None)
-        if em.mean_grid_bits is None:
-            raise ValueError("a side stream needs entropy_estimation.mean_grid_bits")
-        side = em.side_reader(strings[2])
-        y_hat = self.context_pass(params, DecodeCoder(y_dec, em, side), None)
+            return self.context_pass(params, DecodeCoder(y_dec, em, version=1), None)
+        side = em.side_reader(strings[2], format_version)
+        y_hat = self.context_pass(params, DecodeCoder(y_dec, em, side, format_version), None)
         side.finish()
         y_dec.finish()
         return y_hat

@@ -8,7 +8,9 @@ from any ``nn.Module``, with the defaults written here and nowhere else:
 - ``is_variable_rate(model)``: whether its quality is chosen per image (``model.variable_rate``);
 - ``weights_info(model)`` / ``model_preset(model)``: provenance of the loaded weights (``hpcm.models.io``);
 - ``model_config_dict(model)``: the JSON-able architecture (``model.config.to_dict()``) recorded with weights
-  and training checkpoints.
+  and training checkpoints;
+- ``format_versions(model)``: the file-format versions whose coding rules its ``forward``, ``compress`` and
+  ``decompress`` take as ``format_version=`` (``model.format_versions``; empty: it codes one way only).
 
 Writers set the attributes (``model.preset = ...``, ``model.weights_info = ...``); readers use these
 functions, never ``getattr`` with a default of their own.
@@ -69,6 +71,11 @@ def weights_info(model: Any) -> dict[str, Any]:
     """A copy of ``model.weights_info`` (empty when the model has none)."""
     info = getattr(model, "weights_info", None)
     return dict(info) if isinstance(info, dict) else {}
+
+
+def format_versions(model: Any) -> tuple[int, ...]:
+    """``model.format_versions`` as a tuple (empty when undeclared: the model takes no ``format_version``)."""
+    return tuple(int(v) for v in getattr(model, "format_versions", ()))
 
 
 def model_preset(model: Any) -> str | None:
