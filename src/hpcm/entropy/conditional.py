@@ -386,8 +386,8 @@ class ConditionalGGM(GGM):
 
     ``mean_grid_bits``: k, μ is put on multiples of 2^-k (None: the official, unquantised μ; format v1).
     ``tolerance``: δ of the decision bands (format v2). State-dict keys are those of :class:`GGM`.
-    Methods whose rules depend on the file format take its ``version`` (``CODING_VERSIONS``) as an argument;
-    the module keeps no per-call state.
+    Methods whose rules depend on the file format take its ``version`` (``CODING_VERSIONS``) as an argument:
+    the module holds no coding-format state (only the diagnostic ``corrections`` counter changes in a call).
     """
 
     scale_table: Tensor
