@@ -113,9 +113,8 @@ def run(presets: list[str] | None = None, n_images: int = 24, crop: int = 0, qua
                 rec["cases"] += 1
                 try:
                     data, _, _ = encode(enc_model, image)
-                    dec_model.entropy_estimation.corrections = 0
-                    out, _, _ = decode(data, dec_model)
-                    rec["corrections"] += dec_model.entropy_estimation.corrections
+                    out, _, times = decode(data, dec_model)
+                    rec["corrections"] += int(times.extra["corrections"])
                     same, _, _ = decode(data, enc_model)
                     diff = int(np.abs(out.astype(np.int16) - same.astype(np.int16)).max())
                     rec["max_pixel_diff"] = max(rec["max_pixel_diff"], diff)

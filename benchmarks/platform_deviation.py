@@ -181,22 +181,22 @@ def decode_variants(model, x: torch.Tensor, variants=("2 threads", "oneDNN off",
         dtype = torch.float64 if name == "float64" else torch.float32
         device = "cuda" if name == "cuda" else "cpu"
         model.to(device=device, dtype=dtype)
-        model.entropy_estimation.corrections = 0
         try:
             with _variant(name), torch.no_grad():
                 try:
-                    y_hat = model.decompress_latent(enc["strings"], enc["shape"])
+                    latent = model.decode_latent(enc["strings"], enc["shape"])
                 except HPCMError as exc:  # a refusal is reported, not raised
                     out[name] = {"latent_equal": False, "corrections": 0, "max_pixel_diff": -1,
                                  "pixels_differing": -1, "error": str(exc)}
                     continue
                 gains = model._gains(quality, 1)  # the checksum covers the coded ŷ, before the inverse gain
                 inv = gains[1].to(device=device, dtype=dtype) if gains is not None else 1.0
+                y_hat = latent.y_hat
                 x_hat = to_uint8(model.g_s(y_hat * inv))
             diff = (x_hat.int() - ref.int()).abs()
             out[name] = {
                 "latent_equal": latent_checksum(y_hat) == enc["latent_crc"],
-                "corrections": model.entropy_estimation.corrections,
+                "corrections": latent.corrections,
                 "max_pixel_diff": int(diff.max()),
                 "pixels_differing": int((diff > 0).sum()),
             }

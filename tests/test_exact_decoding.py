@@ -122,10 +122,10 @@ def test_decoder_perturbed_below_tolerance_decodes_identically(rel, version, cro
     model = load_model("hpcm-tiny", quality=3)
     enc = model.compress(crop, format_version=version)
     other = perturbed("hpcm-tiny", rel)
-    y_hat = other.decompress_latent(enc["strings"], enc["shape"], format_version=version)
-    assert torch.equal(y_hat, eval_latent(model, crop))
+    latent = other.decode_latent(enc["strings"], enc["shape"], format_version=version)
+    assert torch.equal(latent.y_hat, eval_latent(model, crop))
     if rel == 6e-6:
-        assert other.entropy_estimation.corrections > 0  # the side stream did the work
+        assert latent.corrections > 0  # the side stream did the work
 
 
 def test_decoder_perturbed_far_above_tolerance_is_a_clean_error(crop):
@@ -370,7 +370,7 @@ def test_v3_every_single_flip_is_resolved_even_at_the_worst_deviation(em, seed):
         view.sign = sign
         nd_i = worst.copy()
         nd_i[i] = 1.0 - nd[i]  # crossed the edge by the full tolerance
-        got = em._resolve_v3(5, view, h, salt, syn, nd=nd_i, count=False)
+        got = em._resolve_v3(5, view, h, salt, syn, nd=nd_i)
         assert np.array_equal(got.vector, dec.vector), i
     # the encoder's separation: confusable pairs (normalised distances summing to ≤ PAIR_BAND) differ in
     # the low h bits of their weights
@@ -459,3 +459,26 @@ def test_coding_version_is_an_argument_not_module_state(crop):
         em.grid_bits(4)
     with pytest.raises(ValueError, match="no side stream"):
         em.side_writer(1)
+
+
+def _module_state(model) -> dict[str, str]:
+    """Every plain attribute of every submodule (not parameters, buffers or children), as text."""
+    skip = {"_parameters", "_buffers", "_modules", "training"}
+    return {f"{name}.{k}": repr(v) for name, m in model.named_modules() for k, v in vars(m).items()
+            if k not in skip and not k.startswith("_") and not isinstance(v, torch.Tensor)}
+
+
+def test_decoding_leaves_no_state_on_the_model(crop):
+    """A decode whose side stream corrects decisions reports them in its result (and ``decode``'s
+    ``times.extra``) and changes no attribute of the model: per-call state travels with the call."""
+    model = load_model("hpcm-tiny", quality=3)
+    image = (crop[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    data, _, _ = encode(model, image)
+    other = perturbed("hpcm-tiny", 6e-6)
+    other.update()
+    before = _module_state(other)
+    _, _, times = decode(data, other)
+    assert times.extra["corrections"] > 0
+    assert _module_state(other) == before
+    _, _, times = decode(data, model)
+    assert times.extra["corrections"] == 0

@@ -52,6 +52,8 @@ class CodecTimes:
 
     network: float = 0.0  # model.compress / model.decompress (includes entropy coding)
     total: float = 0.0
+    #: other facts of the call: "verify" (s), "corrections" (decisions the side stream corrected in a
+    #: decode), "recon_crc_mismatch"
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -238,8 +240,9 @@ def _expected_streams(version: int) -> int:
 
 
 def _decode_streams(model: nn.Module, header: Header, streams: list[bytes],
-                    threads: int | None = None) -> np.ndarray:
-    """Run ``model.decompress`` and crop; defects in the streams become ``FormatError``.
+                    threads: int | None = None) -> tuple[np.ndarray, int]:
+    """Run ``model.decompress`` and crop -> (image, decisions the side stream corrected); defects in the
+    streams become ``FormatError``.
 
     Version 1: with the encoder's thread count, clamped to the usable cores (exact only on the encoder's
     device kind). Version 2: with ``threads`` (None: torch's current setting); the decoded latent must
@@ -272,7 +275,8 @@ def _decode_streams(model: nn.Module, header: Header, streams: list[bytes],
                           f"{header.padded_height}x{header.padded_width}")
     full = _to_uint8(x_hat)
     t, l = header.crop_top, header.crop_left
-    return np.ascontiguousarray(full[t : t + header.height, l : l + header.width])
+    image = np.ascontiguousarray(full[t : t + header.height, l : l + header.width])
+    return image, int(out.get("corrections", 0))
 
 
 def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None, padding: str = "replicate",
@@ -322,7 +326,7 @@ def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None,
     times = CodecTimes(network=t2 - t1)
     if verify:
         tv = time.perf_counter()
-        decoded = _decode_streams(model, header, strings)
+        decoded, _ = _decode_streams(model, header, strings)
         with torch.inference_mode(), pinned_threads(threads), deterministic_math():
             ref = _to_uint8(model(x, training=False, **kwargs)["x_hat"])
             ref = ref[top : top + image.shape[0], left : left + image.shape[1]]
@@ -409,10 +413,10 @@ def decode(
     check_stream_lengths(header, model)  # refuse before the network runs (hpcm.codec.plausibility)
     t1 = time.perf_counter()
     with pinned_threads((threads or 0) if header.version >= 2 else 0):
-        image = _decode_streams(model, header, streams, threads)
+        image, corrections = _decode_streams(model, header, streams, threads)
         same = _same_platform(header, model)
     t2 = time.perf_counter()
-    extra: dict[str, float] = {}
+    extra: dict[str, float] = {"corrections": float(corrections)}
     if header.recon_crc is not None and image_crc(image) != header.recon_crc:
         if header.version >= 2 and not same:
             extra["recon_crc_mismatch"] = 1.0

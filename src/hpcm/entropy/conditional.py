@@ -294,6 +294,8 @@ class SideReaderV3:
     def __init__(self, data: bytes) -> None:
         self.bits = SideReader(data)
         self.field: int | None = None
+        #: decisions of this decode that the side stream corrected (diagnostics)
+        self.corrections = 0
 
     def read_step(self, n: int) -> tuple[int, int, int]:
         """(width, salt, syndrome) of the next step, whose decision vector has n entries."""
@@ -338,6 +340,8 @@ class SideReader:
     def __init__(self, data: bytes) -> None:
         self._value = int.from_bytes(bytes(data), "big")
         self._left = 8 * len(data)
+        #: decisions of this decode that the side stream corrected (diagnostics)
+        self.corrections = 0
 
     def read(self, bits: int) -> int:
         if bits > self._left:
@@ -387,7 +391,7 @@ class ConditionalGGM(GGM):
     ``mean_grid_bits``: k, μ is put on multiples of 2^-k (None: the official, unquantised μ; format v1).
     ``tolerance``: δ of the decision bands (format v2). State-dict keys are those of :class:`GGM`.
     Methods whose rules depend on the file format take its ``version`` (``CODING_VERSIONS``) as an argument:
-    the module holds no coding-format state (only the diagnostic ``corrections`` counter changes in a call).
+    the module holds no per-call state (a decode's corrections are counted on its side reader).
     """
 
     scale_table: Tensor
@@ -404,8 +408,6 @@ class ConditionalGGM(GGM):
         self.mean_tolerance = MEAN_TOLERANCE
         self.register_buffer("scale_table", torch.empty(0), persistent=False)
         self.table: Any = None  # CdfTable of the y scales, built by update()
-        #: decisions corrected by the side stream since construction (diagnostics, tests)
-        self.corrections = 0
         self._edge_tables: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     # -- tables --------------------------------------------------------------------------------------
@@ -542,11 +544,16 @@ class ConditionalGGM(GGM):
             self.write_side_v2(step, dec, side)
 
     def read_side(self, step: int, dec: Decisions, side: SideReader | SideReaderV3) -> Decisions:
-        """Decoder: read the step's side information and return the encoder's decisions (or FormatError)."""
+        """Decoder: read the step's side information and return the encoder's decisions (or FormatError);
+        the decisions it corrects are counted on ``side.corrections``."""
         if isinstance(side, SideReaderV3):
             h, salt, syn = side.read_step(dec.vector.size)
-            return self._resolve_v3(step, dec, h, salt, syn)
-        return self.read_side_v2(step, dec, side)
+            resolved = self._resolve_v3(step, dec, h, salt, syn)
+        else:
+            resolved = self.read_side_v2(step, dec, side)
+        if resolved is not dec:
+            side.corrections += int(np.count_nonzero(resolved.vector != dec.vector))
+        return resolved
 
     # -- side information (format v3) ---------------------------------------------------------------
 
@@ -559,7 +566,7 @@ class ConditionalGGM(GGM):
         return nd
 
     def _resolve_v3(self, step: int, dec: Decisions, h: int, salt: int, syn: int,
-                    nd: np.ndarray | None = None, own: int | None = None, count: bool = True,
+                    nd: np.ndarray | None = None, own: int | None = None,
                     weights: np.ndarray | None = None) -> Decisions:
         """Decoder rule of v3: Δ = S ⊕ S(d'); among the decisions within δ of an edge (normalised distance < 1
         by the decoder's values) whose weight matches Δ in the low h bits, flip the one nearest its edge;
@@ -594,8 +601,6 @@ class ConditionalGGM(GGM):
         d = d.copy()
         for f in flips:
             d[f] += dec.sign[f]
-        if count:
-            self.corrections += len(flips)
         return dec.with_vector(d)
 
     def _self_check_v3(self, st: _StepV3, w: np.ndarray, h: int, syn: int) -> None:
@@ -613,7 +618,7 @@ class ConditionalGGM(GGM):
         other = Decisions(d[: dec.index.size], d[dec.index.size :], dec.dist, sign)
         other._vector = d
         own = (syn ^ int(w[i])) & ((1 << h) - 1)  # S(d') from S(d): the flip toggles w_i
-        got = self._resolve_v3(st.step, other, h, -1, syn, nd=nd, own=own, count=False, weights=w)
+        got = self._resolve_v3(st.step, other, h, -1, syn, nd=nd, own=own, weights=w)
         if not np.array_equal(got.vector, dec.vector):
             raise HPCMError(f"step {st.step}: the decoder rule does not reproduce the encoder's decisions")
 
@@ -656,9 +661,7 @@ class ConditionalGGM(GGM):
         bits = SYNDROME_BITS[code]
         w_i = int(_weights_at(step, salt, np.array([i]))[0])
         own = (syn + int(dec.sign[i]) * w_i) & ((1 << bits) - 1)  # S(d') from S(d), linearity
-        corrections = self.corrections
         got = self._resolve(step, other, code, salt, syn, own_syndrome=own)
-        self.corrections = corrections
         if not np.array_equal(got.vector, dec.vector):
             raise HPCMError(f"step {step}: the decoder rule does not reproduce the encoder's decisions")
 
@@ -696,7 +699,6 @@ class ConditionalGGM(GGM):
         d = d.copy()
         for f in flips:
             d[f] += dec.sign[f]
-        self.corrections += len(flips)
         return dec.with_vector(d)
 
     @staticmethod

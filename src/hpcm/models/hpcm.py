@@ -18,6 +18,7 @@ decoded ŷ equals the encoder's (and the eval forward's) ŷ bit for bit on any t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -155,6 +156,15 @@ class ContextMemory(Protocol):
 
 # --- the model ------------------------------------------------------------------------------------
 
+
+
+@dataclass(frozen=True)
+class DecodedLatent:
+    """One decode's ŷ (1, M, h, w) and the number of decisions its side stream corrected (0 for format v1
+    and wherever the decoder computed like the encoder)."""
+
+    y_hat: Tensor
+    corrections: int = 0
 
 class HPCM(nn.Module):
     """HPCM image codec built from an :class:`HPCMConfig` (official attribute names, §9)."""
@@ -440,19 +450,27 @@ class HPCM(nn.Module):
         self, strings: list[bytes], shape: tuple[int, int], quality: float | None = None,
         format_version: int = SIDE_FORMAT,
     ) -> dict[str, Any]:
-        """Inverse of :meth:`compress` -> {"x_hat": (1, 3, 64 h_z, 64 w_z) in [0, 1], "latent_crc"}."""
+        """Inverse of :meth:`compress` -> {"x_hat": (1, 3, 64 h_z, 64 w_z) in [0, 1], "latent_crc",
+        "corrections" (decisions the side stream corrected)}."""
         gains = self._gains(quality, 1)
-        y_hat = self.decompress_latent(strings, shape, format_version)
+        latent = self.decode_latent(strings, shape, format_version)
+        y_hat = latent.y_hat
         crc = latent_checksum(y_hat)
         if gains is not None:
             y_hat = y_hat * gains[1].to(y_hat.dtype)
-        return {"x_hat": self.g_s(y_hat).clamp_(0, 1), "latent_crc": crc}
+        return {"x_hat": self.g_s(y_hat).clamp_(0, 1), "latent_crc": crc, "corrections": latent.corrections}
 
     @torch.no_grad()
     def decompress_latent(self, strings: list[bytes], shape: tuple[int, int],
                           format_version: int = SIDE_FORMAT) -> Tensor:
         """Decode ŷ (1, M, 4 h_z, 4 w_z) from [y, z, side] (the side stream in the layout of
         ``format_version``, 3 or 2) or [y, z] (format v1: official μ, whatever ``format_version`` says)."""
+        return self.decode_latent(strings, shape, format_version).y_hat
+
+    @torch.no_grad()
+    def decode_latent(self, strings: list[bytes], shape: tuple[int, int],
+                      format_version: int = SIDE_FORMAT) -> DecodedLatent:
+        """:meth:`decompress_latent` with what the decode did: ŷ and the side stream's corrections."""
         from hpcm.entropy.coder import SymbolDecoder
 
         if len(strings) not in (2, 3):
@@ -467,12 +485,12 @@ class HPCM(nn.Module):
         em = self.entropy_estimation
         y_dec = SymbolDecoder(em.table, strings[0])
         if len(strings) == 2:  # format v1: the official, unquantised μ
-            return self.context_pass(params, DecodeCoder(y_dec, em, version=1), None)
+            return DecodedLatent(self.context_pass(params, DecodeCoder(y_dec, em, version=1), None))
         side = em.side_reader(strings[2], format_version)
         y_hat = self.context_pass(params, DecodeCoder(y_dec, em, side, format_version), None)
         side.finish()
         y_dec.finish()
-        return y_hat
+        return DecodedLatent(y_hat, side.corrections)
 
     # -- state dict ------------------------------------------------------------------------------
 
