@@ -234,6 +234,7 @@ def test_export_records_provenance(train_dir, tmp_path):
     training = json.loads(out.with_suffix(".json").read_text())["training"]
     assert training["crops_seen"] == 4 and training["train_seconds"] > 0 and "cores" in training["machine"]
     assert training["rate_lambdas"] == pytest.approx(list(VR_LAMBDAS))
+    assert training["checkpoint"] == "run/checkpoint_last.safetensors"  # no absolute path of this machine
     from hpcm.models.io import load_model
 
     assert load_model(str(out)).variable_rate

@@ -187,7 +187,8 @@ def run_export(args: argparse.Namespace) -> int:
             "world_size": meta.get("world_size"),
             "best_val_loss": meta.get("best_val_loss"),
             "recipe": _recipe(meta.get("train_config") or {}),
-            "checkpoint": str(Path(args.checkpoint).resolve()),
+            # the run folder and file, not this machine's absolute path (the weights travel)
+            "checkpoint": "/".join(Path(args.checkpoint).resolve().parts[-2:]),
         },
     }
     save_weights(model, out, metadata, overwrite=True, half=args.half)
