@@ -10,7 +10,11 @@
 #   bash experiments/small_vr.sh resume [LR]      # continue runs/small-vr (TIME_LIMIT=SECONDS to stop by itself)
 #   RUN=runs/small-vr-decay bash experiments/small_vr.sh resume 5e-6   # a low-lr fork of a copy of the run
 #   bash experiments/small_vr.sh finish           # export (float16), held-out comparison against the shipped
-#                                                 # hpcm-small-vr (BASELINE=...), Kodak eval
+#                                                 # hpcm-small-vr (BASELINE=...), Kodak eval; with a weight
+#                                                 # average in the checkpoint also runs/small-vr-ema.* (held-out)
+# EMA=0.995 (the default from session 15; EMA= turns it off): the run keeps an exponential moving average of
+# the weights (hpcm train --ema), validated beside them; it replaces the low-lr stretch before shipping when
+# it wins on the held-out images.
 # Training runs under bf16 autocast (AMP=bf16, the default from step 2,716 where the CPU has native bf16; AMP=
 # trains in float32): on the 2-core AVX512-BF16 machine 3.2 vs 1.5 crops/s at batch 8 × 256²
 # (benchmarks/train_speed.py --cpu-bf16). Session 14 ran on an AVX2-only EPYC (no native bf16): float32 0.99,
@@ -34,11 +38,12 @@ LR=${2:-5e-5}
 # bf16 only where the CPU has it natively (AVX512-BF16/AMX); emulated bf16 ran at x0.09 of float32 (session 14)
 AMP=${AMP-$(.venv/bin/python -c 'from hpcm.train.amp import cpu_bf16_is_emulated as e; print("" if e() else "bf16")')}
 PROCS=${PROCS:-2}
+EMA=${EMA-0.995}
 COMMON=(--model hpcm-small-vr --data ../shared/data/train --out "$RUN" --steps 400000
         --batch-size "$(( ${BATCH:-8} / PROCS ))"
         --patch-size 256 --val-holdout 16 --val-every 500 --save-every 50 --log-every 10 --num-workers 1
         --lr "$LR" --lr-group 'quality_gains*=10' --downscale-prob 0.5 --seed 0 --no-progress
-        ${AMP:+--amp "$AMP"} $([ "${NHWC:-1}" = 1 ] && echo --channels-last)
+        ${AMP:+--amp "$AMP"} $([ "${NHWC:-1}" = 1 ] && echo --channels-last) ${EMA:+--ema "$EMA"}
         ${TIME_LIMIT:+--time-limit "$TIME_LIMIT"} ${LR_MILESTONES:+--lr-milestones $LR_MILESTONES})
 case "${1:-}" in
   widen) .venv/bin/hpcm widen hpcm-tiny-vr --model hpcm-small-vr -o "$INIT" ;;
@@ -54,6 +59,14 @@ case "${1:-}" in
     .venv/bin/hpcm export "$RUN/checkpoint_last.safetensors" -o "$RUN.safetensors" --force --half
     .venv/bin/python experiments/holdout_compare.py "$RUN.safetensors" --baseline "${BASELINE:-hpcm-small-vr}" \
       -o "$RUN-holdout.json"
+    if .venv/bin/hpcm export "$RUN/checkpoint_last.safetensors" -o "$RUN-ema.safetensors" --force --half --ema
+    then
+      .venv/bin/python experiments/holdout_compare.py "$RUN-ema.safetensors" \
+        --baseline "${BASELINE:-hpcm-small-vr}" -o "$RUN-ema-holdout.json"
+    fi
     .venv/bin/hpcm eval "$RUN.safetensors" ../shared/data/kodak -q 1 2 3 4 5 6 7 8 -o "$RUN-kodak.json" --quiet ;;
-  *) echo "usage: $0 widen|fresh|resume|finish [LR]" >&2; exit 2 ;;
+  finish-ema)  # Kodak eval of the weight average (after it won on the held-out images)
+    .venv/bin/hpcm eval "$RUN-ema.safetensors" ../shared/data/kodak -q 1 2 3 4 5 6 7 8 -o "$RUN-kodak.json" \
+      --quiet ;;
+  *) echo "usage: $0 widen|fresh|resume|finish|finish-ema [LR]" >&2; exit 2 ;;
 esac

@@ -551,3 +551,83 @@ def test_resume_checks_the_global_batch(data_dirs, tmp_path):
         _check_resumable(cfg, meta, world_size=1)
     with pytest.raises(CheckpointError, match="patch_size differs"):
         _check_resumable(_cfg(data_dirs, tmp_path / "run", batch_size=4, patch_size=128), meta, world_size=2)
+
+
+# ------------------------------------------------------------------------------------ weight average
+
+
+def test_weight_average_update_rule_and_swap():
+    from hpcm.train.ema import WeightAverage
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    ema = WeightAverage(net, 0.9)
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    ema.update(net)
+    assert ema.updates == 1
+    assert torch.allclose(ema.averages[ema.names.index("weight")], 0.9 * start["weight"] + 0.1 * net.weight)
+    with ema.applied_to(net):
+        assert torch.allclose(net.weight, start["weight"] + 0.1)
+    assert torch.equal(net.weight, start["weight"] + 1.0)  # the trained weights are back
+    other = WeightAverage(torch.nn.Linear(3, 2), 0.9)
+    other.load(ema.state_tensors(), ema.updates)
+    assert all(torch.equal(a, b) for a, b in zip(ema.averages, other.averages, strict=True))
+    with pytest.raises(KeyError):
+        other.load({}, 0)
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(net, 1.0)
+
+
+def test_ema_resumes_exactly_and_exports(data_dirs, tmp_path, capsys):
+    """--ema: the average is checkpointed and a resumed run continues it exactly; a run without one may
+    take it up on --resume; `hpcm export --ema` writes the average, and refuses a checkpoint without one."""
+    from hpcm.train.ema import PREFIX
+
+    run = tmp_path / "run"
+    first = _trainer(_cfg(data_dirs, run, val=None, ema=0.5, lr=1e-3)).setup()
+    batches = iter(first.loader)
+    first.train_step(next(batches))
+    first.save(first.last_path)
+    meta = json.loads((run / "checkpoint_last.json").read_text())
+    assert meta["ema"] == {"decay": 0.5, "updates": 1, "since_step": 0}
+    resumed = _trainer(_cfg(data_dirs, run, val=None, ema=0.5, lr=1e-3, resume=True)).setup()
+    assert resumed.ema.updates == 1
+    first.train_step(next(batches))
+    resumed.train_step(next(iter(resumed.loader)))
+    for a, b in zip(first.ema.averages, resumed.ema.averages, strict=True):
+        assert torch.equal(a, b)
+    w = dict(first.model.named_parameters())
+    assert any(not torch.equal(a, w[n]) for n, a in zip(first.ema.names, first.ema.averages, strict=True))
+    resumed.save(resumed.last_path)
+
+    out = tmp_path / "avg.safetensors"
+    assert cli_main(["export", str(run / LAST), "-o", str(out), "--ema"]) == 0
+    from hpcm.models.io import load_model
+
+    exported = dict(load_model(str(out)).named_parameters())
+    ck = _weights(run / LAST)
+    assert all(torch.equal(exported[k[len(PREFIX):]], v) for k, v in ck.items() if k.startswith(PREFIX))
+    provenance = json.loads(out.with_suffix(".json").read_text())["training"]
+    assert provenance["weights"]["ema"]["updates"] == 2 and provenance["recipe"]["ema"] == 0.5
+
+    plain = tmp_path / "plain"
+    t = _trainer(_cfg(data_dirs, plain, val=None)).setup()
+    t.train_step(next(iter(t.loader)))
+    t.save(t.last_path)
+    capsys.readouterr()
+    assert cli_main(["export", str(plain / LAST), "-o", str(tmp_path / "x.safetensors"), "--ema"]) == 1
+    assert "holds no weight average" in capsys.readouterr().err
+    taken_up = _trainer(_cfg(data_dirs, plain, val=None, ema=0.9, resume=True)).setup()
+    assert "starts at step 1" in capsys.readouterr().err
+    w = dict(taken_up.model.named_parameters())
+    assert all(torch.equal(a, w[n]) for n, a in zip(taken_up.ema.names, taken_up.ema.averages, strict=True))
+
+
+def test_ema_is_validated_beside_the_weights(data_dirs, tmp_path):
+    train(_cfg(data_dirs, tmp_path / "run", steps=2, val_every=1, ema=0.9))
+    lines = [json.loads(s) for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in lines if e["split"] == "val_ema"] == [1, 2]
+    with pytest.raises(ConfigError, match="--ema"):
+        _cfg(data_dirs, tmp_path / "bad", ema=1.5).validate()

@@ -52,6 +52,10 @@ def register(subparsers: Any) -> None:
     a("--freeze", action="append", metavar="PATTERN", help="freeze matching parameters; repeatable")
     a("--train-only", action="append", metavar="PATTERN", help="freeze everything else; repeatable")
     a("--clip-max-norm", type=float, help="gradient clipping norm (default 1.0)")
+    a("--ema", type=float, metavar="DECAY",
+      help="also keep an exponential moving average of the weights (e.g. 0.999: a horizon of about 1,000 "
+      "steps), saved in the checkpoints and validated beside the weights; `hpcm export --ema` exports it. "
+      "May be added when resuming (it then starts at the resumed weights)")
     a("--val-every", type=int, help="validate every N steps (default 1000)")
     a("--save-every", type=int, help="write checkpoint_last every N steps (default 1000)")
     a("--log-every", type=int, help="metrics log interval in steps (default 10); without a progress bar "
@@ -89,6 +93,9 @@ def register(subparsers: Any) -> None:
     e.add_argument("checkpoint", metavar="CKPT", help="checkpoint_last/best.safetensors of a run")
     e.add_argument("-o", "--output", required=True, metavar="MODEL.safetensors")
     e.add_argument("--force", action="store_true", help="overwrite an existing output")
+    e.add_argument("--ema", action="store_true",
+                   help="export the checkpoint's weight average (a run trained with --ema) instead of its "
+                   "weights")
     e.add_argument("--half", action="store_true",
                    help="store the weights as float16 (half the size; loaded back as float32; the recorded "
                    "fingerprint is the loaded model's)")
@@ -157,13 +164,20 @@ def run_export(args: argparse.Namespace) -> int:
     from hpcm.models.io import is_derived_key, save_weights
     from hpcm.models.migrate import migrate
     from hpcm.train.checkpoint import model_state, read_checkpoint
+    from hpcm.train.ema import averaged_model_state, has_average
     from hpcm.train.trainer import build_model
 
     out = _weights_output(args.output, args.force)
     _refuse_torch_checkpoint(args.checkpoint)
     tensors, meta, _ = read_checkpoint(args.checkpoint)
+    if args.ema and not has_average(tensors):
+        raise CheckpointError(f"{args.checkpoint} holds no weight average (train with --ema)")
     model = _model_from_meta(meta, build_model)
-    report = migrate(model_state(tensors), model)
+    try:
+        state = averaged_model_state(tensors) if args.ema else model_state(tensors)
+    except KeyError as exc:
+        raise CheckpointError(f"{args.checkpoint}: {exc.args[0]}") from None
+    report = migrate(state, model)
     missing = [k for k in report.initialised if not is_derived_key(k)]
     if missing:
         raise CheckpointError(f"{args.checkpoint} does not fit its recorded model:\n{report}")
@@ -189,6 +203,8 @@ def run_export(args: argparse.Namespace) -> int:
             "recipe": _recipe(meta.get("train_config") or {}),
             # the run folder and file, not this machine's absolute path (the weights travel)
             "checkpoint": "/".join(Path(args.checkpoint).resolve().parts[-2:]),
+            # the exported weights: the trained ones, or their moving average (decay, updates, since_step)
+            "weights": {"ema": meta.get("ema")} if args.ema else "trained",
         },
     }
     save_weights(model, out, metadata, overwrite=True, half=args.half)
@@ -252,7 +268,8 @@ def _refuse_torch_checkpoint(path: str) -> None:
 
 
 RECIPE_KEYS = ("batch_size", "patch_size", "lr", "lr_milestones", "lr_gamma", "clip_max_norm", "seed",
-               "downscale_prob", "downscale_min", "amp", "init_from", "freeze", "train_only", "lr_groups")
+               "downscale_prob", "downscale_min", "amp", "init_from", "freeze", "train_only", "lr_groups",
+               "ema")
 
 
 def _recipe(train_config: dict) -> dict:

@@ -4,7 +4,8 @@ Layout of ``checkpoint_*.safetensors`` (tensors):
 
 - ``model/<state-dict key>``: every parameter and buffer of the (unwrapped) model;
 - ``optim/<param index>/<state key>``: optimizer state tensors (Adam: step, exp_avg, exp_avg_sq);
-- ``rng/torch`` (CPU generator state, uint8), ``rng/cuda/<i>`` when CUDA is initialised.
+- ``rng/torch`` (CPU generator state, uint8), ``rng/cuda/<i>`` when CUDA is initialised;
+- ``ema/<parameter name>``: the weight average of a run trained with ``--ema`` (:mod:`hpcm.train.ema`).
 
 Header metadata (strings): ``format`` = ``hpcm-train-checkpoint``, ``version``, ``meta`` (JSON: preset, model
 config, λ, metric, data, step, git commit, best validation loss, counters …) and ``optim`` (JSON: parameter
@@ -59,10 +60,13 @@ def save_checkpoint(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None,
     meta: dict[str, Any],
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write a training checkpoint atomically (see the module docstring); returns its path."""
+    """Write a training checkpoint atomically (see the module docstring); returns its path. ``extra``:
+    further tensors under their own prefix (the ``ema/`` weight average)."""
     path = Path(path)
     tensors = {f"model/{k}": _cpu(v) for k, v in model.state_dict().items()}
+    tensors.update(extra or {})
     optim_json: dict = {}
     if optimizer is not None:
         opt_tensors, optim_json = _optimizer_parts(optimizer)

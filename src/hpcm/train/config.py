@@ -44,6 +44,7 @@ class TrainConfig:
     freeze: list[str] = field(default_factory=list)
     train_only: list[str] = field(default_factory=list)  # freeze everything not matching these
     clip_max_norm: float = 1.0
+    ema: float | None = None  # decay of an exponential moving average of the weights (hpcm.train.ema)
     val_every: int = 1000
     save_every: int = 1000
     log_every: int = 10
@@ -107,6 +108,8 @@ class TrainConfig:
             raise ConfigError(f"MS-SSIM training needs --patch-size >= {MIN_MS_SSIM_SIDE}")
         if self.amp not in (None, "bf16"):
             raise ConfigError(f"--amp must be bf16 (or absent), got {self.amp!r}")
+        if self.ema is not None and not 0.0 < self.ema < 1.0:
+            raise ConfigError(f"--ema must be a decay between 0 and 1 (e.g. 0.999), got {self.ema}")
         if not self.lr > 0 or self.clip_max_norm <= 0:
             raise ConfigError("--lr and --clip-max-norm must be positive")
         self.milestones()  # parse check

@@ -50,6 +50,8 @@ from hpcm.train.data import (
     mix_seed,
     pad_to_multiple,
 )
+from hpcm.train.ema import PREFIX as EMA_PREFIX
+from hpcm.train.ema import WeightAverage
 from hpcm.train.loss import RateDistortionLoss, bits_per_pixel, psnr_from_mse, rd_loss
 
 LAST = "checkpoint_last.safetensors"
@@ -325,6 +327,7 @@ class Trainer:
        ``--init-from``;
     3. :meth:`prepare_model` — gradient checkpointing, freezing, bf16 likelihoods, device, train mode;
     4. :meth:`build_optimizer` — Adam over the parameter groups, the resumed optimizer and RNG state, DDP;
+       :meth:`start_average` — the ``--ema`` weight average (resumed, or from the current weights);
     5. :meth:`setup_data` — training stream (a function of the step) and validation images;
     6. :meth:`start_logs` — checkpoint metadata, ``config.toml``, metrics log, TensorBoard.
 
@@ -356,6 +359,8 @@ class Trainer:
         self.invocation_t0 = _now()  # --time-limit counts from here: setup is part of this invocation
         self.migration: MigrationReport | None = None
         self._resumed: tuple[dict[str, torch.Tensor], dict] | None = None
+        self._resumed_ema: tuple[dict[str, torch.Tensor], dict[str, Any] | None] | None = None
+        self.ema: WeightAverage | None = None
         self.use_amp = cfg.amp == "bf16"
         self.tb: Any = None
 
@@ -368,6 +373,7 @@ class Trainer:
         self.load_weights()
         self.prepare_model()
         self.build_optimizer()
+        self.start_average()
         self.setup_data()
         self.start_logs()
         return self
@@ -422,6 +428,8 @@ class Trainer:
             self.best_val = meta["best_val_loss"]
             self.prior_seconds = float(meta.get("train_seconds") or 0.0)
             self._resumed = (tensors, optim_json)
+            averages = {k: v for k, v in tensors.items() if k.startswith(EMA_PREFIX)}
+            self._resumed_ema = (averages, meta.get("ema"))
         elif cfg.init_from:
             self.migration = migrate(load_source_state(cfg.init_from), model)
             if self.info.is_main:
@@ -473,6 +481,22 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=cfg.ddp_find_unused,
             )
+
+    def start_average(self) -> None:
+        """``--ema DECAY``: the weight average, restored from the resumed checkpoint when it has one, else
+        started at the current weights (a run may take up ``--ema`` when resumed)."""
+        resumed, self._resumed_ema = self._resumed_ema, None
+        if self.cfg.ema is None:
+            return
+        self.ema = WeightAverage(self.model, self.cfg.ema)
+        if resumed and resumed[0]:
+            try:
+                self.ema.load(resumed[0], int((resumed[1] or {}).get("updates", 0)))
+            except KeyError as exc:
+                raise CheckpointError(f"{self.last_path}: {exc.args[0]}") from None
+        elif self.cfg.resume and self.info.is_main:
+            print(f"hpcm train: --ema {self.cfg.ema:g}: the checkpoint has no weight average; it starts at "
+                  f"step {self.step}", file=sys.stderr)
 
     def setup_data(self) -> None:
         """Training crops (a function of the step, from the current step on) and the validation images
@@ -572,6 +596,8 @@ class Trainer:
         norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.clip_max_norm)
         if torch.isfinite(norm):
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
         else:
             self.skipped += 1
             self.optimizer.zero_grad(set_to_none=True)
@@ -586,15 +612,29 @@ class Trainer:
             meta = self.meta_base | {"step": self.step, "skipped_steps": self.skipped,
                                      "best_val_loss": self.best_val,
                                      "train_seconds": self.prior_seconds + time.perf_counter() - self.run_t0}
-            save_checkpoint(path, self.model, self.optimizer, meta)
+            extra = None
+            if self.ema is not None:
+                meta["ema"] = self.ema.meta() | {"since_step": self.step - self.ema.updates}
+                extra = self.ema.state_tensors()
+            save_checkpoint(path, self.model, self.optimizer, meta, extra)
 
     def validate(self) -> dict[str, float]:
-        """Validation metrics of the current step (logged; a new best is saved as ``checkpoint_best``)."""
+        """Validation metrics of the current step (logged; a new best is saved as ``checkpoint_best``).
+        With ``--ema`` the weight average is validated too (logged as split ``val_ema``; the best checkpoint
+        is still chosen by the trained weights)."""
         res: dict[str, float] = {}
         if self.val_images is not None:  # every rank validates its share; all get the same means
             res = _validate_all(self.model, self.val_images, self.criterion, self.device, self.use_amp,
                                 self.fixed_quality, self.info)
             self.log.write({"split": "val", "step": self.step, **res})
+            if self.ema is not None:
+                with self.ema.applied_to(self.model):
+                    res_ema = _validate_all(self.model, self.val_images, self.criterion, self.device,
+                                            self.use_amp, self.fixed_quality, self.info)
+                self.log.write({"split": "val_ema", "step": self.step, **res_ema})
+                if self.info.is_main:
+                    print(f"hpcm train: step {self.step} validation loss {res['loss']:.4f}, weight average "
+                          f"{res_ema['loss']:.4f}", file=sys.stderr, flush=True)
             if self.tb is not None:
                 for k, v in res.items():
                     self.tb.add_scalar(f"val/{k}", v, self.step)
