@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", default="hpcm-small-vr",
                    help="what to compare with (default: the shipped default model): a shipped fixed-rate "
                    "preset (its bundled qualities) or a variable-rate preset / weights file (qualities 1..8)")
+    p.add_argument("--baseline-json", metavar="FILE",
+                   help="reuse the baseline curve of an earlier output of this script (same held-out images) "
+                   "instead of measuring it again")
     p.add_argument("-o", "--output", help="JSON with every point")
     args = p.parse_args(argv)
     from hpcm.eval.bdrate import bd_curves
@@ -63,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         fixed = bundled_qualities(args.baseline)
     except (KeyError, ValueError, OSError):
         fixed = []
-    if fixed:
+    if args.baseline_json:
+        earlier = json.loads(Path(args.baseline_json).read_text())
+        if earlier["holdout"] != [str(h) for h in held]:
+            raise SystemExit(f"{args.baseline_json} was measured on other held-out images")
+        shipped = earlier["shipped"]
+    elif fixed:
         shipped = curve(args.baseline, ((q, load_model(args.baseline, quality=q), None) for q in fixed))
     else:
         shipped = curve(Path(args.baseline).stem, variable_rate(args.baseline))

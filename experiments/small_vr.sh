@@ -62,7 +62,7 @@ case "${1:-}" in
     if .venv/bin/hpcm export "$RUN/checkpoint_last.safetensors" -o "$RUN-ema.safetensors" --force --half --ema
     then
       .venv/bin/python experiments/holdout_compare.py "$RUN-ema.safetensors" \
-        --baseline "${BASELINE:-hpcm-small-vr}" -o "$RUN-ema-holdout.json"
+        --baseline "${BASELINE:-hpcm-small-vr}" --baseline-json "$RUN-holdout.json" -o "$RUN-ema-holdout.json"
     fi
     .venv/bin/hpcm eval "$RUN.safetensors" ../shared/data/kodak -q 1 2 3 4 5 6 7 8 -o "$RUN-kodak.json" --quiet ;;
   finish-ema)  # Kodak eval of the weight average (after it won on the held-out images)
