@@ -160,3 +160,18 @@ def test_memory_bank_config_is_typed_and_reads_the_older_dict():
            "enable_hierarchical_transfer": True, "enabled_scales": ["s3"]}
     assert HPCMConfig.from_dict({**cfg.to_dict(), "memory": old}) == cfg
     assert HPCMConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_a_kind_without_a_builder_or_a_coder_without_code_cannot_be_made():
+    """The bases are abstract: a spec must say how to build its module, a step coder how to code."""
+    from hpcm.entropy.conditional import StepCoder
+    from hpcm.models.components import ComponentSpec
+
+    @dataclass(frozen=True)
+    class NoBuilder(ComponentSpec):
+        width: int = 1
+
+    with pytest.raises(TypeError, match="abstract"):
+        NoBuilder()
+    with pytest.raises(TypeError, match="abstract"):
+        type("NoCode", (StepCoder,), {})()

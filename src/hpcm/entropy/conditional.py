@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from abc import ABC, abstractmethod
 from functools import lru_cache
 from typing import Any
 
@@ -728,7 +729,7 @@ class ConditionalGGM(GGM):
 # --- step coders (the mode-dependent part of the step loop) -------------------------------------------
 
 
-class StepCoder:
+class StepCoder(ABC):
     """Mode-dependent part of the step loop.
 
     ``code(step, sigma, mu, mask, y)`` gets the step's raw σ and μ (B, M, h, w) on the step's grid,
@@ -746,11 +747,11 @@ class StepCoder:
         if self.entropy_model is None:
             self.entropy_model = entropy_model
 
+    @abstractmethod
     def code(self, step: S.Step, sigma: Tensor, mu: Tensor, mask: Tensor, y: Tensor | None) -> Tensor:
         """Code the step's elements; return the ŷ piece (B, M, h, w)."""
-        raise NotImplementedError
 
-    def next_scale(self, scatter: Any) -> None:
+    def next_scale(self, scatter: Any) -> None:  # noqa: B027 (an optional hook)
         """Move per-grid state to the next (finer) grid; nothing by default."""
 
 
@@ -781,7 +782,7 @@ class LikelihoodCoder(StepCoder):
         self.scales = sig_m if self.scales is None else self.scales + sig_m
         return em.dequantize(q, mu, mask)
 
-    def next_scale(self, scatter: Any) -> None:
+    def next_scale(self, scatter: Any) -> None:  # noqa: B027 (an optional hook)
         if self.residual is not None:
             self.residual = scatter(self.residual)
             self.scales = scatter(self.scales)

@@ -33,6 +33,7 @@ the specs (hence the registry and ``hpcm models``) load without torch.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields, is_dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -63,21 +64,21 @@ ROLES: dict[str, Role] = {
 _KINDS: dict[str, dict[str, type[ComponentSpec]]] = {role: {} for role in ROLES}
 
 
-class ComponentSpec:
+class ComponentSpec(ABC):
     """Base of every kind's spec: a frozen dataclass subclass, registered with ``register_component``."""
 
     role: ClassVar[str] = ""
     kind: ClassVar[str] = ""
 
+    @abstractmethod
     def build(self, dim: int) -> nn.Module:
         """The module; ``dim`` is 2M for cells and context nets, M for priors (see the module table)."""
-        raise NotImplementedError
 
     def label(self) -> str:
         """Short display name (``hpcm describe``)."""
         return self.kind
 
-    def validate(self, M: int) -> None:  # noqa: N803 (the paper's name)
+    def validate(self, M: int) -> None:  # noqa: N803, B027 (the paper's name; an optional check)
         """Raise ``ValueError`` when the spec cannot serve a model with M latent channels."""
 
     def to_dict(self) -> dict[str, Any]:
