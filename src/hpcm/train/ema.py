@@ -33,8 +33,7 @@ class WeightAverage:
         self.decay = float(decay)
         self.updates = int(updates)
         self.names = [n for n, p in model.named_parameters() if p.is_floating_point()]
-        params = dict(model.named_parameters())
-        self.averages = [params[n].detach().to(torch.float32).clone() for n in self.names]
+        self.averages = [p.to(torch.float32).clone() for p in self._params(model)]
 
     def _params(self, model: nn.Module) -> list[torch.Tensor]:
         params = dict(model.named_parameters())
@@ -50,8 +49,9 @@ class WeightAverage:
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """``{"ema/<name>": (CPU float32 tensor)}`` for the checkpoint."""
-        return {PREFIX + n: a.detach().cpu().contiguous().clone() for n, a in zip(self.names, self.averages,
-                                                                                strict=True)}
+        from hpcm.train.checkpoint import _cpu
+
+        return {PREFIX + n: _cpu(a) for n, a in zip(self.names, self.averages, strict=True)}
 
     def meta(self) -> dict[str, float | int]:
         return {"decay": self.decay, "updates": self.updates}
