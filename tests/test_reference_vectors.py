@@ -203,8 +203,10 @@ def test_hpcm_base_float64_reference(reference, kodak_dir, case, monkeypatch):
                 assert _close(g_got[f"{part}_sum"], g_want[f"{part}_sum"], gtol), (got["step"], part)
 
     # attention and context-net calls
-    assert len(calls) == len(ref["attention_calls"]) == 10
-    for got, want in zip(calls, ref["attention_calls"]):
+    # the official model also runs attn_s3 after step 11 (its 10th call); nothing reads that context, so
+    # hpcm skips it: the first nine calls must match
+    assert len(ref["attention_calls"]) == 10 and len(calls) == 9
+    for got, want in zip(calls, ref["attention_calls"][:9], strict=True):
         for key in ("psi", "prev_context", "output"):
             s, sq = got[key]
             assert _close(sq, want[f"{key}_sumsq"]), (want["call"], key)

@@ -50,6 +50,7 @@ HPCM's seam (``hpcm.models.hpcm.HPCM.context_pass``, one code path for forward, 
     step 1:      C = [sigma1 | mu1] (gathered h_s(z-hat));  mem.write_initial(state, step, C)  # s1, no read
     steps 2..11: psi = prior(...); C = cell(psi, C); C = mem(state, step, C)
                  # transfer if step.starts_scale, read_and_fuse(C), write C (before fusion)
+                 # (step 11 skips the last two: nothing reads the context after the last step)
 
 What the model stores, and why it is decodable: the **context C right after the step's cell**, before the
 bank's own fusion (C_t = cell(psi_t, C_{t-1}), psi_t = prior(adaptor([C_{t-1}, y-hat_{<t}]))), and at step 1

@@ -209,8 +209,8 @@ class HPCM(nn.Module):
         # Seam for a multi-reference memory bank (multiref, hpcm.layers.memory_bank; see ContextMemory):
         # every context pass makes state = memory.new_state(), stores step 1's hyper context
         # C = [sigma1 | mu1] with memory.write_initial(state, step, C) and runs C = memory(state, step, C)
-        # after every cell update (steps 2..11). Built from ``config.memory`` when given, else None;
-        # assignable (any module with those three methods).
+        # after every cell update (steps 2..10; step 11's would never be read). Built from ``config.memory``
+        # when given, else None; assignable (any module with those three methods).
         self.memory: nn.Module | None = None
         if cfg.memory is not None:
             from hpcm.layers.memory_bank import HierarchicalMemoryManager
@@ -288,9 +288,10 @@ class HPCM(nn.Module):
                 prior = self.y_spatial_prior_s1_s2 if step.scale < 3 else self.y_spatial_prior_s3
                 psi = prior(self._adaptor(step)(torch.cat((C, y_hat), dim=1)),
                             self.adaptive_params_list[step.param])
-                C = cells[step.scale - 1](psi, C)
-                if memory is not None:  # multi-reference memory bank seam
-                    C = memory(state, step, C)
+                if step is not S.LAST_STEP:  # the last step's context update would never be read
+                    C = cells[step.scale - 1](psi, C)
+                    if memory is not None:  # multi-reference memory bank seam
+                        C = memory(state, step, C)
                 sigma, mu = psi[:, :M], psi[:, M:]
             h, w = S.grid_shape(step.scale, H, W)
             mask = S.step_mask(step, M, h, w, params.device, params.dtype)

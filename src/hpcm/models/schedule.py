@@ -88,6 +88,8 @@ def _build_steps() -> tuple[Step, ...]:
 
 #: The 11 coding steps in order.
 STEPS: tuple[Step, ...] = _build_steps()
+#: The final step: nothing reads the context it would update.
+LAST_STEP: Step = STEPS[-1]
 #: Adaptors (``y_spatial_prior_adaptor_list_s<scale>`` lengths) of scales 1, 2, 3: (1, 3, 6).
 ADAPTORS_PER_SCALE: tuple[int, int, int] = tuple(
     1 + max(s.adaptor for s in STEPS if s.scale == scale and s.uses_network) for scale in (1, 2, 3)
