@@ -24,10 +24,13 @@
 #   CROPS=.gpu/train-crops HOLDOUT=.gpu/holdout RUN_DIR=/tmp/hpcm-gpu-train (removed first)
 #   PYTHON=python3
 # What comes back in OUT: <model>-gpu.safetensors + .json (hpcm export of checkpoint_last: steps, crops
-# seen, train_seconds, machine, recipe), metrics.jsonl, config.toml, train.log, holdout.json and summary.md
+# seen, train_seconds, machine, recipe), with --ema DECAY among the flags also <model>-gpu-ema.safetensors
+# + .json (the weight average; both then in float16 storage; compare them with
+# experiments/holdout_compare.py), metrics.jsonl, config.toml, train.log, holdout.json and summary.md
 # (held-out bpp/PSNR/loss at every anchor, before and after). The Adam state (checkpoint_last, ~23 MB for
 # tiny) is over the 16 MiB a returned file may have: a later slot starts again from the exported weights.
-# When an exported file is over 15 MiB (hpcm-small-vr: 60 MB), everything but summary.md comes back as
+# When an exported file is over 15 MiB (hpcm-small-vr: 60 MB) or there are more than 8 files, everything
+# but summary.md comes back as
 # bundle.tar.part-00, -01, ... (15 MiB each); join them here with: cat bundle.tar.part-* | tar -x -C DIR
 set -uo pipefail
 T0=$(date +%s)
@@ -108,7 +111,16 @@ echo "gpu_train: hpcm train exit $rc after $(($(date +%s) - T0)) s" | tee -a "$L
 
 NAME=$(printf '%s' "$MODEL" | tr ':/' '--')-gpu
 if [ -f "$RUN/checkpoint_last.safetensors" ]; then
-  "$PY" -m hpcm export "$RUN/checkpoint_last.safetensors" -o "$OUT/$NAME.safetensors" --force 2>&1 | tee -a "$LOG"
+  HALF=()
+  if grep -q '"ema"' "$RUN/checkpoint_last.json" 2>/dev/null; then  # trained with --ema: the average too
+    # both in float16 storage (as shipped weights are): two float32 hpcm-small-vr files (120 MB) would be
+    # over the 64 MiB that may come back
+    HALF=(--half)
+    "$PY" -m hpcm export "$RUN/checkpoint_last.safetensors" -o "$OUT/$NAME-ema.safetensors" --force --half --ema \
+      2>&1 | tee -a "$LOG"
+  fi
+  "$PY" -m hpcm export "$RUN/checkpoint_last.safetensors" -o "$OUT/$NAME.safetensors" --force "${HALF[@]}" 2>&1 |
+    tee -a "$LOG"
   cp -f "$RUN/metrics.jsonl" "$RUN/config.toml" "$OUT/" 2>/dev/null
   report=(--run "$RUN" --weights "$OUT/$NAME.safetensors" --init "$INIT" --holdout "$HOLDOUT"
           --device "$DEVICE" --out "$OUT" --started "$T0")
@@ -118,8 +130,9 @@ else
   echo "gpu_train: no checkpoint was written" | tee -a "$LOG"
   [ "$rc" -eq 0 ] && rc=1
 fi
-if [ -n "$(find "$OUT" -maxdepth 1 -type f -size +15M)" ]; then  # a returned file may have 16 MiB at most
-  echo "gpu_train: files over 15 MiB: everything but summary.md goes into bundle.tar.part-*" | tee -a "$LOG"
+# a returned file may have 16 MiB at most, and at most 8 files come back
+if [ -n "$(find "$OUT" -maxdepth 1 -type f -size +15M)" ] || [ "$(ls "$OUT" | wc -l)" -gt 8 ]; then
+  echo "gpu_train: files over 15 MiB or more than 8: all but summary.md go into bundle.tar.part-*" | tee -a "$LOG"
   (cd "$OUT" && files=$(ls | grep -v -e '^summary.md$' -e '^bundle.tar') &&
      tar -cf - $files | split -b 15M -d - bundle.tar.part- && rm -f $files)
 fi
