@@ -35,7 +35,11 @@ def _env(**extra: str) -> dict[str, str]:
 
 def test_quick_cpu_run_of_the_whole_suite(tmp_path):
     out = tmp_path / "out"
-    cmd = ["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(out), "--device", "cpu", "--quick"]
+    # time boxes twice the quick defaults: sections end when done, and a loaded CI machine (this test
+    # ran beside a training run once: the second training row got 9 s) must not fail the dry run
+    boxes = "env=40,pytest_cuda=80,biwkv=50,codec=60,crossdev=20,official=20,profile=50,train=90"
+    cmd = ["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(out), "--device", "cpu", "--quick",
+           "--boxes", boxes]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "gpu_check: python 3." in proc.stdout
@@ -67,7 +71,7 @@ def test_quick_cpu_run_of_the_whole_suite(tmp_path):
     text = (out / "summary.md").read_text()
     for heading in ("## Sections", "## Bi-WKV", "## Training throughput", "## Kernel launches"):
         assert heading in text
-    assert m["elapsed_s"] < 300
+    assert m["elapsed_s"] < 450  # the suite's default budget
 
 
 def test_time_box_and_crash_are_isolated(tmp_path):
