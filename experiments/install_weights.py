@@ -44,8 +44,12 @@ def _portable(path: str) -> str:
         return path
 
 
-def install(src: Path, note: str, folder: Path = WEIGHTS) -> Path:
-    """Copy the exported weights ``src`` into ``folder`` as ``<preset>-q<Q>.safetensors``; return the path."""
+def install(src: Path, note: str, folder: Path = WEIGHTS, before: tuple[int, int] | None = None) -> Path:
+    """Copy the exported weights ``src`` into ``folder`` as ``<preset>-q<Q>.safetensors``; return the path.
+
+    ``before``: (steps, crops) the run's starting weights had already been trained for; recorded with the
+    run's own counts as ``total_steps`` / ``total_crops_seen`` (``step`` and ``crops_seen`` count only the
+    run's own steps)."""
     from hpcm.models.io import load_model, read_weights_metadata, save_weights
 
     meta = read_weights_metadata(src)
@@ -59,6 +63,9 @@ def install(src: Path, note: str, folder: Path = WEIGHTS) -> Path:
     if training.get("checkpoint"):
         training["checkpoint"] = _portable(training["checkpoint"])
     training["data"] = [_portable(d) for d in training.get("data") or []]
+    if before is not None:
+        training["total_steps"] = int(training.get("step", 0)) + before[0]
+        training["total_crops_seen"] = int(training.get("crops_seen", 0)) + before[1]
     extra = {k: v for k, v in meta.items() if k not in ("config", "fingerprint", "format", "format_version")}
     extra.update(training=training, note=note, trained=True)
     model.weights_info = {}
@@ -103,12 +110,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("weights", nargs="+", type=Path, help="exported .safetensors files (one per quality)")
     p.add_argument("--note", required=True, help="how they were trained and what they measured")
     p.add_argument("--folder", type=Path, default=WEIGHTS)
+    p.add_argument("--before", nargs=2, type=int, metavar=("STEPS", "CROPS"),
+                   help="steps and crops the run's starting weights had been trained for (a continued run)")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
     from hpcm.models.io import file_sha256
 
     for src in args.weights:
-        dst = install(src, args.note, args.folder)
+        dst = install(src, args.note, args.folder, tuple(args.before) if args.before else None)
         print(f"installed {dst.relative_to(ROOT) if dst.is_relative_to(ROOT) else dst} "
               f"({dst.stat().st_size / 1e6:.2f} MB, sha256 {file_sha256(dst)[:16]}…)", file=sys.stderr)
     print(f"wrote {write_manifest(args.folder)}", file=sys.stderr)
