@@ -1,16 +1,17 @@
-"""Cost of exact decoding (format v3, or v2) against format v1, side by side on the same images and weights.
+"""Cost of exact decoding (format v4, v3 or v2) against format v1, side by side on the same images, weights.
 
 For each quality of the shipped weights (``--model hpcm-tiny``: its shipped levels; a variable-rate model:
 1..8) and each Kodak image, the image is coded as a version-1 file (official μ, no side stream) and a file of
-``--format`` (3 by default; 2: the previous side stream) (μ on the 2^-5 grid, per-step decision syndromes in
-the side stream, latent checksum), alternating which goes first, and both are decoded.
+each ``--format`` (4 by default; 3 and 2: earlier side streams; several: all of them side by side) (μ on the
+2^-5 grid, per-step decision syndromes in the side stream, latent checksum), rotating which goes first, and
+every file is decoded.
 Printed per quality: the side stream's share of the file (mean and max over the images), bpp and PSNR
 of both formats (the RD change that the μ grid brings), the encode/decode time of the side-stream machinery
-timed inside the runs (decisions, syndromes, corrections: the work that only v2/v3 does) as a share of the
+timed inside the runs (decisions, syndromes, corrections: the work that only v2-v4 do) as a share of the
 encode/decode time, and the side-by-side totals (sums over the images; each time the best of ``--repeats``;
 noisy on a shared machine).
 
-Run: ``python benchmarks/exact_decoding.py [--model hpcm-tiny] [--format 3] [--images 24]
+Run: ``python benchmarks/exact_decoding.py [--model hpcm-tiny] [--format 4 [3]] [--images 24]
 [--qualities 3] [--threads 1] [--json]``.
 """
 
@@ -77,7 +78,9 @@ def _load(name: str, q: int):
     return load_model(name, quality=q), {}
 
 
-def run(qualities, n_images: int, repeats: int, model_name: str = "hpcm-tiny", fmt: int = 3) -> dict:
+def run(qualities, n_images: int, repeats: int, model_name: str = "hpcm-tiny",
+        fmts: tuple[int, ...] = (4,)) -> dict:
+    """{"q<quality>": result} for one format; {"q<quality>/v<format>": result} for several."""
     from hpcm.codec import container
     from hpcm.codec.api import decode, encode
     from hpcm.codec.image_io import read_image
@@ -90,7 +93,8 @@ def run(qualities, n_images: int, repeats: int, model_name: str = "hpcm-tiny", f
         model.update()
         rows = []
         for i, image in enumerate(images):
-            order = (1, fmt) if i % 2 == 0 else (fmt, 1)
+            versions = (1, *fmts)
+            order = versions[i % len(versions):] + versions[:i % len(versions)]
             rec = {}
             for version in order:
                 clock.take()
@@ -107,36 +111,37 @@ def run(qualities, n_images: int, repeats: int, model_name: str = "hpcm-tiny", f
                 }
             rows.append(rec)
             print(f"q{q} {paths[i].name}: " + json.dumps(rec), file=sys.stderr, flush=True)
-        share = [r[fmt]["side"] / r[fmt]["bytes"] for r in rows]
-        res = {
-            "format": fmt,
-            "side_bytes_mean": float(np.mean([r[fmt]["side"] for r in rows])),
-            "side_share_mean": float(np.mean(share)),
-            "side_share_max": float(np.max(share)),
-            "side_share_of_total": sum(r[fmt]["side"] for r in rows) / sum(r[fmt]["bytes"] for r in rows),
-        }
-        for v in (1, fmt):
-            res[f"bpp_v{v}"] = float(np.mean([r[v]["bpp"] for r in rows]))
-            res[f"psnr_v{v}"] = float(np.mean([r[v]["psnr"] for r in rows]))
-            res[f"enc_s_v{v}"] = float(sum(r[v]["enc"] for r in rows))
-            res[f"dec_s_v{v}"] = float(sum(r[v]["dec"] for r in rows))
-        new = f"v{fmt}"
-        res["bpp_change"] = res[f"bpp_{new}"] / res["bpp_v1"] - 1
-        res["psnr_change_db"] = res[f"psnr_{new}"] - res["psnr_v1"]
-        res["enc_overhead"] = res[f"enc_s_{new}"] / res["enc_s_v1"] - 1
-        res["dec_overhead"] = res[f"dec_s_{new}"] / res["dec_s_v1"] - 1
-        # the side-stream machinery (decisions, syndromes, corrections) timed inside the v2/v3 runs
-        res["enc_extra_share"] = sum(r[fmt]["extra_enc"] for r in rows) / res[f"enc_s_{new}"]
-        res["dec_extra_share"] = sum(r[fmt]["extra_dec"] for r in rows) / res[f"dec_s_{new}"]
-        results[f"q{q}"] = res
+        for fmt in fmts:
+            share = [r[fmt]["side"] / r[fmt]["bytes"] for r in rows]
+            res = {
+                "format": fmt,
+                "side_bytes_mean": float(np.mean([r[fmt]["side"] for r in rows])),
+                "side_share_mean": float(np.mean(share)),
+                "side_share_max": float(np.max(share)),
+                "side_share_of_total": sum(r[fmt]["side"] for r in rows) / sum(r[fmt]["bytes"] for r in rows),
+            }
+            for v in (1, fmt):
+                res[f"bpp_v{v}"] = float(np.mean([r[v]["bpp"] for r in rows]))
+                res[f"psnr_v{v}"] = float(np.mean([r[v]["psnr"] for r in rows]))
+                res[f"enc_s_v{v}"] = float(sum(r[v]["enc"] for r in rows))
+                res[f"dec_s_v{v}"] = float(sum(r[v]["dec"] for r in rows))
+            new = f"v{fmt}"
+            res["bpp_change"] = res[f"bpp_{new}"] / res["bpp_v1"] - 1
+            res["psnr_change_db"] = res[f"psnr_{new}"] - res["psnr_v1"]
+            res["enc_overhead"] = res[f"enc_s_{new}"] / res["enc_s_v1"] - 1
+            res["dec_overhead"] = res[f"dec_s_{new}"] / res["dec_s_v1"] - 1
+            # the side-stream machinery (decisions, syndromes, corrections) timed inside the v2/v3 runs
+            res["enc_extra_share"] = sum(r[fmt]["extra_enc"] for r in rows) / res[f"enc_s_{new}"]
+            res["dec_extra_share"] = sum(r[fmt]["extra_dec"] for r in rows) / res[f"dec_s_{new}"]
+            results[f"q{q}" if len(fmts) == 1 else f"q{q}/v{fmt}"] = res
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="hpcm-tiny", choices=["hpcm-tiny", "hpcm-tiny-vr", "hpcm-small-vr"])
-    ap.add_argument("--format", type=int, default=3, choices=[2, 3],
-                    help="format of the exact-decoding files")
+    ap.add_argument("--format", type=int, nargs="+", default=[4], choices=[2, 3, 4],
+                    help="format(s) of the exact-decoding files")
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--qualities", type=int, nargs="+", help="default: every shipped quality")
     ap.add_argument("--threads", type=int, default=1)
@@ -148,16 +153,17 @@ def main(argv: list[str] | None = None) -> int:
 
     qualities = args.qualities or (list(range(1, 9)) if is_variable_rate_preset(args.model)
                                    else bundled_qualities(args.model))
-    results = run(qualities, args.images, args.repeats, args.model, args.format)
+    results = run(qualities, args.images, args.repeats, args.model, tuple(args.format))
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    v = f"v{args.format}"
-    print(f"{args.model}, {args.images} Kodak images, {args.threads} threads, format {args.format} vs 1; "
+    formats = "/".join(map(str, args.format))
+    print(f"{args.model}, {args.images} Kodak images, {args.threads} threads, format {formats} vs 1; "
           "targets: side stream <= 0.3 % of the file, side-stream machinery <= 5 % of encode/decode time")
-    print(f"quality  side B  share mean/max   bpp v1 -> {v} (change)     PSNR v1 -> {v}     "
-          f"enc machinery ({v}/v1 total)  dec machinery ({v}/v1 total)")
+    print("quality  side B  share mean/max   bpp v1 -> vN (change)     PSNR v1 -> vN     "
+          "enc machinery (vN/v1 total)  dec machinery (vN/v1 total)")
     for q, r in results.items():
+        v = f"v{r['format']}"
         share = f"{100 * r['side_share_mean']:5.3f}/{100 * r['side_share_max']:4.2f} %"
         print(f"{q:>7}  {r['side_bytes_mean']:6.1f}  {share}"
               f"  {r['bpp_v1']:.4f} -> {r['bpp_' + v]:.4f} ({100 * r['bpp_change']:+.2f} %)"

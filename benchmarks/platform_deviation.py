@@ -128,10 +128,12 @@ def measure(model, x: torch.Tensor, variants=("2 threads", "oneDNN off", "float6
     """Largest deviations of σ and μ from the 1-thread float32 CPU reference, per variant.
 
     x: (1, 3, H, W) in [0, 1]; quality: required by variable-rate models, None otherwise.
-    Returns {variant: {"dsigma", "rel_dsigma", "dmu", "rel_dmu"}} and, for
+    Returns {variant: {"dsigma", "rel_dsigma", "dmu", "rel_dmu", "rel_dmu_v4" (format 4's metric)}} and, for
     memory-bank models, "min_topk_gap": the smallest k-th vs (k+1)-th cosine-score gap of the reference.
     """
     model = model.eval()
+    em = model.entropy_estimation
+    em.update()
     scores = _Scores(model)
     ref = _Record()
     with _variant("1 thread"), scores.active():
@@ -155,6 +157,8 @@ def measure(model, x: torch.Tensor, variants=("2 threads", "oneDNN off", "float6
             "rel_dsigma": float((ds / np.maximum(np.abs(sig_ref), 0.11)).max()),
             "dmu": float(dm.max()),
             "rel_dmu": float((dm / np.maximum(np.abs(mu_ref), 1.0)).max()),
+            # the metric of format 4: over max(1, σ (at most the top boundary), |μ|)
+            "rel_dmu_v4": float((dm / em.mean_scale(sig_ref, mu_ref, 4)).max()),
             "max_abs_mu": float(np.abs(mu_ref).max()),
         }
     return out

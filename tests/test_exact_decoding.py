@@ -17,6 +17,7 @@ from hpcm.entropy.conditional import (
     MEAN_TOLERANCE,
     PAIR_BAND,
     SCALE_TOLERANCE,
+    SIDE_FORMAT,
     TOLERANCE,
     ConditionalGGM,
     SideReader,
@@ -209,10 +210,10 @@ def em() -> ConditionalGGM:
 
 
 def _edge_cases(em: ConditionalGGM, sigma: torch.Tensor, mu: torch.Tensor, count: int,
-                tolerance: float = TOLERANCE):
+                tolerance: float = TOLERANCE, version: int = 2):
     """Move the ``count`` μ values nearest their bin edge to just across it (by 0.02 ``tolerance``: δ for
-    v2, δ_μ for v3), as another platform might."""
-    dec = em.decisions(sigma, mu)
+    v2, δ_μ for v3 and v4), as another platform might."""
+    dec = em.decisions(sigma, mu, version)
     n = dec.index.size
     order = np.argsort(dec.dist[n:])[:count]
     mu2 = mu.clone().double()
@@ -228,7 +229,7 @@ def test_side_stream_corrects_decisions_across_an_edge(em, flips):
     """One wrong decision per step is always corrected; 2..4 by the ranked search (best effort)."""
     sigma, mu = _random_step(20000, seed=flips)
     dec, mu2 = _edge_cases(em, sigma, mu, flips)
-    other = em.decisions(sigma, mu2)
+    other = em.decisions(sigma, mu2, 2)
     assert int((other.bins != dec.bins).sum()) == flips  # the other platform decides differently
     side = SideWriter()
     em.write_side(7, dec, side)
@@ -244,7 +245,7 @@ def test_side_stream_scale_index_flip(em):
     sigma2 = sigma.clone()
     sigma[0, 0] = float(table[20]) * (1 - 1e-5)  # just below a boundary: index 20
     sigma2[0, 0] = float(table[20]) * (1 + 1e-5)  # just above: index 21
-    dec, other = em.decisions(sigma, mu), em.decisions(sigma2, mu)
+    dec, other = em.decisions(sigma, mu, 2), em.decisions(sigma2, mu, 2)
     assert dec.index[0] == 20 and other.index[0] == 21
     side = SideWriter()
     em.write_side(3, dec, side)
@@ -254,7 +255,7 @@ def test_side_stream_scale_index_flip(em):
 
 def test_deviation_beyond_tolerance_is_refused(em):
     sigma, mu = _random_step(3000, seed=5)
-    dec = em.decisions(sigma, mu)
+    dec = em.decisions(sigma, mu, 2)
     n = dec.index.size
     i = int(np.argmin(np.where(dec.dist[n:] > 0.1 * 2.0**-MEAN_GRID_BITS, dec.dist[n:], np.inf)))
     mu2 = mu.clone()
@@ -262,7 +263,7 @@ def test_deviation_beyond_tolerance_is_refused(em):
     side = SideWriter()
     em.write_side(2, dec, side)
     with pytest.raises(FormatError, match="cannot resolve"):
-        em.read_side(2, em.decisions(sigma, mu2), SideReader(side.finish()))
+        em.read_side(2, em.decisions(sigma, mu2, 2), SideReader(side.finish()))
 
 
 def test_side_reader_refuses_truncation_and_trailing_bytes():
@@ -287,7 +288,7 @@ def test_decisions_follow_the_shared_rules(em):
     sigma[0, :60] = table  # exactly on the boundaries
     sigma[0, 60] = float("nan")
     mu[0, :50] = (torch.arange(50) - 25.0) / 64  # exactly on bin edges (half-integers of μ·32)
-    dec = em.decisions(sigma, mu)
+    dec = em.decisions(sigma, mu, 2)
     assert np.array_equal(dec.index, em.scale_index(sigma).reshape(-1).numpy())
     assert np.array_equal(dec.bins, em.mean_bins(mu).reshape(-1).numpy().astype(np.int64))
     assert torch.equal(em.mean_grid(mu), em.mean_bins(mu) / 2**MEAN_GRID_BITS)
@@ -296,7 +297,7 @@ def test_decisions_follow_the_shared_rules(em):
 def test_side_stream_with_many_near_edge_decisions(em):
     """A large step (hundreds of decisions within 2.2 δ of an edge) still gets a separating syndrome."""
     sigma, mu = _random_step(200000, seed=13)
-    dec = em.decisions(sigma, mu)
+    dec = em.decisions(sigma, mu, 2)
     assert int((dec.dist < 2.2 * TOLERANCE).sum()) > 600
     for step in range(1, 12):
         side = SideWriter()
@@ -304,7 +305,7 @@ def test_side_stream_with_many_near_edge_decisions(em):
         assert em.read_side(step, dec, SideReader(side.finish())) is dec
 
 
-# -- the side stream of format 3, unit level -------------------------------------------------------------
+# -- the side stream of format 3 (also that of 4; the decisions below use the default version, 4) -----
 
 
 def _v3_roundtrip(em: ConditionalGGM, steps: list[tuple[int, object]], decoder_views: list[object]) -> list:
@@ -322,7 +323,7 @@ def _v3_roundtrip(em: ConditionalGGM, steps: list[tuple[int, object]], decoder_v
 def test_v3_side_stream_corrects_decisions_across_an_edge(em, flips):
     """One wrong decision per step is always corrected; 2..4 by the ranked search (best effort)."""
     sigma, mu = _random_step(20000, seed=flips)
-    dec, mu2 = _edge_cases(em, sigma, mu, flips, MEAN_TOLERANCE)
+    dec, mu2 = _edge_cases(em, sigma, mu, flips, MEAN_TOLERANCE, SIDE_FORMAT)
     other = em.decisions(sigma, mu2)
     assert int((other.bins != dec.bins).sum()) == flips  # the other platform decides differently
     quiet = em.decisions(*_random_step(5000, seed=40 + flips))
@@ -433,6 +434,36 @@ def test_v3_side_stream_with_many_near_edge_decisions(em):
     assert all(got is dec for got in _v3_roundtrip(em, steps, [dec] * 11))
 
 
+def test_v4_mean_band_follows_sigma(em):
+    """Format 4 measures μ's distance to its bin edge against max(1, σ, |μ|): a small μ of a wide
+    distribution that another platform moves across its edge by more than δ_μ but less than δ_μ·σ is
+    corrected under v4; under v3 it lies outside the band (refused, or not the encoder's decisions)."""
+    sigma, mu = _random_step(20000, seed=31)
+    sigma[0, 0] = 20.0
+    edge = 0.5 * 2.0**-MEAN_GRID_BITS  # between bins 0 and 1
+    mu[0, 0] = edge - 0.2 * MEAN_TOLERANCE * 20
+    mu2 = mu.clone()
+    mu2[0, 0] = edge + 0.2 * MEAN_TOLERANCE * 20
+    n = sigma.numel()
+    for version in (4, 3):
+        dec, other = em.decisions(sigma, mu, version), em.decisions(sigma, mu2, version)
+        assert dec.bins[0] == 0 and other.bins[0] == 1
+        assert int((other.bins != dec.bins).sum()) == 1
+        distance = float(em.normalized(dec)[n])
+        if version == 4:
+            assert distance < 0.25
+            (got,) = _v3_roundtrip(em, [(6, dec)], [other])
+            assert np.array_equal(got.vector, dec.vector)
+        else:
+            assert distance > 3.5
+            try:
+                (got,) = _v3_roundtrip(em, [(6, dec)], [other])
+            except FormatError as exc:
+                assert "cannot resolve" in str(exc)
+            else:
+                assert not np.array_equal(got.vector, dec.vector)
+
+
 def test_v3_side_stream_is_smaller_than_v2(crop):
     model = load_model("hpcm-tiny", quality=3)
     sizes = {version: len(model.compress(crop, format_version=version)["strings"][2]) for version in (2, 3)}
@@ -456,7 +487,7 @@ def test_coding_version_is_an_argument_not_module_state(crop):
         b = model(crop, training=False)["x_hat"]
     assert not torch.equal(a, b)  # the official μ and the grid μ do differ
     with pytest.raises(ValueError, match="unknown coding version"):
-        em.grid_bits(4)
+        em.grid_bits(5)
     with pytest.raises(ValueError, match="no side stream"):
         em.side_writer(1)
 

@@ -1,8 +1,8 @@
 """Property-based fuzzing of .hpcm files: every mutated file decodes to the right image or is refused.
 
 Mutations: bit flips, truncation, splices (random bytes, pieces of another valid file), header byte
-changes, and the same changes with the CRC recomputed (an adversary, not noise). Files of versions 2 and 3
-(both fuzzed; a CRC-fixed change of the version byte between them included) carry a checksum of the decoded
+changes, and the same changes with the CRC recomputed (an adversary, not noise). Files of versions 2, 3 and 4
+(all fuzzed; a CRC-fixed change of the version byte between them included) carry a checksum of the decoded
 latent (and files written with ``verify`` one of the decoded image), so even
 CRC-fixed mutations of the streams — the side stream included — must be caught. Every case must finish in
 bounded time (hypothesis deadline).
@@ -32,8 +32,8 @@ MAX_SECONDS = 20.0  # generous bound for one decode on a loaded 2-core machine
 
 @pytest.fixture(scope="module")
 def coded():
-    """hpcm-tiny, a small image, its plain and verified files (v3) and a plain v2 file, the expected decoded
-    image, and another file."""
+    """hpcm-tiny, a small image, its plain and verified files (v4), plain v2 and v3 files, the expected
+    decoded image, and another file."""
     torch.set_num_threads(1)
     model = load_model("hpcm-tiny")
     rng = np.random.default_rng(7)
@@ -43,10 +43,12 @@ def coded():
     plain, _, _ = encode(model, image)
     verified, _, _ = encode(model, image, verify=True)
     plain_v2, _, _ = encode(model, image, format_version=2)
+    plain_v3, _, _ = encode(model, image, format_version=3)
     expected = decompress_image(plain, model)
     np.testing.assert_array_equal(decompress_image(plain_v2, model), expected)
+    np.testing.assert_array_equal(decompress_image(plain_v3, model), expected)
     other = encode(model, image[::-1].copy())[0]
-    return model, (plain, verified, plain_v2), expected, other
+    return model, (plain, verified, plain_v2, plain_v3), expected, other
 
 
 def fix_crc(data: bytes) -> bytes:
@@ -122,14 +124,14 @@ def test_mutated_files_decode_right_or_are_refused(coded, data):
 @FUZZ
 @given(data=st.data())
 def test_crc_fixed_mutations_of_verified_files(coded, data):
-    """An adversary who recomputes the CRC still cannot make a (verified or plain, v2 or v3) file decode
+    """An adversary who recomputes the CRC still cannot make a (verified or plain, v2, v3 or v4) file decode
     wrongly."""
     model, sources, expected, other = coded
     source = data.draw(st.sampled_from(sources))
     kind = data.draw(st.sampled_from(["mutation", "move-boundary", "stream-flip", "side", "version"]))
     header, streams = container.unpack(source)
-    if kind == "version":  # the side stream read with the other version's layout
-        header.version = 5 - header.version
+    if kind == "version":  # the side stream read with another version's layout or μ distance
+        header.version = data.draw(st.sampled_from([v for v in (2, 3, 4) if v != header.version]))
         mutated = container.pack(header, streams)
     elif kind == "mutation":
         mutated = fix_crc(data.draw(mutation(source, other))[1])
@@ -174,8 +176,8 @@ def test_random_bytes_never_crash_the_parser(data):
 
 
 def test_unmodified_files_decode(coded):
-    model, (plain, verified, plain_v2), expected, _ = coded
-    assert (plain[4], verified[4], plain_v2[4]) == (3, 3, 2)
+    model, (plain, verified, plain_v2, plain_v3), expected, _ = coded
+    assert (plain[4], verified[4], plain_v2[4], plain_v3[4]) == (4, 4, 2, 3)
     np.testing.assert_array_equal(decompress_image(verified, model), expected)
     assert container.read_header(verified).recon_crc is not None
     assert expected.shape == (24, 40, 3)

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from hpcm.errors import FormatError
 
 MAGIC = b"HPCM"
-#: Version written by default. 3: the layout of 2, the side stream of format v3 (docs/format.md).
-VERSION = 3
-SUPPORTED_VERSIONS = (1, 2, 3)
+#: Version written by default. 3: the layout of 2, the side stream of format v3; 4: the layout and side stream
+#: of 3, μ decisions measured against max(1, σ, |μ|) (docs/format.md).
+VERSION = 4
+SUPPORTED_VERSIONS = (1, 2, 3, 4)
 
 #: Largest accepted image side and area (pixels). Larger images are refused (memory grows linearly).
 MAX_SIDE = 8192

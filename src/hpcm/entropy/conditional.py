@@ -6,8 +6,8 @@ official state-dict names stay), the rule that maps σ to a table index, the gri
 :meth:`ConditionalGGM.quantize` / :meth:`ConditionalGGM.dequantize`. The three step coders
 (:class:`LikelihoodCoder`, :class:`EncodeCoder`, :class:`DecodeCoder`) only call these.
 
-Exact decoding on any platform (format versions 2 and 3, docs/format.md "Exact decoding")
--------------------------------------------------------------------------------------------
+Exact decoding on any platform (format versions 2-4, docs/format.md "Exact decoding")
+-------------------------------------------------------------------------------------
 The decoder recomputes σ and μ in floating point; another thread count, oneDNN on or off, another CPU or
 a GPU moves them in the last bits (measured: relative deviations ≤ 2.8e-5 for σ and ≤ 3.3e-6 for μ over
 all presets, docs/determinism.md). Two things make the decoded ŷ bit-exact anyway:
@@ -22,7 +22,11 @@ all presets, docs/determinism.md). Two things make the decoded ŷ bit-exact anyw
    2-4 among the 16 nearest their edges). A deviation that cannot be resolved is a clean ``FormatError``;
    the latent checksum in the header catches anything else.
 
-Format 3 (default; :class:`SideWriterV3`): tolerances per decision type, δ_σ = 1.5e-4 and δ_μ = 3e-5
+Format 4 (default): the side stream of format 3; the μ band is measured against max(1, σ, |μ|) instead of
+max(1, |μ|). μ deviates by about the same *absolute* amount for all elements of a step whose activations
+are large, so small μ of a wide distribution were the tight spot (the default model at high quality:
+δ_μ 2.0x its largest deviation under format 3, 6.3x under format 4; docs/determinism.md "Format 4").
+Format 3 (still read; :class:`SideWriterV3`): tolerances per decision type, δ_σ = 1.5e-4 and δ_μ = 3e-5
 (``SCALE_TOLERANCE``, ``MEAN_TOLERANCE``); the syndrome is the XOR of pseudo-random 64-bit weights of the
 decisions with odd value, cut to h bits (any ±1 move of decision i toggles w_i); the decoder flips, among
 its decisions within δ of an edge whose weight matches, the one nearest its edge, and the encoder chooses
@@ -95,11 +99,17 @@ MAX_FLIPS = 4
 RANKED = 16
 
 # -- format version 3 (docs/format.md "Side stream, version 3") --
-#: Side-stream layout written by default (2: per-step width code + salt + additive syndrome; 3: below).
-SIDE_FORMAT = 3
+#: Coding rules written by default (2: per-step width code + salt + additive syndrome; 3: below; 4: the
+#: side stream of 3 with the μ distance of MEAN_SCALE_VERSION).
+SIDE_FORMAT = 4
 #: The coding rules a ``version`` argument selects (the file format versions, docs/format.md): 1, the official
-#: unquantised μ without a side stream; 2 and 3, μ on the grid with that side-stream layout.
-CODING_VERSIONS = (1, 2, 3)
+#: unquantised μ without a side stream; 2 and 3, μ on the grid with that side-stream layout; 4, the layout of
+#: 3 with μ distances over max(1, σ, |μ|).
+CODING_VERSIONS = (1, 2, 3, 4)
+#: From this version on, a μ decision's edge distance is divided by max(1, min(σ, top boundary), |μ|), not
+#: by max(1, |μ|): μ's deviation between platforms follows the scale of the step's activations, which σ
+#: tracks (measured: docs/determinism.md "Format 4").
+MEAN_SCALE_VERSION = 4
 #: δ_σ and δ_μ of format v3, one per decision type, each in its own metric (|ln σ − ln b| for σ; the
 #: distance of μ to its bin edge over max(1, |μ|) for μ): 5.4x and 9.1x the largest deviation measured for
 #: any preset (σ 2.8e-5, μ 3.3e-6; docs/determinism.md).
@@ -468,13 +478,14 @@ class ConditionalGGM(GGM):
         """The ŷ piece q + μ·mask: the one line that training, encoder and decoder share."""
         return q + mu * mask
 
-    def decisions(self, sigma_p: Tensor, mu_p: Tensor) -> Decisions:
+    def decisions(self, sigma_p: Tensor, mu_p: Tensor, version: int = SIDE_FORMAT) -> Decisions:
         """Natural decisions (index, μ bin) of packed σ, μ, with their edge distances and directions.
 
         The index equals :meth:`scale_index` (#boundaries < σ, compared exactly in float32; NaN → last) and
         the bin :meth:`mean_bins` (round half to even of μ·2^k, an exact power-of-two scaling). Distances:
         for σ |ln σ − ln b| to the nearest boundary b (≈ the relative distance), for μ
-        (0.5 − |μ·2^k − bin|)·2^-k / max(1, |μ|); NaN never counts as near an edge.
+        (0.5 − |μ·2^k − bin|)·2^-k / max(1, |μ|), from ``version`` 4 on over max(1, min(σ, b_top), |μ|)
+        (a NaN σ counts as 1); NaN never counts as near an edge.
         """
         s = sigma_p.detach().reshape(-1).to(device="cpu", dtype=torch.float32).numpy()
         m = mu_p.detach().reshape(-1).to(device="cpu", dtype=torch.float32).numpy()
@@ -493,12 +504,20 @@ class ConditionalGGM(GGM):
             t = m * np.float32(2.0**k)
             rounded = np.rint(t)
             bins = np.where(np.isfinite(rounded), rounded, np.float32(0)).astype(np.int64)
-            norm = np.maximum(np.float32(1.0), np.abs(m))
+            norm = self.mean_scale(s, m, version)
             np.multiply(np.float32(0.5) - np.abs(t - rounded), np.float32(2.0**-k), out=dist[n:])
             np.divide(dist[n:], norm, out=dist[n:])
             np.subtract(2 * (t >= rounded), 1, out=sign[n:])
         dist[np.isnan(dist)] = np.inf
         return Decisions(index, bins, dist, sign)
+
+    def mean_scale(self, sigma: np.ndarray, mu: np.ndarray, version: int = SIDE_FORMAT) -> np.ndarray:
+        """What a μ decision's edge distance is divided by (float32 arrays of packed σ, μ): max(1, |μ|), from
+        ``version`` 4 on max(1, min(σ, top boundary), |μ|) (a NaN σ is ignored)."""
+        norm = np.maximum(np.float32(1.0), np.abs(mu))
+        if version >= MEAN_SCALE_VERSION:
+            np.fmax(norm, np.fmin(sigma, self._edge_tables[0][-1]), out=norm)
+        return norm
 
     def _table_index(self, s: np.ndarray, ls: np.ndarray) -> np.ndarray:
         """#table boundaries < σ (int64; NaN → the last index), like ``np.searchsorted(b32, s, "left")``: an
@@ -525,17 +544,17 @@ class ConditionalGGM(GGM):
     # -- side information: dispatch on the layout -------------------------------------------------------
 
     def side_writer(self, version: int = SIDE_FORMAT) -> SideWriter | SideWriterV3:
-        """A writer for the side stream of format ``version`` (2 or 3)."""
+        """A writer for the side stream of format ``version`` (2, or 3 and 4: the layout of 3)."""
         return SideWriterV3(self) if self._side_layout(version) == 3 else SideWriter()
 
     def side_reader(self, data: bytes, version: int = SIDE_FORMAT) -> SideReader | SideReaderV3:
-        """A reader of the side stream ``data`` of format ``version`` (2 or 3)."""
+        """A reader of the side stream ``data`` of format ``version`` (2, or 3 and 4: the layout of 3)."""
         return SideReaderV3(data) if self._side_layout(version) == 3 else SideReader(data)
 
     def _side_layout(self, version: int) -> int:
         if self.grid_bits(version) is None:
             raise ValueError(f"format version {version} of this model has no side stream (no μ grid)")
-        return version
+        return min(version, 3)
 
     def write_side(self, step: int, dec: Decisions, side: SideWriter | SideWriterV3) -> None:
         """Encoder: record the step's side information (v3: collected, written by ``side.finish()``)."""
@@ -807,7 +826,7 @@ class EncodeCoder(StepCoder):
         if em.grid_bits(self.version) is None:
             indexes = em.scale_index(sigma_p)
         else:
-            dec = em.decisions(sigma_p, S.pack_channels(mu * mask, step.chunks))
+            dec = em.decisions(sigma_p, S.pack_channels(mu * mask, step.chunks), self.version)
             em.write_side(step.index, dec, self.side)
             indexes = torch.from_numpy(dec.index.astype(np.int32)).reshape(sigma_p.shape)
         mu = em.mean_grid(mu, version=self.version)
@@ -835,7 +854,7 @@ class DecodeCoder(StepCoder):
             indexes = em.scale_index(sigma_p).cpu().numpy()
             mu_g = mu
         else:
-            dec = em.decisions(sigma_p, S.pack_channels(mu * mask, step.chunks))
+            dec = em.decisions(sigma_p, S.pack_channels(mu * mask, step.chunks), self.version)
             dec = em.read_side(step.index, dec, self.side)
             indexes = dec.index.astype(np.int32).reshape(sigma_p.shape)
             bins = torch.from_numpy(dec.bins).reshape(sigma_p.shape).to(device=mu.device, dtype=mu.dtype)
