@@ -1108,12 +1108,14 @@ def summary_markdown(results: dict[str, Any]) -> str:
         lines += ["", "## Cross-device exactness (encode CUDA → decode CPU and the reverse)", "",
                   f"totals: {t}", "",
                   "| preset | trained | images | cases | failures | corrections | max pixel diff | "
-                  "max abs Δσ CUDA | max abs Δμ CUDA |", "|---|---|---|---|---|---|---|---|---|"]
+                  "max abs Δσ CUDA | max abs Δμ CUDA | rel Δμ CUDA (format 4 metric; δ_μ 3e-5) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in d["presets"].items():
             dev_ = r.get("cuda_deviation") or {}
             lines.append(f"| {name} | {r.get('trained')} | {r['images']} | {r['cases']} | "
                          f"{len(r['failures'])} | {r['corrections']} | {r['max_pixel_diff']} | "
-                         f"{dev_.get('dsigma', '–')} | {dev_.get('dmu', '–')} |")
+                         f"{dev_.get('dsigma', '–')} | {dev_.get('dmu', '–')} | "
+                         f"{dev_.get('rel_dmu_v4', '–')} |")
         for name, r in d["presets"].items():
             for f in r["failures"][:3]:
                 lines.append(f"- {name}: {f}")
