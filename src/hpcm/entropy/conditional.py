@@ -25,7 +25,8 @@ all presets, docs/determinism.md). Two things make the decoded ŷ bit-exact anyw
 Format 4 (default): the side stream of format 3; the μ band is measured against max(1, σ, |μ|) instead of
 max(1, |μ|). μ deviates by about the same *absolute* amount for all elements of a step whose activations
 are large, so small μ of a wide distribution were the tight spot (the default model at high quality:
-δ_μ 2.0x its largest deviation under format 3, 6.3x under format 4; docs/determinism.md "Format 4").
+δ_μ 2.0x its largest deviation at q8 under format 3, 6.4x under format 4 with the same weights;
+docs/determinism.md "Format 4").
 Format 3 (still read; :class:`SideWriterV3`): tolerances per decision type, δ_σ = 1.5e-4 and δ_μ = 3e-5
 (``SCALE_TOLERANCE``, ``MEAN_TOLERANCE``); the syndrome is the XOR of pseudo-random 64-bit weights of the
 decisions with odd value, cut to h bits (any ±1 move of decision i toggles w_i); the decoder flips, among
@@ -485,7 +486,7 @@ class ConditionalGGM(GGM):
         the bin :meth:`mean_bins` (round half to even of μ·2^k, an exact power-of-two scaling). Distances:
         for σ |ln σ − ln b| to the nearest boundary b (≈ the relative distance), for μ
         (0.5 − |μ·2^k − bin|)·2^-k / max(1, |μ|), from ``version`` 4 on over max(1, min(σ, b_top), |μ|)
-        (a NaN σ counts as 1); NaN never counts as near an edge.
+        (a NaN σ left out); NaN never counts as near an edge.
         """
         s = sigma_p.detach().reshape(-1).to(device="cpu", dtype=torch.float32).numpy()
         m = mu_p.detach().reshape(-1).to(device="cpu", dtype=torch.float32).numpy()
