@@ -130,7 +130,7 @@ def run(qualities, n_images: int, repeats: int, model_name: str = "hpcm-tiny",
             res["psnr_change_db"] = res[f"psnr_{new}"] - res["psnr_v1"]
             res["enc_overhead"] = res[f"enc_s_{new}"] / res["enc_s_v1"] - 1
             res["dec_overhead"] = res[f"dec_s_{new}"] / res["dec_s_v1"] - 1
-            # the side-stream machinery (decisions, syndromes, corrections) timed inside the v2/v3 runs
+            # the side-stream machinery (decisions, syndromes, corrections) timed inside the v2-v4 runs
             res["enc_extra_share"] = sum(r[fmt]["extra_enc"] for r in rows) / res[f"enc_s_{new}"]
             res["dec_extra_share"] = sum(r[fmt]["extra_dec"] for r in rows) / res[f"dec_s_{new}"]
             results[f"q{q}" if len(fmts) == 1 else f"q{q}/v{fmt}"] = res

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hpcm.entropy.conditional import MEAN_SCALE_VERSION
 from hpcm.models.hpcm import StepCoder
 
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
@@ -158,7 +159,7 @@ def measure(model, x: torch.Tensor, variants=("2 threads", "oneDNN off", "float6
             "dmu": float(dm.max()),
             "rel_dmu": float((dm / np.maximum(np.abs(mu_ref), 1.0)).max()),
             # the metric of format 4: over max(1, σ (at most the top boundary), |μ|)
-            "rel_dmu_v4": float((dm / em.mean_scale(sig_ref, mu_ref, 4)).max()),
+            "rel_dmu_v4": float((dm / em.mean_scale(sig_ref, mu_ref, MEAN_SCALE_VERSION)).max()),
             "max_abs_mu": float(np.abs(mu_ref).max()),
         }
     return out
