@@ -106,6 +106,35 @@ def test_verify_stores_reconstruction_checksum(tiny):
         decompress_image(container.pack(h2, streams), tiny)
 
 
+def test_reconstruction_checksum_keeps_its_layout(tiny, monkeypatch):
+    """A file verified by an earlier writer (g_s in the contiguous layout; flag bit 1 clear) decodes in that
+    layout, so its checksum holds on the encoder's platform; new files record channels-last."""
+    from dataclasses import replace
+
+    from hpcm.codec import api
+
+    image = smooth_image(40, 56, seed=4)
+    data, header, _ = encode(tiny, image, verify=True)
+    assert header.recon_layout == "channels_last" and data[5] == 0x03
+    _, streams = container.unpack(data)
+    legacy = replace(header, recon_layout="contiguous")
+    expected, _ = api._decode_streams(tiny, legacy, streams)  # what such a writer stored the checksum of
+    legacy.recon_crc = api.image_crc(expected)
+    seen = []
+    decompress = tiny.decompress
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("synthesis_layout"))
+        return decompress(*args, **kwargs)
+
+    monkeypatch.setattr(tiny, "decompress", spy)
+    out, _, times = decode(container.pack(legacy, streams), tiny)
+    np.testing.assert_array_equal(out, expected)
+    assert seen == ["contiguous"] and "recon_crc_mismatch" not in times.extra
+    decode(data, tiny)
+    assert seen[-1] == "channels_last"
+
+
 def test_other_weights_refused(tiny):
     data = compress_image(tiny, smooth_image(8, 8, seed=3))
     other = load_model("hpcm-tiny")

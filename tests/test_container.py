@@ -79,6 +79,20 @@ def test_without_recon_crc_is_four_bytes_shorter():
     assert unpack(a)[0].recon_crc is None
 
 
+@pytest.mark.parametrize("layout, flags", [("channels_last", 0x03), ("contiguous", 0x01)])
+def test_reconstruction_layout_is_flag_bit_1(layout, flags):
+    data = pack(make_header(recon_crc=7, recon_layout=layout), STREAMS)
+    assert data[5] == flags
+    h = unpack(data)[0]
+    assert h.recon_layout == layout and h.as_dict()["recon_layout"] == layout
+    assert unpack(pack(make_header(recon_layout="contiguous"), STREAMS))[0].as_dict()["recon_layout"] is None
+    # bit 1 means nothing without a reconstruction checksum: refused
+    bad = bytearray(pack(make_header(), STREAMS))
+    bad[5] |= 0x02
+    with pytest.raises(FormatError, match="flag 0x02 without a reconstruction checksum"):
+        unpack(recrc(bytes(bad)))
+
+
 @pytest.mark.parametrize(
     "data, message",
     [

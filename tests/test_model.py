@@ -206,3 +206,25 @@ def test_training_after_inference_mode_coding():
     out = model(x)
     out["x_hat"].mean().backward()
     assert model.g_a.branch[0].weight.grad is not None
+
+
+def test_transforms_run_channels_last_and_keep_the_callers_layout(tiny):
+    """g_a / g_s run their convolutions in channels-last layout (faster with oneDNN) and return the caller's
+    layout; g_s's "contiguous" layout is the plain module call, bit for bit (older files' checksums)."""
+    from hpcm.layers.conv import run_in_layout
+
+    torch.manual_seed(1)
+    y = torch.randn(1, tiny.M, 4, 6)
+    with torch.no_grad():
+        plain = tiny.g_s.branch(y)
+        assert torch.equal(tiny.g_s(y, "contiguous"), plain)
+        fast = tiny.g_s(y)
+        assert fast.is_contiguous() and torch.allclose(fast, plain, rtol=1e-5, atol=1e-5)
+        y_cl = y.contiguous(memory_format=torch.channels_last)
+        out_cl = tiny.g_s(y_cl)
+        assert out_cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(out_cl, fast)
+        x = torch.rand(1, 3, 64, 96)
+        assert tiny.g_a(x).is_contiguous()
+        assert torch.equal(tiny.g_a(x), run_in_layout(tiny.g_a.branch, x, "channels_last"))
+    with pytest.raises(ValueError, match="unknown memory layout"):
+        run_in_layout(tiny.g_s.branch, y, "nhwc")

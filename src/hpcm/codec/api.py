@@ -30,6 +30,7 @@ from hpcm.models.protocol import (
     model_device,
     model_preset,
     size_multiple,
+    synthesis_layouts,
     weights_info,
 )
 
@@ -255,6 +256,8 @@ def _decode_streams(model: nn.Module, header: Header, streams: list[bytes],
         threads = decode_threads(header.threads, threads) if model_device(model).type == "cpu" else 0
     kwargs = {"quality": coding_quality(model, header.quality)} if is_variable_rate(model) else {}
     kwargs.update(format_kwargs(model, header.version))
+    if header.recon_crc is not None and header.recon_layout in synthesis_layouts(model):
+        kwargs["synthesis_layout"] = header.recon_layout  # reproduce the checksum's layout
     try:
         with torch.inference_mode(), pinned_threads(threads or 0), deterministic_math():
             out = model.decompress(list(streams), tuple(header.z_shape), **kwargs)

@@ -35,7 +35,11 @@ MAX_PRESET_LEN = 64
 FINGERPRINT_BYTES = 8
 
 FLAG_RECON_CRC = 0x01
-KNOWN_FLAGS = FLAG_RECON_CRC
+#: With FLAG_RECON_CRC only: the reconstruction checksum was computed with the synthesis transform run in
+#: channels-last memory layout (current writers set it with every reconstruction checksum); clear: in the
+#: contiguous layout of writers before it (decoded in that layout, so their checksums still hold).
+FLAG_RECON_CHANNELS_LAST = 0x02
+KNOWN_FLAGS = FLAG_RECON_CRC | FLAG_RECON_CHANNELS_LAST
 
 PADDING_MODES = ("replicate", "reflect", "zeros")
 DEVICE_KINDS = ("cpu", "cuda", "mps", "other")
@@ -60,6 +64,8 @@ class Header:
     ``quality``: the rate point (0 = not applicable), fractional from v2 on (stored in 1/100 units), an
     integer in v1. ``latent_crc``: CRC-32 of the decoded latent ŷ (v2 and v3, always present). ``device`` and
     ``threads`` record where the encoder ran; from v2 on they are informational (the decoder ignores them).
+    ``recon_layout``: with ``recon_crc`` only, the memory layout g_s ran in when the checksum was taken
+    ("channels_last", or "contiguous" for files of earlier writers; the decoder reproduces it).
     """
 
     preset: str
@@ -79,10 +85,13 @@ class Header:
     recon_crc: int | None = None
     version: int = VERSION
     latent_crc: int | None = None
+    recon_layout: str = "channels_last"
 
     @property
     def flags(self) -> int:
-        return FLAG_RECON_CRC if self.recon_crc is not None else 0
+        if self.recon_crc is None:
+            return 0
+        return FLAG_RECON_CRC | (FLAG_RECON_CHANNELS_LAST if self.recon_layout == "channels_last" else 0)
 
     @property
     def header_size(self) -> int:
@@ -124,6 +133,7 @@ class Header:
             "z_shape": list(self.z_shape),
             "stream_lengths": list(self.stream_lengths),
             "recon_crc": None if self.recon_crc is None else f"{self.recon_crc:08x}",
+            "recon_layout": None if self.recon_crc is None else self.recon_layout,
             "latent_crc": None if self.latent_crc is None else f"{self.latent_crc:08x}",
             "file_size": self.file_size,
             "bpp": self.bpp(),
@@ -282,6 +292,8 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
         raise FormatError("file is corrupted (checksum mismatch)")
     if flags & ~KNOWN_FLAGS:
         raise FormatError(f"unknown header flags 0x{flags:02x}")
+    if flags & FLAG_RECON_CHANNELS_LAST and not flags & FLAG_RECON_CRC:
+        raise FormatError("file is corrupted (header flag 0x02 without a reconstruction checksum)")
     if pad_mode >= len(PADDING_MODES) or device >= len(DEVICE_KINDS):
         raise FormatError("file is corrupted (invalid padding or device code)")
     try:
@@ -306,6 +318,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
         recon_crc=recon_crc,
         version=version,
         latent_crc=latent_crc,
+        recon_layout="channels_last" if flags & FLAG_RECON_CHANNELS_LAST else "contiguous",
     )
     header.validate()
     streams = []

@@ -10,6 +10,27 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+#: Memory layouts a full-resolution transform can run in (:func:`run_in_layout`).
+MEMORY_LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+
+
+def run_in_layout(module: nn.Module, x: torch.Tensor, layout: str = "channels_last") -> torch.Tensor:
+    """``module(x)`` with x (B, C, H, W) converted to ``layout`` (``MEMORY_LAYOUTS``); the output in the
+    caller's layout.
+
+    For the full-resolution transforms: oneDNN's CPU convolutions run 1.7-4x faster on channels-last
+    inputs than on contiguous ones at Kodak size (g_s 0.51 -> 0.31 s on the 2-core AVX2 EPYC). The
+    module's weights stay as they are (a convolution follows its input's layout); the results differ from
+    the contiguous layout's in the last bits.
+    """
+    if layout not in MEMORY_LAYOUTS:
+        raise ValueError(f"unknown memory layout {layout!r} (known: {', '.join(MEMORY_LAYOUTS)})")
+    caller_channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    out = module(x.contiguous(memory_format=MEMORY_LAYOUTS[layout]))
+    if caller_channels_last:
+        return out.contiguous(memory_format=torch.channels_last)
+    return out.contiguous()
+
 
 def conv1x1(in_ch: int, out_ch: int) -> nn.Conv2d:
     """1x1 convolution, stride 1."""

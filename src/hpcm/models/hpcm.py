@@ -38,12 +38,14 @@ from hpcm.entropy.conditional import (  # noqa: F401 (re-exported: the step code
     ste_round,
 )
 from hpcm.layers.conv import (
+    MEMORY_LAYOUTS,
     PConvRB,
     conv1x1,
     conv2x2_down,
     conv4x4_down,
     deconv2x2_up,
     deconv4x4_up,
+    run_in_layout,
 )
 from hpcm.layers.gain import QualityGains
 from hpcm.models import schedule as S
@@ -84,7 +86,7 @@ class AnalysisTransform(nn.Module):
         )  # fmt: skip
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.branch(x)
+        return run_in_layout(self.branch, x)
 
 
 class SynthesisTransform(nn.Module):
@@ -101,8 +103,10 @@ class SynthesisTransform(nn.Module):
             deconv4x4_up(c1, 3),
         )  # fmt: skip
 
-    def forward(self, y: Tensor) -> Tensor:
-        return self.branch(y)
+    def forward(self, y: Tensor, layout: str = "channels_last") -> Tensor:
+        """``layout``: the memory layout to run in (``MEMORY_LAYOUTS``); "contiguous" is how hpcm decoded
+        before the channels-last synthesis (it reproduces the reconstruction checksums written then)."""
+        return run_in_layout(self.branch, y, layout)
 
 
 class HyperAnalysis(nn.Module):
@@ -172,6 +176,8 @@ class HPCM(nn.Module):
     #: file-format versions whose coding rules ``forward``/``compress``/``decompress`` take as
     #: ``format_version`` (hpcm.models.protocol.format_versions)
     format_versions = CODING_VERSIONS
+    #: memory layouts ``decompress`` runs g_s in, taken as ``synthesis_layout`` (protocol.synthesis_layouts)
+    synthesis_layouts = tuple(MEMORY_LAYOUTS)
 
     def __init__(self, config: HPCMConfig | None = None) -> None:
         super().__init__()
@@ -449,17 +455,21 @@ class HPCM(nn.Module):
     @torch.no_grad()
     def decompress(
         self, strings: list[bytes], shape: tuple[int, int], quality: float | None = None,
-        format_version: int = SIDE_FORMAT,
+        format_version: int = SIDE_FORMAT, synthesis_layout: str = "channels_last",
     ) -> dict[str, Any]:
         """Inverse of :meth:`compress` -> {"x_hat": (1, 3, 64 h_z, 64 w_z) in [0, 1], "latent_crc",
-        "corrections" (decisions the side stream corrected)}."""
+        "corrections" (decisions the side stream corrected)}.
+
+        ``synthesis_layout``: the memory layout g_s runs in ("contiguous" for files whose reconstruction
+        checksum was taken that way: ``Header.recon_layout``); ŷ does not depend on it."""
         gains = self._gains(quality, 1)
         latent = self.decode_latent(strings, shape, format_version)
         y_hat = latent.y_hat
         crc = latent_checksum(y_hat)
         if gains is not None:
             y_hat = y_hat * gains[1].to(y_hat.dtype)
-        return {"x_hat": self.g_s(y_hat).clamp_(0, 1), "latent_crc": crc, "corrections": latent.corrections}
+        x_hat = self.g_s(y_hat, synthesis_layout).clamp_(0, 1)
+        return {"x_hat": x_hat, "latent_crc": crc, "corrections": latent.corrections}
 
     @torch.no_grad()
     def decompress_latent(self, strings: list[bytes], shape: tuple[int, int],

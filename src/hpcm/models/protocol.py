@@ -10,7 +10,9 @@ from any ``nn.Module``, with the defaults written here and nowhere else:
 - ``model_config_dict(model)``: the JSON-able architecture (``model.config.to_dict()``) recorded with weights
   and training checkpoints;
 - ``format_versions(model)``: the file-format versions whose coding rules its ``forward``, ``compress`` and
-  ``decompress`` take as ``format_version=`` (``model.format_versions``; empty: it codes one way only).
+  ``decompress`` take as ``format_version=`` (``model.format_versions``; empty: it codes one way only);
+- ``synthesis_layouts(model)``: the memory layouts its ``decompress`` can run the synthesis in, taken as
+  ``synthesis_layout=`` (``model.synthesis_layouts``; empty: it reconstructs one way only).
 
 Writers set the attributes (``model.preset = ...``, ``model.weights_info = ...``); readers use these
 functions, never ``getattr`` with a default of their own.
@@ -87,3 +89,9 @@ def model_config_dict(model: Any) -> dict[str, Any] | None:
     """``model.config.to_dict()`` (an ``HPCMConfig``'s JSON-able dict), None for a model without one."""
     config = getattr(model, "config", None)
     return config.to_dict() if hasattr(config, "to_dict") else None
+
+
+def synthesis_layouts(model: Any) -> tuple[str, ...]:
+    """``model.synthesis_layouts`` as a tuple (empty when undeclared: its ``decompress`` takes no
+    ``synthesis_layout``)."""
+    return tuple(str(v) for v in getattr(model, "synthesis_layouts", ()))
