@@ -208,9 +208,13 @@ def test_training_after_inference_mode_coding():
     assert model.g_a.branch[0].weight.grad is not None
 
 
-def test_transforms_run_channels_last_and_keep_the_callers_layout(tiny):
-    """g_a / g_s run their convolutions in channels-last layout (faster with oneDNN) and return the caller's
-    layout; g_s's "contiguous" layout is the plain module call, bit for bit (older files' checksums)."""
+def test_transforms_run_channels_last_and_return_the_models_layout(tiny):
+    """g_a / g_s run their convolutions in channels-last layout (faster with oneDNN) and return contiguous
+    tensors (channels-last only for a model converted to it), whatever the input's strides: the encoder's
+    h_a / h_s / step loop then compute in the decoder's layout. g_s's "contiguous" layout is the plain
+    module call, bit for bit (older files' checksums)."""
+    import copy
+
     from hpcm.layers.conv import run_in_layout
 
     torch.manual_seed(1)
@@ -220,11 +224,13 @@ def test_transforms_run_channels_last_and_keep_the_callers_layout(tiny):
         assert torch.equal(tiny.g_s(y, "contiguous"), plain)
         fast = tiny.g_s(y)
         assert fast.is_contiguous() and torch.allclose(fast, plain, rtol=1e-5, atol=1e-5)
-        y_cl = y.contiguous(memory_format=torch.channels_last)
-        out_cl = tiny.g_s(y_cl)
-        assert out_cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(out_cl, fast)
-        x = torch.rand(1, 3, 64, 96)
-        assert tiny.g_a(x).is_contiguous()
-        assert torch.equal(tiny.g_a(x), run_in_layout(tiny.g_a.branch, x, "channels_last"))
+        out = tiny.g_s(y.contiguous(memory_format=torch.channels_last))
+        assert out.is_contiguous() and torch.equal(out, fast)
+        x = torch.rand(1, 64, 96, 3).permute(0, 3, 1, 2)  # an HWC image: channels-last strides
+        y_a = tiny.g_a(x)
+        assert y_a.is_contiguous() and torch.equal(y_a, tiny.g_a(x.contiguous()))
+        converted = copy.deepcopy(tiny.g_a).to(memory_format=torch.channels_last)
+        y_c = converted(x)
+        assert y_c.is_contiguous(memory_format=torch.channels_last) and not y_c.is_contiguous()
     with pytest.raises(ValueError, match="unknown memory layout"):
         run_in_layout(tiny.g_s.branch, y, "nhwc")
