@@ -229,6 +229,9 @@ def test_transforms_run_channels_last_and_return_the_models_layout(tiny):
         x = torch.rand(1, 64, 96, 3).permute(0, 3, 1, 2)  # an HWC image: channels-last strides
         y_a = tiny.g_a(x)
         assert y_a.is_contiguous() and torch.equal(y_a, tiny.g_a(x.contiguous()))
+        # the codec's image tensor: HWC permuted, then unsqueezed (channels-last with a batch stride of 3)
+        x_api = torch.rand(64, 96, 3).permute(2, 0, 1).unsqueeze(0)
+        assert torch.equal(tiny.g_a(x_api), tiny.g_a(x_api.clone(memory_format=torch.channels_last)))
         converted = copy.deepcopy(tiny.g_a).to(memory_format=torch.channels_last)
         y_c = converted(x)
         assert y_c.is_contiguous(memory_format=torch.channels_last) and not y_c.is_contiguous()

@@ -14,6 +14,12 @@ from torch import nn
 MEMORY_LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
 
+def _dense_strides(shape: torch.Size, layout: str) -> tuple[int, ...]:
+    """Strides of a dense (B, C, H, W) tensor in ``layout``."""
+    _, c, h, w = shape
+    return (c * h * w, 1, w * c, c) if layout == "channels_last" else (c * h * w, h * w, w, 1)
+
+
 def run_in_layout(module: nn.Module, x: torch.Tensor, layout: str = "channels_last") -> torch.Tensor:
     """``module(x)`` with x (B, C, H, W) converted to ``layout`` (``MEMORY_LAYOUTS``).
 
@@ -27,7 +33,13 @@ def run_in_layout(module: nn.Module, x: torch.Tensor, layout: str = "channels_la
     """
     if layout not in MEMORY_LAYOUTS:
         raise ValueError(f"unknown memory layout {layout!r} (known: {', '.join(MEMORY_LAYOUTS)})")
-    out = module(x.contiguous(memory_format=MEMORY_LAYOUTS[layout]))
+    fmt = MEMORY_LAYOUTS[layout]
+    x = x.contiguous(memory_format=fmt)
+    if x.stride() != _dense_strides(x.shape, layout):
+        # e.g. an HWC image permuted, then unsqueezed: channels-last, but a batch stride of C, which
+        # convolutions read as the contiguous layout (g_a then ran contiguous in the encoder)
+        x = x.clone(memory_format=fmt)
+    out = module(x)
     weight = next((p for p in module.parameters() if p.dim() == 4), None)
     cl_weights = weight is not None and not weight.is_contiguous()
     if cl_weights and weight.is_contiguous(memory_format=torch.channels_last):
