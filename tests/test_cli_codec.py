@@ -52,6 +52,19 @@ def assert_one_line_error(rc: int, err: str, pattern: str) -> None:
     assert "Traceback" not in err
 
 
+def test_compress_with_latent_refinement(kodak_crop, tmp_path, capsys):
+    out = tmp_path / "r.hpcm"
+    rc, stdout, err = run(capsys, "compress", kodak_crop, "-o", out, "--model", "hpcm-tiny-vr",
+                          "--quality", "7", "--refine", "3")
+    assert rc == 0, err
+    assert "latent refinement" in stdout and "3 steps" in stdout
+    rc, _, err = run(capsys, "decompress", out, "-o", tmp_path / "r.png")
+    assert rc == 0, err
+    with pytest.raises(SystemExit):  # argparse refuses
+        main(["compress", str(kodak_crop), "-o", str(tmp_path / "x.hpcm"), "--refine", "-2"])
+    assert "--refine: must be at least 0" in capsys.readouterr().err
+
+
 def test_full_kodak_image_in_process_then_console_script(kodak_image, tmp_path, capsys):
     out = tmp_path / "k.hpcm"
     rc, stdout, err = run(capsys, "compress", kodak_image, "-o", out, "--quality", "2")  # default model

@@ -74,6 +74,17 @@ def test_eval_cli(crops, tmp_path):
     assert main(["eval", "hpcm-tiny", "-q", "2", str(crops)]) == 1  # -q swallowed the folder: clear error
 
 
+def test_eval_cli_with_latent_refinement(crops, tmp_path):
+    out = tmp_path / "refined.json"
+    argv = ["eval", "hpcm-tiny-vr", str(crops), "-q", "8", "--limit", "1", "--refine", "2", "-o", str(out),
+            "--quiet"]
+    assert main(argv) == 0
+    doc = load_results(out)
+    assert doc["meta"]["refine_steps"] == 2 and "latent refinement 2 steps" in doc["description"]
+    assert main(["eval", "hpcm-tiny-vr", str(crops), "--refine", "-1"]) == 1
+    assert main(["eval", "hpcm-tiny-vr", str(crops), "--refine", "2", "--estimate"]) == 1
+
+
 def test_profile_cli(tmp_path, capsys):
     assert main(["profile", "hpcm-tiny", "--sizes", "256", "--repeat", "1", "--no-codec", "-o",
                  str(tmp_path / "prof")]) == 0

@@ -65,11 +65,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise HPCMError("eval needs at least one MODEL_OR_CHECKPOINT before DATASET_DIR")
     if not Path(dataset).exists():
         raise HPCMError(f"no such data set: {dataset}")
+    if args.refine < 0:
+        raise HPCMError(f"--refine must be >= 0, got {args.refine}")
+    if args.refine and args.estimate:
+        raise HPCMError("--refine needs real coding: leave out --estimate")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         doc = evaluate(specs, dataset, qualities=qualities or None,
                        estimate=args.estimate, device=args.device, limit=args.limit, name=args.name,
-                       show_progress=None if not args.quiet else False)
+                       show_progress=None if not args.quiet else False, refine_steps=args.refine)
     for w in caught:
         if "untrained" in str(w.message):
             _note(f"warning: {w.message}: bpp and quality are meaningless")
@@ -193,6 +197,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "models take any number in their range, e.g. 1 2.5 4 8")
     p.add_argument("--estimate", action="store_true",
                    help="likelihood bpp from the eval forward instead of real coding")
+    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                   help="the encoder refines each latent with STEPS gradient steps (hpcm compress --refine)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--name", help="curve name (default: the preset)")

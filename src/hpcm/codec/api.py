@@ -23,8 +23,10 @@ from torch import nn
 from hpcm.codec import container
 from hpcm.codec.container import Header, check_image_size, read_header
 from hpcm.codec.plausibility import check_stream_lengths
+from hpcm.codec.refine import RefineSettings, refine_latent
 from hpcm.errors import FormatError, HPCMError, ImageError, ModelMismatchError
 from hpcm.models.protocol import (
+    can_refine,
     format_versions,
     is_variable_rate,
     model_device,
@@ -53,8 +55,9 @@ class CodecTimes:
 
     network: float = 0.0  # model.compress / model.decompress (includes entropy coding)
     total: float = 0.0
-    #: other facts of the call: "verify" (s), "corrections" (decisions the side stream corrected in a
-    #: decode), "recon_crc_mismatch"
+    #: other facts of the call: "verify" (s), "refine" (s), "refine_gain" (relative drop of the RD cost
+    #: the latent refinement achieved), "corrections" (decisions the side stream corrected in a decode),
+    #: "recon_crc_mismatch"
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -282,8 +285,25 @@ def _decode_streams(model: nn.Module, header: Header, streams: list[bytes],
     return image, int(out.get("corrections", 0))
 
 
+def refinement_lambda(model: nn.Module, quality: float | None) -> float:
+    """The λ the latent refinement trades rate against MSE with: the model's own at ``quality``
+    (variable-rate models), else HPCM's MSE λ of the weights' quality (fixed-rate weights are taken to be
+    MSE-trained, as the official and bundled ones are)."""
+    from hpcm.rates import MSE_LAMBDAS, lambda_for
+
+    lmbda = model.rate_lambda(quality) if quality is not None else None
+    if lmbda is not None:
+        return lmbda
+    own = weights_info(model).get("quality")
+    if isinstance(own, int | float) and float(own).is_integer() and 1 <= int(own) <= len(MSE_LAMBDAS):
+        return lambda_for(int(own))
+    raise HPCMError("latent refinement needs the model's λ: a variable-rate model, or weights of a known "
+                    f"quality 1..{len(MSE_LAMBDAS)}")
+
+
 def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None, padding: str = "replicate",
-           verify: bool = False, format_version: int = container.VERSION) -> tuple[bytes, Header, CodecTimes]:
+           verify: bool = False, format_version: int = container.VERSION,
+           refine: RefineSettings | None = None) -> tuple[bytes, Header, CodecTimes]:
     """Code ``image`` (H, W, 3 uint8); return (file bytes, header, times).
 
     ``quality``: for variable-rate models, any value in the model's range (stored in the header to
@@ -295,6 +315,8 @@ def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None,
     ``format_version`` 1 writes the legacy format (official μ, no side stream, exact only on the
     encoder's device kind and thread count); 2 and 3 (default) decode exactly anywhere (3: the compact side
     stream, docs/format.md).
+    ``refine`` (with ``steps`` > 0): code a latent optimised for this image (:mod:`hpcm.codec.refine`); the
+    file and its decoding are unchanged, the encode takes longer.
     """
     if format_version not in container.SUPPORTED_VERSIONS:
         raise HPCMError(f"unsupported format version {format_version}")
@@ -309,6 +331,18 @@ def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None,
     padded, top, left = pad_image(image, multiple, padding)
     x = _to_tensor(padded, device)
     threads = coding_threads(device)
+    times = CodecTimes()
+    if refine is not None and refine.steps > 0:
+        if not can_refine(model):
+            raise HPCMError(f"{type(model).__name__} does not support latent refinement")
+        lmbda = refinement_lambda(model, vr_quality)
+        with deterministic_math():
+            region = (top, left, image.shape[0], image.shape[1])
+            latent, report = refine_latent(model, x, lmbda, refine, quality=vr_quality, region=region,
+                                           format_version=kwargs.get("format_version", container.VERSION))
+        kwargs["latent"] = latent
+        times.extra["refine"] = report.seconds
+        times.extra["refine_gain"] = 1.0 - report.best_cost / report.start_cost
     t1 = time.perf_counter()
     with torch.inference_mode(), deterministic_math():
         out = model.compress(x, **kwargs)
@@ -326,7 +360,7 @@ def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None,
         threads=threads, z_shape=(hz, wz), version=format_version,
         latent_crc=out.get("latent_crc") if format_version >= 2 else None,
     )
-    times = CodecTimes(network=t2 - t1)
+    times.network = t2 - t1
     if verify:
         tv = time.perf_counter()
         decoded, _ = _decode_streams(model, header, strings)
@@ -433,11 +467,12 @@ def decode(
 
 
 def compress_image(model: nn.Module, image: np.ndarray, *, quality: float | None = None,
-                   padding: str = "replicate", verify: bool = False) -> bytes:
+                   padding: str = "replicate", verify: bool = False, refine_steps: int = 0) -> bytes:
     """Code an (H, W, 3) uint8 RGB image into a complete ``.hpcm`` file (bytes).
 
-    ``quality``: for variable-rate models (see :func:`encode`)."""
-    return encode(model, image, quality=quality, padding=padding, verify=verify)[0]
+    ``quality``: for variable-rate models; ``refine_steps``: latent refinement (see :func:`encode`)."""
+    refine = RefineSettings(steps=refine_steps) if refine_steps else None
+    return encode(model, image, quality=quality, padding=padding, verify=verify, refine=refine)[0]
 
 
 def decompress_image(data: bytes | str | os.PathLike, model: nn.Module, *,

@@ -89,15 +89,21 @@ def evaluate_model(
     codec: Codec | None = None,
     description: str = "",
     bar: Any = None,
+    refine_steps: int = 0,
 ) -> list[dict[str, Any]]:
     """Per-image records (CompressAI ``--per-image`` shape) of ``model`` on ``[(stem, HW3 uint8)]``.
 
-    A variable-rate model codes every image at ``quality``."""
+    A variable-rate model codes every image at ``quality``; ``refine_steps``: the encoder's latent
+    refinement (real coding only)."""
     model.eval()
     if not estimate and codec is None:
         codec = Codec.default()
+    if estimate and refine_steps:
+        raise ValueError("latent refinement needs real coding (not estimate)")
     vr_quality = float(quality) if is_variable_rate(model) and quality is not None else None
-    kwargs = {} if vr_quality is None else {"quality": vr_quality}
+    kwargs: dict[str, Any] = {} if vr_quality is None else {"quality": vr_quality}
+    if refine_steps:
+        kwargs["refine_steps"] = refine_steps
     records = []
     for stem, image in images:
         h, w = image.shape[:2]
@@ -135,6 +141,7 @@ def evaluate(
     show_progress: bool | None = None,
     loader: Callable[..., Any] | None = None,
     codec: Codec | None = None,
+    refine_steps: int = 0,
 ) -> dict[str, Any]:
     """Evaluate every ``spec`` (preset name or weights path) at every quality; one RD point each.
 
@@ -143,7 +150,8 @@ def evaluate(
 
     ``loader(spec, quality=..., device=...)`` defaults to :func:`hpcm.models.io.load_model`. Returns the
     CompressAI-schema document (points in the order spec × quality) with ``per_image`` records and
-    ``meta.points`` (weights provenance of every point).
+    ``meta.points`` (weights provenance of every point). ``refine_steps``: the encoder refines each
+    image's latent with this many steps (:mod:`hpcm.codec.refine`; recorded in ``meta``).
     """
     from hpcm.codec.image_io import read_image
 
@@ -153,6 +161,8 @@ def evaluate(
     images = [(Path(p).stem, read_image(p)) for p in paths]
     runs = [(s, q) for s in specs for q in (list(qualities) if qualities else [None])]
     description = "Inference (entropy estimation)" if estimate else "Inference (hpcm, constriction)"
+    if refine_steps:
+        description += f", latent refinement {refine_steps} steps"
     points: list[tuple[Any, list[dict[str, Any]]]] = []
     provenance: list[dict[str, Any]] = []
     bar = progress(range(len(runs) * len(images)), desc="eval", enabled=show_progress)
@@ -170,7 +180,7 @@ def evaluate(
             warnings.warn(f"{spec}: evaluating untrained (initial) weights", stacklevel=2)
         q = quality if quality is not None else info.get("quality")
         records = evaluate_model(model, images, name=label, quality=q, estimate=estimate,
-                                 codec=codec, description=description, bar=bar)
+                                 codec=codec, description=description, bar=bar, refine_steps=refine_steps)
         points.append((q, records))
         extra = {k: v for k, v in info.items() if _jsonable(v)}
         provenance.append({"spec": str(spec), "quality": q, **extra})
@@ -178,6 +188,7 @@ def evaluate(
     bar.close()
     label = name or (points[0][1][0]["name"] if points else "hpcm")
     meta = {"tool": "hpcm eval", "dataset": Path(dataset).resolve().name, "estimate": estimate,
+            "refine_steps": refine_steps,
             "device": device, "images": [str(p) for p in paths],
             "points": provenance, "torch": torch.__version__, "argv": sys.argv[1:]}
     return aggregate(label, description, points, meta=meta)

@@ -170,6 +170,19 @@ class DecodedLatent:
     y_hat: Tensor
     corrections: int = 0
 
+@dataclass(frozen=True)
+class LatentStatistics:
+    """What the context pass makes of one latent y (B, M, h, w), as the encoder would code it: ŷ, the
+    per-element μ (on the format's grid) and σ of its entropy model, and the bits of its hyper latent ẑ.
+    Symbols are ``round(y − mu)`` and ``y_hat = symbols + mu``. The latent refinement
+    (:mod:`hpcm.codec.refine`) optimises y against these, held fixed between re-evaluations."""
+
+    y_hat: Tensor
+    mu: Tensor
+    scales: Tensor
+    z_bits: Tensor
+
+
 class HPCM(nn.Module):
     """HPCM image codec built from an :class:`HPCMConfig` (official attribute names, §9)."""
 
@@ -342,23 +355,62 @@ class HPCM(nn.Module):
             quality = quality.reshape(-1).expand(batch)
         return self.quality_gains.gains(quality)
 
+    def rate_lambda(self, quality: float) -> float | None:
+        """The λ (MSE, ``λ·255²·MSE + bpp``) this model was trained with at ``quality``; None when the
+        model does not know it (fixed-rate weights)."""
+        if self.quality_gains is None:
+            return None
+        q = torch.tensor([self.quality_gains.check_quality(quality)])
+        return float(self.quality_gains.lmbda(q)[0])
+
+    # -- the latent ------------------------------------------------------------------------------
+
+    def _analyse(self, x: Tensor, gains: tuple[Tensor, Tensor] | None) -> Tensor:
+        y = self.g_a(x)
+        return y if gains is None else y * gains[0]
+
+    def analyse(self, x: Tensor, quality: float | None = None) -> Tensor:
+        """x (B, 3, H, W) -> the latent y (B, M, H/16, W/16) the context pass codes: g_a(x), times the
+        gain of ``quality`` for variable-rate models."""
+        self._check_size(x)
+        return self._analyse(x, self._gains(quality, x.shape[0]))
+
+    def synthesise(self, y_hat: Tensor, quality: float | None = None,
+                   layout: str = "channels_last") -> Tensor:
+        """ŷ (B, M, h, w) -> x̂ (B, 3, 16 h, 16 w), not clamped: the inverse gain of ``quality``, then g_s."""
+        gains = self._gains(quality, y_hat.shape[0])
+        if gains is not None:
+            y_hat = y_hat * gains[1].to(y_hat.dtype)
+        return self.g_s(y_hat, layout)
+
+    @torch.no_grad()
+    def latent_statistics(self, y: Tensor, format_version: int = SIDE_FORMAT) -> LatentStatistics:
+        """The entropy model of latent y (B, M, h, w) as :meth:`compress` would code it (ẑ = round(h_a(y)),
+        μ on the grid of ``format_version``)."""
+        z_sym = torch.round(self.h_a(y) - self.means_hyper)
+        params = self.h_s(z_sym + self.means_hyper)
+        coder = LikelihoodCoder(False, self.entropy_estimation, format_version)
+        y_hat = self.context_pass(params, coder, y)
+        mu = y_hat - torch.round(coder.residual)  # exact: ŷ = round(y − μ) + μ element-wise
+        z_bits = -torch.log2(self.entropy_estimation.likelihood(z_sym, self.scales_hyper)).sum()
+        return LatentStatistics(y_hat=y_hat, mu=mu, scales=coder.scales, z_bits=z_bits)
+
     # -- forward ---------------------------------------------------------------------------------
 
     def forward(
         self, x: Tensor, training: bool | None = None, quality: float | Tensor | None = None,
-        format_version: int = SIDE_FORMAT,
+        format_version: int = SIDE_FORMAT, latent: Tensor | None = None,
     ) -> dict[str, Any]:
         """x (B, 3, H, W) in [0, 1] -> {"x_hat": (B, 3, H, W), "likelihoods": {"y", "z"}} (§8.1).
 
         ``quality`` (a number or (B,) per image) is required by variable-rate models and refused by others.
         ``format_version``: whose μ rule to follow (1: the official μ; 2, 3: μ on the grid, the default).
+        ``latent``: code this y (B, M, H/16, W/16) instead of :meth:`analyse` of x (a refined latent).
         """
         training = self.training if training is None else training
         self._check_size(x)
         gains = self._gains(quality, x.shape[0])
-        y = self.g_a(x)
-        if gains is not None:
-            y = y * gains[0]
+        y = self._analyse(x, gains) if latent is None else latent
         z = self.h_a(y)
         z_res = z - self.means_hyper
         if training:
@@ -418,7 +470,7 @@ class HPCM(nn.Module):
 
     @torch.no_grad()
     def compress(self, x: Tensor, quality: float | None = None,
-                 format_version: int = SIDE_FORMAT) -> dict[str, Any]:
+                 format_version: int = SIDE_FORMAT, latent: Tensor | None = None) -> dict[str, Any]:
         """x (1, 3, H, W), H, W multiples of ``size_multiple`` -> {"strings": [y, z, side],
         "shape": (h_z, w_z), "latent_crc": CRC-32 of ŷ (:func:`latent_checksum`)}.
 
@@ -426,7 +478,8 @@ class HPCM(nn.Module):
         default, or 2; docs/format.md). Format 1 (the official μ), or a model whose
         ``entropy_estimation.mean_grid_bits`` is None, has no side stream: strings [y, z].
         ``quality``: required by variable-rate models (the decoder needs the same value); the checksum
-        covers the coded (gained) ŷ, before the inverse gain.
+        covers the coded (gained) ŷ, before the inverse gain. ``latent``: code this y (1, M, H/16, W/16)
+        instead of :meth:`analyse` of x (a refined latent, :mod:`hpcm.codec.refine`).
         """
         from hpcm.entropy.coder import SymbolEncoder
 
@@ -435,9 +488,7 @@ class HPCM(nn.Module):
             raise ValueError("compress codes one image at a time (batch size 1)")
         gains = self._gains(quality, 1)
         self.update()
-        y = self.g_a(x)
-        if gains is not None:
-            y = y * gains[0]
+        y = self._analyse(x, gains) if latent is None else latent
         z = self.h_a(y)
         z_sym = torch.round(z - self.means_hyper)
         h_z, w_z = z.shape[-2:]
@@ -462,13 +513,10 @@ class HPCM(nn.Module):
 
         ``synthesis_layout``: the memory layout g_s runs in ("contiguous" for files whose reconstruction
         checksum was taken that way: ``Header.recon_layout``); ŷ does not depend on it."""
-        gains = self._gains(quality, 1)
+        self._gains(quality, 1)  # checks the quality before decoding
         latent = self.decode_latent(strings, shape, format_version)
-        y_hat = latent.y_hat
-        crc = latent_checksum(y_hat)
-        if gains is not None:
-            y_hat = y_hat * gains[1].to(y_hat.dtype)
-        x_hat = self.g_s(y_hat, synthesis_layout).clamp_(0, 1)
+        crc = latent_checksum(latent.y_hat)
+        x_hat = self.synthesise(latent.y_hat, quality, synthesis_layout).clamp_(0, 1)
         return {"x_hat": x_hat, "latent_crc": crc, "corrections": latent.corrections}
 
     @torch.no_grad()

@@ -12,7 +12,9 @@ from any ``nn.Module``, with the defaults written here and nowhere else:
 - ``format_versions(model)``: the file-format versions whose coding rules its ``forward``, ``compress`` and
   ``decompress`` take as ``format_version=`` (``model.format_versions``; empty: it codes one way only);
 - ``synthesis_layouts(model)``: the memory layouts its ``decompress`` can run the synthesis in, taken as
-  ``synthesis_layout=`` (``model.synthesis_layouts``; empty: it reconstructs one way only).
+  ``synthesis_layout=`` (``model.synthesis_layouts``; empty: it reconstructs one way only);
+- ``can_refine(model)``: whether the encoder can refine its latent (``hpcm.codec.refine``: the model has
+  ``analyse``, ``latent_statistics``, ``synthesise`` and ``rate_lambda``, and ``compress`` takes ``latent=``).
 
 Writers set the attributes (``model.preset = ...``, ``model.weights_info = ...``); readers use these
 functions, never ``getattr`` with a default of their own.
@@ -95,3 +97,12 @@ def synthesis_layouts(model: Any) -> tuple[str, ...]:
     """``model.synthesis_layouts`` as a tuple (empty when undeclared: its ``decompress`` takes no
     ``synthesis_layout``)."""
     return tuple(str(v) for v in getattr(model, "synthesis_layouts", ()))
+
+
+#: what :mod:`hpcm.codec.refine` calls on a model
+REFINE_METHODS = ("analyse", "latent_statistics", "synthesise", "rate_lambda")
+
+
+def can_refine(model: Any) -> bool:
+    """True when the encoder can refine the model's latent (it has every method in ``REFINE_METHODS``)."""
+    return all(callable(getattr(model, name, None)) for name in REFINE_METHODS)
