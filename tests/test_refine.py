@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -63,6 +65,17 @@ def test_refinement_lowers_the_true_cost(model, image):
         mse = (model.synthesise(stats.y_hat, 7.0) - x).square().mean()
     cost = float(bits) / (x.shape[-2] * x.shape[-1]) + lmbda * 255**2 * float(mse)
     assert cost == pytest.approx(report.best_cost, rel=1e-5)
+
+
+def test_backtracking_returns_to_the_best_latent(model, image):
+    """A step far too large overshoots; backtracking halves it from the best latent and still improves."""
+    x = _tensor(image)
+    lmbda = model.rate_lambda(7.0)
+    settings = RefineSettings(steps=30, step_size=0.5, backtrack=False)
+    _, plain = refine_latent(model, x, lmbda, settings, quality=7.0)
+    _, back = refine_latent(model, x, lmbda, dataclasses.replace(settings, backtrack=True), quality=7.0)
+    assert plain.best_step == 0 and plain.best_cost == plain.start_cost  # every re-evaluation found it worse
+    assert back.best_cost < plain.best_cost and back.best_step > 0
 
 
 def test_zero_steps_keep_the_analysis_latent(model, image):

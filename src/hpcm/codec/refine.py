@@ -12,7 +12,9 @@ cost ``bpp + λ·255²·MSE`` of that one image by gradient steps on the latent 
   distortion that of the rounded ŷ = round(y − μ) + μ (straight-through), over the image's own pixels only
   (padding excluded);
 - at every re-evaluation the true cost (rounded symbols) is measured, and the best latent seen wins; the
-  start counts, so the result is never worse than no refinement by this measure.
+  start counts, so the result is never worse than no refinement by this measure. When a re-evaluation
+  finds the cost above the best (the steps overshot: at low qualities a step of 0.02 bins already moves
+  many residuals across a rounding edge), the latent goes back to the best and the step size halves.
 
 The refined latent is then coded by the ordinary encoder (``model.compress(x, latent=y)``): the file is an
 ordinary file, the decoder is unchanged and never knows. Only encode time grows (about one g_s forward and
@@ -23,11 +25,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from hpcm.entropy.conditional import SIDE_FORMAT, ste_round
+
+if TYPE_CHECKING:
+    from hpcm.models.hpcm import LatentStatistics
 
 #: Adam step on y (in quantisation bins). 0.02 reached the lowest cost after 60 steps among 0.005-0.02 on
 #: held-out training crops at quality 8 (hpcm-small-vr step 14,238; docs/results/README.md).
@@ -39,11 +45,13 @@ DEFAULT_REEVALUATE_EVERY = 5
 @dataclass(frozen=True)
 class RefineSettings:
     """How hard to refine: ``steps`` gradient steps (0: off), Adam step ``step_size``, the context model
-    re-evaluated every ``reevaluate_every`` steps."""
+    re-evaluated every ``reevaluate_every`` steps; ``backtrack``: halve the step and return to the best
+    latent when a re-evaluation finds the cost risen."""
 
     steps: int = 0
     step_size: float = DEFAULT_STEP_SIZE
     reevaluate_every: int = DEFAULT_REEVALUATE_EVERY
+    backtrack: bool = True
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -92,28 +100,39 @@ def refine_latent(
     weight = lmbda * 255.0**2
     likelihood = model.entropy_estimation.likelihood
     y = y0.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([y], lr=settings.step_size)
+    step_size = settings.step_size
+    optimizer = torch.optim.Adam([y], lr=step_size)
     best, best_cost, best_step, start_cost = y0, float("inf"), 0, float("nan")
-    stats = None
-    for step in range(settings.steps + 1):
-        reevaluate = step % settings.reevaluate_every == 0 or step == settings.steps
-        if reevaluate:
-            stats = model.latent_statistics(y.detach(), format_version)
-        assert stats is not None
+
+    def surrogate(stats: LatentStatistics) -> tuple[Tensor, float]:
+        """(the cost to descend, with soft rate; the true cost of y under ``stats``)."""
         with torch.enable_grad():
             residual = y - stats.mu
-            y_hat = ste_round(residual) + stats.mu
-            mse = _region_mse(model.synthesise(y_hat, quality), x, region)
+            mse = _region_mse(model.synthesise(ste_round(residual) + stats.mu, quality), x, region)
             soft_bits = -torch.log2(likelihood(residual, stats.scales)).sum()
             cost = (soft_bits + stats.z_bits) / pixels + weight * mse
-        if reevaluate:  # the true cost: rounded symbols, ŷ exactly as coded
-            with torch.no_grad():
-                bits = -torch.log2(likelihood(torch.round(residual), stats.scales)).sum() + stats.z_bits
-                true_cost = float(bits) / pixels + weight * float(mse)
+        with torch.no_grad():  # rounded symbols, ŷ exactly as coded (exact when stats are y's own)
+            bits = -torch.log2(likelihood(torch.round(residual), stats.scales)).sum() + stats.z_bits
+        return cost, float(bits) / pixels + weight * float(mse.detach())
+
+    stats = model.latent_statistics(y0, format_version)
+    for step in range(settings.steps + 1):
+        reevaluate = step % settings.reevaluate_every == 0 or step == settings.steps
+        if reevaluate and step > 0:
+            stats = model.latent_statistics(y.detach(), format_version)
+        cost, true_cost = surrogate(stats)
+        if reevaluate:
             if step == 0:
                 start_cost = true_cost
             if true_cost < best_cost:
                 best, best_cost, best_step = y.detach().clone(), true_cost, step
+            elif settings.backtrack and step < settings.steps:  # overshot: back to the best, smaller steps
+                with torch.no_grad():
+                    y.copy_(best)
+                step_size *= 0.5
+                optimizer = torch.optim.Adam([y], lr=step_size)
+                stats = model.latent_statistics(best, format_version)
+                cost, _ = surrogate(stats)
         if step == settings.steps:
             break
         (grad,) = torch.autograd.grad(cost, y)
