@@ -115,7 +115,7 @@ def refine_latent(
             bits = -torch.log2(likelihood(torch.round(residual), stats.scales)).sum() + stats.z_bits
         return cost, float(bits) / pixels + weight * float(mse.detach())
 
-    stats = model.latent_statistics(y0, format_version)
+    stats = best_stats = model.latent_statistics(y0, format_version)
     for step in range(settings.steps + 1):
         reevaluate = step % settings.reevaluate_every == 0 or step == settings.steps
         if reevaluate and step > 0:
@@ -125,13 +125,13 @@ def refine_latent(
             if step == 0:
                 start_cost = true_cost
             if true_cost < best_cost:
-                best, best_cost, best_step = y.detach().clone(), true_cost, step
+                best, best_cost, best_step, best_stats = y.detach().clone(), true_cost, step, stats
             elif settings.backtrack and step < settings.steps:  # overshot: back to the best, smaller steps
                 with torch.no_grad():
                     y.copy_(best)
                 step_size *= 0.5
                 optimizer = torch.optim.Adam([y], lr=step_size)
-                stats = model.latent_statistics(best, format_version)
+                stats = best_stats  # evaluated when the best was found: no second context pass
                 cost, _ = surrogate(stats)
         if step == settings.steps:
             break
