@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import sys
 import threading
 import time
@@ -189,6 +190,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from hpcm.codec.api import encode
     from hpcm.codec.atomic import atomic_write_bytes, check_output_path
     from hpcm.codec.image_io import read_image_with_notes
+    from hpcm.codec.rate_control import encode_to_target
     from hpcm.codec.refine import RefineSettings
 
     src = Path(args.input)
@@ -207,10 +209,16 @@ def cmd_compress(args: argparse.Namespace) -> int:
     model, load_s = _load(spec, quality=args.quality, device=args.device, preset=args.model)
     _untrained_warning(model)
     h, w = image.shape[:2]
+    target = _rate_target(args, h, w)
+    searched = None
     with coding_progress(model, f"encoding {w}x{h}"):
-        data, header, times = encode(model, image, quality=args.quality, padding=args.padding,
-                                     verify=args.verify,
-                                     refine=RefineSettings(steps=args.refine) if args.refine else None)
+        if target is None:
+            data, header, times = encode(model, image, quality=args.quality, padding=args.padding,
+                                         verify=args.verify,
+                                         refine=RefineSettings(steps=args.refine) if args.refine else None)
+        else:
+            searched = encode_to_target(model, image, target, padding=args.padding, verify=args.verify)
+            data, header, times = searched.data, searched.header, searched.times
     atomic_write_bytes(out, data, overwrite=args.force)
     _say(
         f"{src} -> {out}: {w}x{h}, {len(data)} bytes, {header.bpp():.4f} bpp "
@@ -224,7 +232,25 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.verify:
         line += f", verify {times.extra['verify']:.2f} s: decoded image matches the encoder's"
     _say(f"{line}; model load {load_s:.2f} s")
+    if searched is not None:
+        reached = f", {searched.psnr:.2f} dB" if searched.psnr is not None else ""
+        _say(f"quality {_level(searched.quality)} meets {target.describe()} ({searched.size} bytes"
+             f"{reached}); search: {searched.encodes} encodes, {searched.seconds:.2f} s")
     return 0
+
+
+def _rate_target(args: argparse.Namespace, height: int, width: int):
+    """The ``--max-size`` / ``--max-bpp`` / ``--min-psnr`` target of ``compress`` (None: none given)."""
+    from hpcm.codec.rate_control import RateTarget
+
+    if args.max_size is None and args.max_bpp is None and args.min_psnr is None:
+        return None
+    if args.refine:
+        raise HPCMError("--refine cannot be combined with --max-size, --max-bpp or --min-psnr (the search "
+                        "codes the image about 10 times); choose a --quality to refine at")
+    if args.max_bpp is not None:
+        return RateTarget.from_bpp(args.max_bpp, height, width)
+    return RateTarget(max_bytes=args.max_size, min_psnr=args.min_psnr)
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
@@ -357,6 +383,33 @@ def _non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+               "mib": 1024**2}
+
+
+def _byte_size(text: str) -> int:
+    """``50000``, ``50k``, ``48KiB``, ``1.5M`` -> bytes (k/M: 1000s; KiB/MiB: 1024s)."""
+    number = text.strip().rstrip("bBiIkKmM")
+    unit = text.strip()[len(number):].lower()
+    try:
+        value = float(number) * _SIZE_UNITS[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r} (e.g. 50000, 50k, 48KiB)") from None
+    if not (math.isfinite(value) and value >= 1):
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
+    return int(value)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
 def _quality(text: str) -> float:
     try:
         q = float(text)
@@ -432,7 +485,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", metavar="OUT", help="output file (default: IN with suffix .hpcm)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="preset name (see `hpcm models`); with a .pth.tar "
                    "checkpoint, the architecture to load it into")
-    p.add_argument("--quality", type=_quality, default=None, help=_quality_help(DEFAULT_MODEL))
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--quality", type=_quality, default=None, help=_quality_help(DEFAULT_MODEL))
+    rate.add_argument("--max-size", type=_byte_size, default=None, metavar="SIZE",
+                      help="the highest quality whose file is at most SIZE bytes (suffixes k, M: 1000s; "
+                      "KiB, MiB: 1024s); a search of about 10 encodes")
+    rate.add_argument("--max-bpp", type=_positive_float, default=None, metavar="BPP",
+                      help="the highest quality whose file is at most BPP bits per pixel (header included)")
+    rate.add_argument("--min-psnr", type=_positive_float, default=None, metavar="DB",
+                      help="the lowest quality whose decoded image reaches DB dB (RGB PSNR); a search of "
+                      "about 10 encodes and decodes")
     p.add_argument("--checkpoint", metavar="PATH",
                    help=".safetensors weights or official .pth.tar checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")

@@ -1,7 +1,8 @@
 """hpcm.codec: the ``.hpcm`` container, image I/O, padding/cropping and atomic writes.
 
 ``compress_image(model, image) -> bytes`` and ``decompress_image(data, model) -> image`` are the
-entry points; ``read_header(data)`` inspects a file without a model.
+entry points; ``read_header(data)`` inspects a file without a model; ``encode_to_target(model, image,
+RateTarget(max_bytes=...))`` finds the quality that meets a size or PSNR target.
 
 The names are re-exported lazily: ``import hpcm.codec.container`` (headers, limits) does not load torch.
 """
@@ -11,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "Header", "compress_image", "decode", "decompress_image", "encode", "model_identity", "read_header",
+    "Header", "RateTarget", "compress_image", "decode", "decompress_image", "encode", "encode_to_target",
+    "model_identity", "read_header",
 ]
 
 _FROM_API = ("compress_image", "decode", "decompress_image", "encode", "model_identity")
@@ -22,6 +24,10 @@ def __getattr__(name: str) -> Any:
         from hpcm.codec import api
 
         return getattr(api, name)
+    if name in ("RateTarget", "encode_to_target"):
+        from hpcm.codec import rate_control
+
+        return getattr(rate_control, name)
     if name in ("Header", "read_header"):
         from hpcm.codec import container
 

@@ -35,9 +35,11 @@ def closest_level(
 ) -> tuple[float, bytes]:
     """The level whose file size is closest to ``target_bytes`` (sizes grow with the level).
 
-    Bisection over the sorted ``levels`` (log2(len) encodes plus the two neighbours)."""
+    Bisection over the sorted ``levels`` (:func:`~hpcm.codec.rate_control.last_true`: the last level that
+    fits, then the nearer of it and the next one)."""
+    from hpcm.codec.rate_control import last_true
+
     levels = sorted(levels)
-    lo, hi = 0, len(levels) - 1
     cache: dict[int, bytes] = {}
 
     def at(i: int) -> bytes:
@@ -45,13 +47,9 @@ def closest_level(
             cache[i] = encode(levels[i])
         return cache[i]
 
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if len(at(mid)) <= target_bytes:
-            lo = mid
-        else:
-            hi = mid
-    best = min((lo, hi), key=lambda i: abs(len(at(i)) - target_bytes))
+    fits = last_true(len(levels), lambda i: len(at(i)) <= target_bytes)
+    neighbours = [i for i in (fits, fits + 1) if 0 <= i < len(levels)]
+    best = min(neighbours, key=lambda i: abs(len(at(i)) - target_bytes))
     return levels[best], at(best)
 
 
@@ -73,12 +71,13 @@ def code_image(
 def hpcm_levels(model) -> list[float]:
     """Qualities to search for an hpcm model: every 0.01 of a variable-rate model's range (bisection makes
     that about 10 encodes), or just the weights' own quality for a fixed-rate model."""
-    from hpcm.models.protocol import is_variable_rate, weights_info
+    from hpcm.codec.rate_control import quality_levels
+    from hpcm.models.protocol import weights_info
 
-    if is_variable_rate(model):
-        lo, hi = model.quality_gains.quality_range
-        return [round(lo + 0.01 * i, 2) for i in range(int(round((hi - lo) / 0.01)) + 1)]
-    return [float(weights_info(model).get("quality") or 0)]
+    levels = quality_levels(model)
+    if levels == [None]:
+        return [float(weights_info(model).get("quality") or 0)]
+    return [float(q) for q in levels]
 
 
 def classical_levels(codec: str) -> list[float]:
