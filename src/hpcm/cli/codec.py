@@ -189,7 +189,7 @@ def _model_for_file(header, args) -> tuple[object, float]:
 def cmd_compress(args: argparse.Namespace) -> int:
     from hpcm.codec.api import encode
     from hpcm.codec.atomic import atomic_write_bytes, check_output_path
-    from hpcm.codec.image_io import read_image_with_notes
+    from hpcm.codec.image_io import read_image_and_profile
     from hpcm.codec.rate_control import encode_to_target
     from hpcm.codec.refine import RefineSettings
 
@@ -201,7 +201,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".hpcm":
         _note(f"note: {out.name}: the output is an .hpcm file whatever its suffix (decode it with "
               "hpcm decompress); name it .hpcm to avoid confusion")
-    image, notes = read_image_with_notes(src, alpha=args.alpha)
+    image, notes, icc_profile = read_image_and_profile(src, alpha=args.alpha, icc=args.icc)
     for n in notes:
         _note(f"note: {src}: {n}")
     spec = args.checkpoint or args.model
@@ -214,10 +214,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
     with coding_progress(model, f"encoding {w}x{h}"):
         if target is None:
             data, header, times = encode(model, image, quality=args.quality, padding=args.padding,
-                                         verify=args.verify,
+                                         verify=args.verify, icc_profile=icc_profile,
                                          refine=RefineSettings(steps=args.refine) if args.refine else None)
         else:
-            searched = encode_to_target(model, image, target, padding=args.padding, verify=args.verify)
+            searched = encode_to_target(model, image, target, padding=args.padding, verify=args.verify,
+                                        icc_profile=icc_profile)
             data, header, times = searched.data, searched.header, searched.times
     atomic_write_bytes(out, data, overwrite=args.force)
     _say(
@@ -257,7 +258,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     from hpcm.codec.api import decode
     from hpcm.codec.atomic import check_output_path
     from hpcm.codec.container import unpack
-    from hpcm.codec.image_io import lossy_write_note, write_image
+    from hpcm.codec.image_io import icc_write_note, lossy_write_note, write_image
 
     src = Path(args.input)
     out = Path(args.output) if args.output else src.with_suffix(".png")
@@ -277,9 +278,12 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     with coding_progress(model, f"decoding {header.width}x{header.height}"):
         image, header, times = decode(data, model, allow_cross_device=args.allow_cross_device,
                                       threads=threads)
-    write_image(out, image, overwrite=args.force)
+    write_image(out, image, overwrite=args.force, icc_profile=header.icc_profile)
     if lossy:
         _note(f"note: {lossy}")
+    no_icc = icc_write_note(out, header.icc_profile)
+    if no_icc:
+        _note(f"note: {no_icc}")
     if times.extra.get("recon_crc_mismatch"):
         _note("note: the latent matched exactly; the pixels differ from the encoder's in the last bit "
               "(another thread count or platform), as two JPEG decoders may")
@@ -293,6 +297,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     header, _ = unpack(_read_bytes(Path(args.file)))
     fields = header.as_dict()
+    if header.icc_profile is not None:
+        from hpcm.codec.image_io import icc_description
+
+        fields["icc_profile"] = icc_description(header.icc_profile) or "(unreadable)"
     if args.json:
         _say(json.dumps(fields, indent=2))
         return 0
@@ -510,6 +518,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="how the image is padded to the model's size multiple")
     p.add_argument("--alpha", choices=("refuse", "drop", "white"), default="refuse",
                    help="images with transparency: refuse, drop the alpha, or composite on white")
+    p.add_argument("--icc", choices=("auto", "keep", "drop"), default="auto",
+                   help="the image's ICC colour profile: carried to the decoded image (auto: unless it is "
+                   "sRGB, which an untagged image means anyway; keep: always; drop: never); the pixels "
+                   "are coded as they are")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                    help="CPU threads (default: the cores this process may use); recorded in the header for "
                    "information only: the file decodes exactly with any thread count")

@@ -303,7 +303,8 @@ def refinement_lambda(model: nn.Module, quality: float | None) -> float:
 
 def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None, padding: str = "replicate",
            verify: bool = False, format_version: int = container.VERSION,
-           refine: RefineSettings | None = None) -> tuple[bytes, Header, CodecTimes]:
+           refine: RefineSettings | None = None,
+           icc_profile: bytes | None = None) -> tuple[bytes, Header, CodecTimes]:
     """Code ``image`` (H, W, 3 uint8); return (file bytes, header, times).
 
     ``quality``: for variable-rate models, any value in the model's range (stored in the header to
@@ -317,6 +318,8 @@ def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None,
     stream, docs/format.md).
     ``refine`` (with ``steps`` > 0): code a latent optimised for this image (:mod:`hpcm.codec.refine`); the
     file and its decoding are unchanged, the encode takes longer.
+    ``icc_profile``: the image's ICC colour profile, stored in the file for the decoded image (the pixels are
+    coded as they are; ``image_io.read_image_and_profile`` reads it; not in format version 1).
     """
     if format_version not in container.SUPPORTED_VERSIONS:
         raise HPCMError(f"unsupported format version {format_version}")
@@ -359,6 +362,7 @@ def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None,
         crop_top=top, crop_left=left, padding=padding, device=_device_kind(device),
         threads=threads, z_shape=(hz, wz), version=format_version,
         latent_crc=out.get("latent_crc") if format_version >= 2 else None,
+        icc_profile=None if icc_profile is None else bytes(icc_profile),
     )
     times.network = t2 - t1
     if verify:

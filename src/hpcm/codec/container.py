@@ -39,7 +39,12 @@ FLAG_RECON_CRC = 0x01
 #: channels-last memory layout (current writers set it with every reconstruction checksum); clear: in the
 #: contiguous layout of writers before it (decoded in that layout, so their checksums still hold).
 FLAG_RECON_CHANNELS_LAST = 0x02
-KNOWN_FLAGS = FLAG_RECON_CRC | FLAG_RECON_CHANNELS_LAST
+#: An ICC colour profile follows the checksums (versions 2+): its length (4 bytes) and its bytes. The pixels
+#: are coded as they are; the decoder writes the profile into the decoded image (docs/format.md).
+FLAG_ICC = 0x04
+KNOWN_FLAGS = FLAG_RECON_CRC | FLAG_RECON_CHANNELS_LAST | FLAG_ICC
+#: Largest ICC profile a file holds (real profiles are 0.5-60 KB).
+MAX_ICC_BYTES = 1 << 20
 
 PADDING_MODES = ("replicate", "reflect", "zeros")
 DEVICE_KINDS = ("cpu", "cuda", "mps", "other")
@@ -66,6 +71,7 @@ class Header:
     ``threads`` record where the encoder ran; from v2 on they are informational (the decoder ignores them).
     ``recon_layout``: with ``recon_crc`` only, the memory layout g_s ran in when the checksum was taken
     ("channels_last", or "contiguous" for files of earlier writers; the decoder reproduces it).
+    ``icc_profile``: the source image's ICC colour profile (RGB), carried to the decoded image; None: sRGB.
     """
 
     preset: str
@@ -86,12 +92,15 @@ class Header:
     version: int = VERSION
     latent_crc: int | None = None
     recon_layout: str = "channels_last"
+    icc_profile: bytes | None = None
 
     @property
     def flags(self) -> int:
+        flags = FLAG_ICC if self.icc_profile is not None else 0
         if self.recon_crc is None:
-            return 0
-        return FLAG_RECON_CRC | (FLAG_RECON_CHANNELS_LAST if self.recon_layout == "channels_last" else 0)
+            return flags
+        layout = FLAG_RECON_CHANNELS_LAST if self.recon_layout == "channels_last" else 0
+        return flags | FLAG_RECON_CRC | layout
 
     @property
     def header_size(self) -> int:
@@ -99,7 +108,8 @@ class Header:
         n = _FIXED_HEAD.size + len(self.preset.encode("ascii")) + body
         n += _U32.size * len(self.stream_lengths)
         n += _U32.size if self.version >= 2 else 0  # latent checksum
-        return n + (_U32.size if self.recon_crc is not None else 0)
+        n += _U32.size if self.recon_crc is not None else 0
+        return n + (_U32.size + len(self.icc_profile) if self.icc_profile is not None else 0)
 
     @property
     def file_size(self) -> int:
@@ -135,6 +145,7 @@ class Header:
             "recon_crc": None if self.recon_crc is None else f"{self.recon_crc:08x}",
             "recon_layout": None if self.recon_crc is None else self.recon_layout,
             "latent_crc": None if self.latent_crc is None else f"{self.latent_crc:08x}",
+            "icc_profile_bytes": None if self.icc_profile is None else len(self.icc_profile),
             "file_size": self.file_size,
             "bpp": self.bpp(),
             "payload_bpp": self.payload_bpp(),
@@ -176,6 +187,11 @@ class Header:
             raise FormatError(f"invalid thread count {self.threads} in header")
         if not 1 <= len(self.stream_lengths) <= MAX_STREAMS:
             raise FormatError(f"invalid number of streams {len(self.stream_lengths)}")
+        if self.icc_profile is not None:
+            if self.version == 1:
+                raise FormatError("a version-1 file cannot carry an ICC profile")
+            if not 1 <= len(self.icc_profile) <= MAX_ICC_BYTES:
+                raise FormatError(f"invalid ICC profile length {len(self.icc_profile)} (1..{MAX_ICC_BYTES})")
 
 
 def check_image_size(height: int, width: int, *, error: type[Exception]) -> None:
@@ -232,6 +248,8 @@ def pack(header: Header, streams: list[bytes]) -> bytes:
         parts.append(_U32.pack(header.latent_crc & 0xFFFFFFFF))
     if header.recon_crc is not None:
         parts.append(_U32.pack(header.recon_crc & 0xFFFFFFFF))
+    if header.icc_profile is not None:
+        parts.extend((_U32.pack(len(header.icc_profile)), bytes(header.icc_profile)))
     parts.extend(streams)
     body = b"".join(parts)
     return body + _U32.pack(zlib.crc32(body))
@@ -283,6 +301,13 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     if flags & FLAG_RECON_CRC:
         recon_crc = _U32.unpack(_take(data, pos, 4))[0]
         pos += 4
+    icc_profile = None
+    if flags & FLAG_ICC and version >= 2:
+        n_icc = _U32.unpack(_take(data, pos, 4))[0]
+        if not 1 <= n_icc <= MAX_ICC_BYTES:
+            raise FormatError(f"file is corrupted (ICC profile length {n_icc})")
+        icc_profile = _take(data, pos + 4, n_icc)
+        pos += 4 + n_icc
     expected = pos + sum(lengths) + _TRAILER
     if len(data) < expected:
         raise FormatError(f"file is truncated or corrupted (expected {expected} bytes, found {len(data)})")
@@ -290,7 +315,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
         raise FormatError(f"file is corrupted ({len(data) - expected} unexpected bytes after the data)")
     if zlib.crc32(data[:-_TRAILER]) != _U32.unpack(data[-_TRAILER:])[0]:
         raise FormatError("file is corrupted (checksum mismatch)")
-    if flags & ~KNOWN_FLAGS:
+    if flags & ~KNOWN_FLAGS or (version == 1 and flags & FLAG_ICC):
         raise FormatError(f"unknown header flags 0x{flags:02x}")
     if flags & FLAG_RECON_CHANNELS_LAST and not flags & FLAG_RECON_CRC:
         raise FormatError("file is corrupted (header flag 0x02 without a reconstruction checksum)")
@@ -319,6 +344,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
         version=version,
         latent_crc=latent_crc,
         recon_layout="channels_last" if flags & FLAG_RECON_CHANNELS_LAST else "contiguous",
+        icc_profile=icc_profile,
     )
     header.validate()
     streams = []

@@ -6,7 +6,12 @@ Input rules (also in README.md, "Supported image inputs"):
   ``pillow-heif`` is installed. Multi-frame files: the first frame is used (with a note).
 - EXIF orientation is applied (``ImageOps.exif_transpose``), so the coded image is upright.
 - Grayscale (``1``, ``L``) is replicated to three channels; palette images are expanded;
-  CMYK / YCbCr are converted to RGB by Pillow. The ICC profile is ignored.
+  CMYK / YCbCr are converted to RGB by Pillow.
+- ICC colour profiles (:func:`read_image_and_profile`, ``hpcm compress --icc``): the pixels are coded as
+  they are, and an RGB profile travels in the file to the decoded image (``auto``, the default, keeps every
+  RGB profile but sRGB's, which untagged images mean anyway; ``keep`` keeps sRGB too; ``drop`` keeps none).
+  Profiles of other colour spaces (grayscale, CMYK) do not describe the RGB pixels coded and are dropped
+  with a note.
 - 16-bit samples (``I;16*`` grayscale, 16-bit RGB PNG) become 8 bit by keeping the high byte
   (``v >> 8``); this is what Pillow does for 16-bit RGB PNGs, and it inverts the usual 8->16 bit
   expansion ``v * 257`` exactly. 32-bit integer (``I``) and float (``F``) images are refused.
@@ -27,10 +32,13 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hpcm.atomic import atomic_write_bytes
-from hpcm.codec.container import MAX_PIXELS, MAX_SIDE, check_image_size
+from hpcm.codec.container import MAX_ICC_BYTES, MAX_PIXELS, MAX_SIDE, check_image_size
 from hpcm.errors import ImageError
 
 ALPHA_POLICIES = ("refuse", "drop", "white")
+ICC_POLICIES = ("auto", "keep", "drop")
+#: Pillow formats whose writers embed an ICC profile (``icc_profile=``).
+ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF"})
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 _heif_checked = False
 
@@ -108,14 +116,54 @@ def _to_rgb(im: Image.Image, alpha: str, notes: list[str]) -> np.ndarray:
     return out.astype(np.uint8)
 
 
+def icc_description(profile: bytes) -> str | None:
+    """The description of an ICC profile (e.g. ``Adobe RGB (1998)``); None when it cannot be parsed."""
+    try:
+        from PIL import ImageCms
+
+        return ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(profile))).strip()
+    except Exception:  # noqa: BLE001 - ImageCms raises PyCMSError, OSError, ImportError...
+        return None
+
+
+def _kept_profile(profile: bytes | None, policy: str, notes: list[str]) -> bytes | None:
+    """The ICC profile to carry in the file under ``policy`` (module docstring), with notes."""
+    if not profile or policy == "drop":
+        return None
+    space = profile[16:20] if len(profile) >= 128 else b""
+    name = icc_description(profile)
+    if name is None or space != b"RGB ":
+        kind = "an unreadable" if name is None else f"a {space.decode('ascii', 'replace').strip()}"
+        notes.append(f"{kind} ICC profile does not describe the RGB pixels coded: dropped (colours taken "
+                     "as sRGB)")
+        return None
+    if len(profile) > MAX_ICC_BYTES:
+        notes.append(f"ICC profile {name!r} ({len(profile)} bytes) is too large to carry: dropped")
+        return None
+    if policy == "auto" and "srgb" in name.lower():
+        return None  # an untagged image means sRGB
+    notes.append(f"ICC profile {name!r} kept ({len(profile)} bytes): the decoded image carries it")
+    return bytes(profile)
+
+
 def read_image_with_notes(path: str | os.PathLike, *, alpha: str = "refuse") -> tuple[np.ndarray, list[str]]:
     """Read ``path`` as (H, W, 3) uint8 RGB; also return notes on lossy conversions applied.
 
     Raises :class:`ImageError` for unreadable files, unsupported modes, refused transparency and
-    images over the size limit.
+    images over the size limit. The ICC profile is not read (:func:`read_image_and_profile` reads it).
     """
+    image, notes, _ = read_image_and_profile(path, alpha=alpha, icc="drop")
+    return image, notes
+
+
+def read_image_and_profile(path: str | os.PathLike, *, alpha: str = "refuse",
+                           icc: str = "auto") -> tuple[np.ndarray, list[str], bytes | None]:
+    """:func:`read_image_with_notes` plus the ICC profile to carry under the policy ``icc``
+    (``auto``, ``keep``, ``drop``: module docstring); None: the pixels are sRGB."""
     if alpha not in ALPHA_POLICIES:
         raise ValueError(f"alpha must be one of {ALPHA_POLICIES}, got {alpha!r}")
+    if icc not in ICC_POLICIES:
+        raise ValueError(f"icc must be one of {ICC_POLICIES}, got {icc!r}")
     _register_heif()
     path = Path(path)
     notes: list[str] = []
@@ -142,13 +190,14 @@ def read_image_with_notes(path: str | os.PathLike, *, alpha: str = "refuse") -> 
             notes.append("16-bit samples reduced to 8 bit (high byte)")
         try:
             im.load()
+            profile = im.info.get("icc_profile")
             im = ImageOps.exif_transpose(im)
             arr = _to_rgb(im, alpha, notes)
         except ImageError as exc:
             raise ImageError(f"{path}: {exc}") from None
         except (OSError, ValueError, SyntaxError) as exc:
             raise ImageError(f"{path}: cannot decode image ({exc})") from None
-    return arr, notes
+    return arr, notes, _kept_profile(profile if isinstance(profile, bytes) else None, icc, notes)
 
 
 def read_image(path: str | os.PathLike, *, alpha: str = "refuse") -> np.ndarray:
@@ -162,13 +211,16 @@ def read_image(path: str | os.PathLike, *, alpha: str = "refuse") -> np.ndarray:
     return arr
 
 
-def encode_image(array: np.ndarray, fmt: str = "PNG") -> bytes:
-    """Encode an (H, W, 3) uint8 array to image bytes (PNG by default)."""
+def encode_image(array: np.ndarray, fmt: str = "PNG", icc_profile: bytes | None = None) -> bytes:
+    """Encode an (H, W, 3) uint8 array to image bytes (PNG by default), with ``icc_profile`` embedded
+    where the format holds one (``ICC_FORMATS``)."""
     array = np.asarray(array)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
         raise ImageError(f"expected an (H, W, 3) uint8 array, got {array.dtype} {array.shape}")
     buf = io.BytesIO()
-    kwargs = _SAVE_OPTIONS.get(fmt, {})
+    kwargs = dict(_SAVE_OPTIONS.get(fmt, {}))
+    if icc_profile is not None and fmt in ICC_FORMATS:
+        kwargs["icc_profile"] = icc_profile
     Image.fromarray(np.ascontiguousarray(array), "RGB").save(buf, format=fmt, **kwargs)
     return buf.getvalue()
 
@@ -197,7 +249,18 @@ def format_for_path(path: str | os.PathLike) -> str:
     return fmt
 
 
-def write_image(path: str | os.PathLike, array: np.ndarray, overwrite: bool = False) -> Path:
-    """Write an (H, W, 3) uint8 array atomically; the format follows the extension (.png advised)."""
-    data = encode_image(array, format_for_path(path))
+def icc_write_note(path: str | os.PathLike, icc_profile: bytes | None) -> str | None:
+    """A one-line note when ``path``'s format cannot carry the image's ICC profile."""
+    fmt = format_for_path(path)
+    if icc_profile is None or fmt in ICC_FORMATS:
+        return None
+    return (f"{Path(path).name}: {fmt} cannot carry the image's ICC profile; its colours will be taken as "
+            "sRGB (write .png to keep it)")
+
+
+def write_image(path: str | os.PathLike, array: np.ndarray, overwrite: bool = False,
+                icc_profile: bytes | None = None) -> Path:
+    """Write an (H, W, 3) uint8 array atomically; the format follows the extension (.png advised).
+    ``icc_profile``: embedded where the format holds one (see :func:`icc_write_note`)."""
+    data = encode_image(array, format_for_path(path), icc_profile)
     return atomic_write_bytes(path, data, overwrite=overwrite)

@@ -110,11 +110,13 @@ class _Candidate:
 
 def encode_to_target(model: nn.Module, image: np.ndarray, target: RateTarget, *, padding: str = "replicate",
                      verify: bool = False, format_version: int = container.VERSION,
-                     levels: Sequence[float | None] | None = None) -> TargetResult:
+                     levels: Sequence[float | None] | None = None,
+                     icc_profile: bytes | None = None) -> TargetResult:
     """Code ``image`` (H, W, 3 uint8) at the quality that meets ``target`` (see the module docstring).
 
     ``levels``: the qualities to search, ascending (default :func:`quality_levels`). With ``verify`` every
-    candidate is verified as :func:`~hpcm.codec.api.encode` does (its size includes the check). Raises
+    candidate is verified as :func:`~hpcm.codec.api.encode` does (its size includes the check), and
+    ``icc_profile`` is stored in every candidate (its size counts). Raises
     ``HPCMError`` naming what the model reaches when no level meets the target."""
     from hpcm.eval.metrics import psnr
 
@@ -125,7 +127,7 @@ def encode_to_target(model: nn.Module, image: np.ndarray, target: RateTarget, *,
     def at(i: int) -> _Candidate:
         if i not in cache:
             data, header, times = encode(model, image, quality=levels[i], padding=padding, verify=verify,
-                                         format_version=format_version)
+                                         format_version=format_version, icc_profile=icc_profile)
             measured = psnr(image, decode(data, model)[0]) if target.min_psnr is not None else None
             cache[i] = _Candidate(data, header, times, measured)
         return cache[i]
