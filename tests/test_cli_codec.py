@@ -227,3 +227,37 @@ def test_help(command, capsys):
         main([command, "--help"])
     assert exc.value.code == 0
     assert "usage: hpcm " + command in capsys.readouterr().out
+
+
+def test_several_files_one_model_load(kodak_image, tmp_path, capsys):
+    arr = read_image(kodak_image)
+    srcs = []
+    for i, (y, x) in enumerate([(0, 0), (100, 200), (300, 500)]):
+        srcs.append(tmp_path / f"img{i}.png")
+        Image.fromarray(arr[y : y + 48, x : x + 64]).save(srcs[-1])
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    rc, stdout, err = run(capsys, "compress", *srcs, tmp_path / "bad.png", "--model", "hpcm-tiny-vr",
+                          "--quality", "4")
+    assert rc == 1  # one failed, the others were written
+    assert err.count("hpcm: error:") == 1 and f"{tmp_path / 'bad.png'}:" in err and "Traceback" not in err
+    assert "3 of 4 files done, 1 failed" in stdout and stdout.count("model load") == 1
+    assert all(s.with_suffix(".hpcm").is_file() for s in srcs) and not (tmp_path / "bad.hpcm").exists()
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    rc, stdout, err = run(capsys, "decompress", *(s.with_suffix(".hpcm") for s in srcs), "-o", outdir)
+    assert rc == 0, err
+    assert "3 of 3 files done" in stdout and stdout.count("model load") == 1
+    for s in srcs:
+        decoded = read_image(outdir / s.name)
+        assert decoded.shape == (48, 64, 3)
+        np.testing.assert_array_equal(decoded, decompress_image(s.with_suffix(".hpcm"),
+                                                                load_model("hpcm-tiny-vr")))
+    # existing outputs are refused before any work (no --force), and -o must be a folder
+    rc, _, err = run(capsys, "decompress", *(s.with_suffix(".hpcm") for s in srcs), "-o", outdir)
+    assert rc == 1 and "exists" in err and err.count("hpcm: error:") == 1
+    rc, _, err = run(capsys, "compress", *srcs, "-o", tmp_path / "x.hpcm")
+    assert_one_line_error(rc, err, "must name an existing folder")
+    (tmp_path / "sub").mkdir()
+    Image.fromarray(arr[:8, :8]).save(tmp_path / "sub" / "img0.png")
+    rc, _, err = run(capsys, "compress", srcs[0], tmp_path / "sub" / "img0.png", "-o", outdir, "--force")
+    assert_one_line_error(rc, err, "would both be written to")

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import sys
 import threading
 import time
@@ -186,28 +187,77 @@ def _model_for_file(header, args) -> tuple[object, float]:
 # -- commands ---------------------------------------------------------------------------------------
 
 
+def _outputs(inputs: list[str], output: str | None, suffix: str) -> list[Path]:
+    """Where each input goes: ``-o`` for one input; for several, next to each (``-o``: into that folder)."""
+    srcs = [Path(i) for i in inputs]
+    if len(srcs) == 1:
+        return [Path(output) if output else srcs[0].with_suffix(suffix)]
+    if output is not None and not Path(output).is_dir():
+        raise HPCMError(f"-o {output}: with several inputs, -o must name an existing folder")
+    outs = [(Path(output) / s.name if output else s).with_suffix(suffix) for s in srcs]
+    seen: dict[Path, Path] = {}
+    for src, out in zip(srcs, outs, strict=True):
+        key = Path(os.path.abspath(out))
+        if key in seen:
+            raise HPCMError(f"{seen[key]} and {src} would both be written to {out}; code them separately")
+        seen[key] = src
+    return outs
+
+
+def _each_file(pairs: list[tuple[Path, Path]], code_one) -> int:
+    """Run ``code_one(src, out)`` for every pair. One pair: errors propagate as they are. Several: a
+    failure is reported (``hpcm: error: SRC: ...``) and the others go on; exit status 1 if any failed."""
+    if len(pairs) == 1:
+        return code_one(*pairs[0])
+    failed = 0
+    for src, out in pairs:
+        try:
+            code_one(src, out)
+        except HPCMError as exc:
+            failed += 1
+            print(f"hpcm: error: {src}: {exc}", file=sys.stderr)
+    _say(f"{len(pairs) - failed} of {len(pairs)} files done" + (f", {failed} failed" if failed else ""))
+    return 1 if failed else 0
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
+    from hpcm.codec.atomic import check_output_path
+
+    outs = _outputs(args.input, args.output, ".hpcm")
+    for out in outs:  # refuse before any work is done
+        check_output_path(out, overwrite=args.force)
+    if not args.checkpoint:
+        check_quality(args.model, args.quality)
+    _set_threads(args.threads)
+    loaded: list[tuple[object, float]] = []  # the model, loaded once, after the first image was read
+
+    def model_once() -> tuple[object, float]:
+        if not loaded:
+            spec = args.checkpoint or args.model
+            model, load_s = _load(spec, quality=args.quality, device=args.device, preset=args.model)
+            _untrained_warning(model)
+            loaded.append((model, load_s))
+            return model, load_s
+        return loaded[0][0], 0.0
+
+    return _each_file(list(zip((Path(i) for i in args.input), outs, strict=True)),
+                      lambda src, out: _compress_one(src, out, args, model_once))
+
+
+def _compress_one(src: Path, out: Path, args: argparse.Namespace, model_once) -> int:
     from hpcm.codec.api import encode
-    from hpcm.codec.atomic import atomic_write_bytes, check_output_path
+    from hpcm.codec.atomic import atomic_write_bytes
     from hpcm.codec.image_io import read_image_and_profile
     from hpcm.codec.rate_control import encode_to_target
     from hpcm.codec.refine import RefineSettings
 
-    src = Path(args.input)
-    out = Path(args.output) if args.output else src.with_suffix(".hpcm")
-    check_output_path(out, overwrite=args.force)
-    if not args.checkpoint:
-        check_quality(args.model, args.quality)
     if out.suffix.lower() != ".hpcm":
         _note(f"note: {out.name}: the output is an .hpcm file whatever its suffix (decode it with "
               "hpcm decompress); name it .hpcm to avoid confusion")
     image, notes, icc_profile = read_image_and_profile(src, alpha=args.alpha, icc=args.icc)
     for n in notes:
         _note(f"note: {src}: {n}")
-    spec = args.checkpoint or args.model
-    _set_threads(args.threads)
-    model, load_s = _load(spec, quality=args.quality, device=args.device, preset=args.model)
-    _untrained_warning(model)
+    model, load_s = model_once()
     h, w = image.shape[:2]
     target = _rate_target(args, h, w)
     searched = None
@@ -232,7 +282,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                  f"-{100 * times.extra['refine_gain']:.2f} %)")
     if args.verify:
         line += f", verify {times.extra['verify']:.2f} s: decoded image matches the encoder's"
-    _say(f"{line}; model load {load_s:.2f} s")
+    _say(f"{line}; model load {load_s:.2f} s" if load_s else line)
     if searched is not None:
         reached = f", {searched.psnr:.2f} dB" if searched.psnr is not None else ""
         _say(f"quality {_level(searched.quality)} meets {target.describe()} ({searched.size} bytes"
@@ -255,23 +305,40 @@ def _rate_target(args: argparse.Namespace, height: int, width: int):
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
-    from hpcm.codec.api import decode
     from hpcm.codec.atomic import check_output_path
+    from hpcm.codec.image_io import lossy_write_note
+
+    outs = _outputs(args.input, args.output, ".png")
+    for out in outs:  # refuse before any work is done
+        check_output_path(out, overwrite=args.force)
+        lossy_write_note(out)  # also refuses suffixes that name no image format
+    models: dict[tuple, tuple[object, float]] = {}  # one load per (preset, quality, weights)
+
+    def model_for(header) -> tuple[object, float]:
+        key = (header.preset, header.quality, header.fingerprint, header.version == 1 and header.device)
+        if key in models:
+            return models[key][0], 0.0
+        models[key] = _model_for_file(header, args)
+        _untrained_warning(models[key][0])
+        return models[key]
+
+    return _each_file(list(zip((Path(i) for i in args.input), outs, strict=True)),
+                      lambda src, out: _decompress_one(src, out, args, model_for))
+
+
+def _decompress_one(src: Path, out: Path, args: argparse.Namespace, model_for) -> int:
+    from hpcm.codec.api import decode
     from hpcm.codec.container import unpack
     from hpcm.codec.image_io import icc_write_note, lossy_write_note, write_image
 
-    src = Path(args.input)
-    out = Path(args.output) if args.output else src.with_suffix(".png")
-    check_output_path(out, overwrite=args.force)
-    lossy = lossy_write_note(out)  # also refuses suffixes that name no image format
+    lossy = lossy_write_note(out)
     data = _read_bytes(src)
     header, _ = unpack(data)
     pixels = header.width * header.height
     if pixels > args.max_pixels:
         raise HPCMError(f"{src}: the image is {header.width}x{header.height} = {pixels:,} pixels, "
                         f"above --max-pixels {args.max_pixels:,}")
-    model, load_s = _model_for_file(header, args)
-    _untrained_warning(model)
+    model, load_s = model_for(header)
     from hpcm.threads import available_cores
 
     threads = args.threads if args.threads is not None else available_cores()
@@ -288,7 +355,8 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         _note("note: the latent matched exactly; the pixels differ from the encoder's in the last bit "
               "(another thread count or platform), as two JPEG decoders may")
     _say(f"{src} -> {out}: {header.width}x{header.height}, {header.bpp():.4f} bpp")
-    _say(f"decode {times.network:.2f} s (total {times.total:.2f} s); model load {load_s:.2f} s")
+    line = f"decode {times.network:.2f} s (total {times.total:.2f} s)"
+    _say(f"{line}; model load {load_s:.2f} s" if load_s else line)
     return 0
 
 
@@ -489,8 +557,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Compress an image (PNG, JPEG, ...; see README 'Supported image inputs') "
         "into a .hpcm file.",
     )
-    p.add_argument("input", metavar="IN", help="input image")
-    p.add_argument("-o", "--output", metavar="OUT", help="output file (default: IN with suffix .hpcm)")
+    p.add_argument("input", metavar="IN", nargs="+",
+                   help="input image(s); several are coded one after another with one model load")
+    p.add_argument("-o", "--output", metavar="OUT", help="output file (default: IN with suffix .hpcm); with "
+                   "several inputs, a folder to write IN-name.hpcm files into")
     p.add_argument("--model", default=DEFAULT_MODEL, help="preset name (see `hpcm models`); with a .pth.tar "
                    "checkpoint, the architecture to load it into")
     rate = p.add_mutually_exclusive_group()
@@ -532,8 +602,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Decompress a .hpcm file. The model is found from the file header (preset and quality); "
         "with --checkpoint, its weights fingerprint must match the header.",
     )
-    p.add_argument("input", metavar="IN", help="input .hpcm file")
-    p.add_argument("-o", "--output", metavar="OUT", help="output image (default: IN with suffix .png)")
+    p.add_argument("input", metavar="IN", nargs="+", help="input .hpcm file(s)")
+    p.add_argument("-o", "--output", metavar="OUT", help="output image (default: IN with suffix .png); with "
+                   "several inputs, a folder to write IN-name.png files into")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("--checkpoint", metavar="PATH", help="weights the file was written with")
     p.add_argument("--device", default=None, help="torch device (default: cpu; for version-1 files the "
