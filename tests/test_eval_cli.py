@@ -81,7 +81,9 @@ def test_eval_cli_with_latent_refinement(crops, tmp_path):
     assert main(argv) == 0
     doc = load_results(out)
     assert doc["meta"]["refine_steps"] == 2 and "latent refinement 2 steps" in doc["description"]
-    assert main(["eval", "hpcm-tiny-vr", str(crops), "--refine", "-1"]) == 1
+    with pytest.raises(SystemExit) as exc:  # argparse refuses, as hpcm compress --refine -1 does
+        main(["eval", "hpcm-tiny-vr", str(crops), "--refine", "-1"])
+    assert exc.value.code == 2
     assert main(["eval", "hpcm-tiny-vr", str(crops), "--refine", "2", "--estimate"]) == 1
 
 

@@ -8,6 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from hpcm.cli.codec import _non_negative_int
 from hpcm.errors import HPCMError
 
 # Kept here (not imported) so that building the parser stays cheap; tests check them against hpcm.eval.
@@ -65,8 +66,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise HPCMError("eval needs at least one MODEL_OR_CHECKPOINT before DATASET_DIR")
     if not Path(dataset).exists():
         raise HPCMError(f"no such data set: {dataset}")
-    if args.refine < 0:
-        raise HPCMError(f"--refine must be >= 0, got {args.refine}")
     if args.refine and args.estimate:
         raise HPCMError("--refine needs real coding: leave out --estimate")
     with warnings.catch_warnings(record=True) as caught:
@@ -197,7 +196,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "models take any number in their range, e.g. 1 2.5 4 8")
     p.add_argument("--estimate", action="store_true",
                    help="likelihood bpp from the eval forward instead of real coding")
-    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
+    p.add_argument("--refine", type=_non_negative_int, default=0, metavar="STEPS",
                    help="the encoder refines each latent with STEPS gradient steps (hpcm compress --refine)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--limit", type=int, help="only the first N images")
