@@ -11,7 +11,13 @@ from hpcm.cli.main import main
 from hpcm.codec import container
 from hpcm.codec.api import decode, encode
 from hpcm.codec.image_io import read_image
-from hpcm.codec.rate_control import RateTarget, encode_to_target, last_true, quality_levels
+from hpcm.codec.rate_control import (
+    RateTarget,
+    encode_to_target,
+    interpolating_guess,
+    last_true,
+    quality_levels,
+)
 from hpcm.errors import HPCMError
 from hpcm.eval.metrics import psnr
 from hpcm.models.io import load_model
@@ -43,6 +49,35 @@ def test_last_true_finds_the_boundary_with_few_calls():
             assert len(calls) == len(set(calls)) <= math.ceil(math.log2(count + 1))
 
 
+def test_interpolating_guess_finds_the_same_boundary_in_fewer_calls():
+    rng = np.random.default_rng(0)
+    smooth_calls, bisect_calls = [], []
+    for trial in range(200):
+        count = int(rng.integers(1, 800))
+        if trial % 4 == 3:  # adversarial: plateaus and jumps
+            curve = np.cumsum(rng.choice([0.0, 0.0, 0.0, 5.0], count))
+        else:  # log(size) of a rate curve: smooth, slightly noisy, increasing
+            curve = np.log(1000) + np.linspace(0, rng.uniform(0.5, 3), count) + np.cumsum(
+                rng.uniform(0, 2e-4, count))
+        goal = float(rng.uniform(curve[0] - 0.1, curve[-1] + 0.1))
+        for guessing in (False, True):
+            values: dict[int, float] = {}
+            calls: list[int] = []
+
+            def ok(i: int, values=values, calls=calls, curve=curve, goal=goal) -> bool:
+                calls.append(i)
+                values[i] = float(curve[i])
+                return curve[i] <= goal
+
+            guess = interpolating_guess(values, goal, start=count // 4, slope=0.003) if guessing else None
+            found = last_true(count, ok, guess)
+            assert found == int(np.sum(curve <= goal)) - 1
+            assert len(calls) == len(set(calls)) <= 8 + math.ceil(math.log2(count + 1))
+            if trial % 4 != 3:
+                (smooth_calls if guessing else bisect_calls).append(len(calls))
+    assert np.mean(smooth_calls) < 0.6 * np.mean(bisect_calls)
+
+
 def test_quality_levels(tiny_vr):
     levels = quality_levels(tiny_vr)
     assert levels[0] == 1.0 and levels[-1] == 8.0 and len(levels) == 701
@@ -71,7 +106,7 @@ def test_max_bytes_gives_the_highest_quality_that_fits(tiny_vr, crop):
     limit = (low + high) // 2
     res = encode_to_target(tiny_vr, crop, RateTarget(max_bytes=limit))
     assert res.size == len(res.data) <= limit and res.header.quality == res.quality
-    assert 1.0 < res.quality < 8.0 and res.encodes <= 11
+    assert 1.0 < res.quality < 8.0 and res.encodes <= 8
     # the bisection's invariant: the next level up was coded and did not fit
     assert len(encode(tiny_vr, crop, quality=round(res.quality + 0.01, 2))[0]) > limit
     image, header, _ = decode(res.data, tiny_vr)

@@ -298,7 +298,7 @@ def _rate_target(args: argparse.Namespace, height: int, width: int):
         return None
     if args.refine:
         raise HPCMError("--refine cannot be combined with --max-size, --max-bpp or --min-psnr (the search "
-                        "codes the image about 10 times); choose a --quality to refine at")
+                        "codes the image several times); choose a --quality to refine at")
     if args.max_bpp is not None:
         return RateTarget.from_bpp(args.max_bpp, height, width)
     return RateTarget(max_bytes=args.max_size, min_psnr=args.min_psnr)
@@ -567,12 +567,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rate.add_argument("--quality", type=_quality, default=None, help=_quality_help(DEFAULT_MODEL))
     rate.add_argument("--max-size", type=_byte_size, default=None, metavar="SIZE",
                       help="the highest quality whose file is at most SIZE bytes (suffixes k, M: 1000s; "
-                      "KiB, MiB: 1024s); a search of about 10 encodes")
+                      "KiB, MiB: 1024s); a search of 4-8 encodes")
     rate.add_argument("--max-bpp", type=_positive_float, default=None, metavar="BPP",
                       help="the highest quality whose file is at most BPP bits per pixel (header included)")
     rate.add_argument("--min-psnr", type=_positive_float, default=None, metavar="DB",
                       help="the lowest quality whose decoded image reaches DB dB (RGB PSNR); a search of "
-                      "about 10 encodes and decodes")
+                      "4-8 encodes and decodes")
     p.add_argument("--checkpoint", metavar="PATH",
                    help=".safetensors weights or official .pth.tar checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
