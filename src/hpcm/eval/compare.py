@@ -9,6 +9,7 @@ and PSNR, the original first.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,19 +36,24 @@ def closest_level(
 ) -> tuple[float, bytes]:
     """The level whose file size is closest to ``target_bytes`` (sizes grow with the level).
 
-    Bisection over the sorted ``levels`` (:func:`~hpcm.codec.rate_control.last_true`: the last level that
-    fits, then the nearer of it and the next one)."""
-    from hpcm.codec.rate_control import last_true
+    A search over the sorted ``levels`` (:func:`~hpcm.codec.rate_control.last_true`, interpolating log(size)
+    between the levels tried: the last level that fits), then the nearer of it and the next one."""
+    from hpcm.codec.rate_control import interpolating_guess, last_true
 
     levels = sorted(levels)
     cache: dict[int, bytes] = {}
+    log_sizes: dict[int, float] = {}
 
     def at(i: int) -> bytes:
         if i not in cache:
             cache[i] = encode(levels[i])
+            log_sizes[i] = math.log(max(len(cache[i]), 1))
         return cache[i]
 
-    fits = last_true(len(levels), lambda i: len(at(i)) <= target_bytes)
+    # prior for the second try: sizes spanning a factor of 8 over the levels
+    guess = interpolating_guess(log_sizes, math.log(max(target_bytes, 1) + 0.5), start=len(levels) // 2,
+                                slope=math.log(8) / max(len(levels), 1))
+    fits = last_true(len(levels), lambda i: len(at(i)) <= target_bytes, guess)
     neighbours = [i for i in (fits, fits + 1) if 0 <= i < len(levels)]
     best = min(neighbours, key=lambda i: abs(len(at(i)) - target_bytes))
     return levels[best], at(best)
