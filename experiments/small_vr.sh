@@ -14,7 +14,8 @@
 #                                                 # average in the checkpoint also runs/small-vr-ema.* (held-out)
 # Shipping the winner: bash experiments/report_small_vr.sh STEP PREVIOUS_KODAK.json, then
 #   .venv/bin/python experiments/install_weights.py WINNER --before STEPS CROPS --note "..."  (STEPS, CROPS: what
-#   the run's starting weights had had: model step = run step + 8,335 for this run, 8 crops a step)
+#   the run's starting weights had had: model step = run step + the
+#   steps the starting (--init) weights had had, per their sidecar JSON; 8 crops a step)
 # EMA=0.995 (the default from session 15; EMA= turns it off): the run keeps an exponential moving average of
 # the weights (hpcm train --ema), validated beside them; it replaces the low-lr stretch before shipping when
 # it wins on the held-out images.

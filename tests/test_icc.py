@@ -41,6 +41,29 @@ def gray_profile() -> bytes:
     return bytes(data)
 
 
+def _retagged(data: bytes, renames: dict[bytes, bytes]) -> bytes:
+    """``data`` with tag signatures renamed in its tag table (offset 128: count, then 12-byte entries)."""
+    out = bytearray(data)
+    for i in range(struct.unpack(">I", data[128:132])[0]):
+        at = 132 + 12 * i
+        out[at : at + 4] = renames.get(bytes(out[at : at + 4]), bytes(out[at : at + 4]))
+    return bytes(out)
+
+
+def swapped_rgb_profile() -> bytes:
+    """sRGB with the red and green primaries exchanged: its pixel (a, b, c) is sRGB's (b, a, c)."""
+    data = _retagged(other_rgb_profile(), {b"rXYZ": b"gXYZ", b"gXYZ": b"rXYZ"})
+    assert icc_description(data) == "Wide built-in"
+    return data
+
+
+def gray_srgb_curve_profile() -> bytes:
+    """A grayscale profile with sRGB's tone curve: its gray v is sRGB's (v, v, v)."""
+    data = bytearray(_retagged(other_rgb_profile(), {b"rTRC": b"kTRC"}))
+    data[16:20] = b"GRAY"
+    return bytes(data)
+
+
 @pytest.fixture
 def image() -> np.ndarray:
     rng = np.random.default_rng(3)
@@ -74,6 +97,33 @@ def test_policies(image, tmp_path):
     assert read_image_with_notes(tmp_path / "wide.png")[1] == []  # the old entry point reads no profile
     with pytest.raises(ValueError):
         read_image_and_profile(tmp_path / "wide.png", icc="convert")
+
+
+def test_srgb_policy_converts_the_pixels(image, tmp_path):
+    save_png(tmp_path / "swapped.png", image, swapped_rgb_profile())
+    arr, notes, kept = read_image_and_profile(tmp_path / "swapped.png", icc="srgb")
+    assert kept is None and notes == ["colours converted from ICC profile 'Wide built-in' to sRGB"]
+    assert np.abs(arr.astype(int) - image[:, :, [1, 0, 2]]).max() <= 2  # red and green exchanged
+    # alpha survives the conversion (and is then handled by the alpha policy)
+    rgba = np.concatenate([image, np.full(image.shape[:2] + (1,), 255, np.uint8)], 2)
+    rgba[0, 0, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "swapped-a.png", icc_profile=swapped_rgb_profile())
+    arr_a, _, _ = read_image_and_profile(tmp_path / "swapped-a.png", icc="srgb", alpha="drop")
+    np.testing.assert_array_equal(arr_a, arr)
+    # grayscale pixels through a gray profile: three equal channels
+    gray = image[:, :, 0]
+    Image.fromarray(gray, "L").save(tmp_path / "gray.png", icc_profile=gray_srgb_curve_profile())
+    arr_g, notes_g, kept_g = read_image_and_profile(tmp_path / "gray.png", icc="srgb")
+    assert kept_g is None and "converted" in notes_g[0]
+    assert np.abs(arr_g.astype(int) - gray[:, :, None]).max() <= 2
+    # sRGB, untagged and mismatched profiles leave the pixels alone
+    save_png(tmp_path / "srgb.png", image, srgb_profile())
+    save_png(tmp_path / "none.png", image, None)
+    save_png(tmp_path / "gray-on-rgb.png", image, gray_profile())
+    for name, note in (("srgb", None), ("none", None), ("gray-on-rgb", "does not describe RGB pixels")):
+        arr_n, notes_n, kept_n = read_image_and_profile(tmp_path / f"{name}.png", icc="srgb")
+        np.testing.assert_array_equal(arr_n, image)
+        assert kept_n is None and (notes_n == [] if note is None else note in notes_n[0])
 
 
 def test_written_images_carry_the_profile(image, tmp_path):
@@ -144,3 +194,7 @@ def test_cli_carries_the_profile_to_the_decoded_image(image, tmp_path, capsys):
     assert rc == 0 and "icc_profile" not in Image.open(tmp_path / "d.png").info
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "d.png")),
                                   np.asarray(Image.open(tmp_path / "w.png")))
+    rc, _, err = run(capsys, "compress", src, "-o", tmp_path / "s.hpcm", "--model", "hpcm-tiny-vr",
+                     "--icc", "srgb")
+    assert rc == 0 and "converted from ICC profile 'Wide built-in' to sRGB" in err
+    assert container.read_header((tmp_path / "s.hpcm").read_bytes()).icc_profile is None

@@ -550,6 +550,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``compress``, ``decompress``, ``info`` and ``demo`` to the ``hpcm`` command."""
+    from hpcm.codec.image_io import ICC_POLICIES
+
     fmt = _HelpFormatter
 
     p = subparsers.add_parser(
@@ -588,10 +590,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="how the image is padded to the model's size multiple")
     p.add_argument("--alpha", choices=("refuse", "drop", "white"), default="refuse",
                    help="images with transparency: refuse, drop the alpha, or composite on white")
-    p.add_argument("--icc", choices=("auto", "keep", "drop"), default="auto",
-                   help="the image's ICC colour profile: carried to the decoded image (auto: unless it is "
-                   "sRGB, which an untagged image means anyway; keep: always; drop: never); the pixels "
-                   "are coded as they are")
+    p.add_argument("--icc", choices=ICC_POLICIES, default="auto",
+                   help="the image's ICC colour profile: carried to the decoded image with the pixels coded "
+                   "as they are (auto: unless it is sRGB, which an untagged image means anyway; keep: "
+                   "always; drop: never), or srgb: the pixels converted to sRGB and no profile carried")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                    help="CPU threads (default: the cores this process may use); recorded in the header for "
                    "information only: the file decodes exactly with any thread count")

@@ -11,7 +11,8 @@ Input rules (also in README.md, "Supported image inputs"):
   they are, and an RGB profile travels in the file to the decoded image (``auto``, the default, keeps every
   RGB profile but sRGB's, which untagged images mean anyway; ``keep`` keeps sRGB too; ``drop`` keeps none).
   Profiles of other colour spaces (grayscale, CMYK) do not describe the RGB pixels coded and are dropped
-  with a note.
+  with a note. ``srgb`` converts the pixels from their profile (RGB, grayscale or CMYK) to sRGB with
+  LittleCMS (Pillow's ``ImageCms``, the profile's default rendering intent) and carries no profile.
 - 16-bit samples (``I;16*`` grayscale, 16-bit RGB PNG) become 8 bit by keeping the high byte
   (``v >> 8``); this is what Pillow does for 16-bit RGB PNGs, and it inverts the usual 8->16 bit
   expansion ``v * 257`` exactly. 32-bit integer (``I``) and float (``F``) images are refused.
@@ -36,7 +37,7 @@ from hpcm.codec.container import MAX_ICC_BYTES, MAX_PIXELS, MAX_SIDE, check_imag
 from hpcm.errors import ImageError
 
 ALPHA_POLICIES = ("refuse", "drop", "white")
-ICC_POLICIES = ("auto", "keep", "drop")
+ICC_POLICIES = ("auto", "keep", "drop", "srgb")
 #: Pillow formats whose writers embed an ICC profile (``icc_profile=``).
 ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF"})
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -146,6 +147,54 @@ def _kept_profile(profile: bytes | None, policy: str, notes: list[str]) -> bytes
     return bytes(profile)
 
 
+#: The Pillow modes whose pixels a profile of each ICC colour space (header bytes 16-20) can describe.
+_PROFILE_MODES: dict[bytes, tuple[str, ...]] = {
+    b"RGB ": ("RGB", "RGBA", "P", "PA"),
+    b"GRAY": ("L", "LA", *_SIXTEEN_BIT),
+    b"CMYK": ("CMYK",),
+}
+
+
+def _converted_to_srgb(im: Image.Image, profile: bytes, notes: list[str]) -> Image.Image:
+    """``im`` with its pixels converted from ``profile`` to sRGB (mode RGB or RGBA); ``im`` itself when the
+    profile is sRGB's or cannot describe these pixels (with a note). Raises :class:`ImageError` when
+    LittleCMS cannot build the transform."""
+    from PIL import ImageCms
+
+    name = icc_description(profile)
+    space = profile[16:20] if len(profile) >= 128 else b""
+    if name is None:
+        notes.append("an unreadable ICC profile was ignored (colours taken as sRGB)")
+        return im
+    if space == b"RGB " and "srgb" in name.lower():
+        return im
+    if im.mode not in _PROFILE_MODES.get(space, ()):
+        kind = space.decode("ascii", "replace").strip() or "?"
+        notes.append(f"ICC profile {name!r} ({kind}) does not describe {im.mode} pixels: not applied "
+                     "(colours taken as sRGB)")
+        return im
+    alpha = None
+    if im.mode in ("P", "PA"):
+        im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+    if im.mode in ("RGBA", "LA"):
+        alpha = im.getchannel("A")
+        im = im.convert(im.mode[:-1])
+    elif im.mode in _SIXTEEN_BIT:
+        notes.append("16-bit samples reduced to 8 bit (high byte)")
+        im = Image.fromarray((np.asarray(im).astype(np.uint16) >> 8).astype(np.uint8), "L")
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        out = ImageCms.profileToProfile(im, source, ImageCms.createProfile("sRGB"), outputMode="RGB",
+                                        renderingIntent=ImageCms.getDefaultIntent(source))
+    except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+        raise ImageError(f"cannot convert from ICC profile {name!r} to sRGB ({exc}); "
+                         "use --icc keep or --icc drop") from None
+    if alpha is not None:
+        out.putalpha(alpha)
+    notes.append(f"colours converted from ICC profile {name!r} to sRGB")
+    return out
+
+
 def read_image_with_notes(path: str | os.PathLike, *, alpha: str = "refuse") -> tuple[np.ndarray, list[str]]:
     """Read ``path`` as (H, W, 3) uint8 RGB; also return notes on lossy conversions applied.
 
@@ -159,7 +208,7 @@ def read_image_with_notes(path: str | os.PathLike, *, alpha: str = "refuse") -> 
 def read_image_and_profile(path: str | os.PathLike, *, alpha: str = "refuse",
                            icc: str = "auto") -> tuple[np.ndarray, list[str], bytes | None]:
     """:func:`read_image_with_notes` plus the ICC profile to carry under the policy ``icc``
-    (``auto``, ``keep``, ``drop``: module docstring); None: the pixels are sRGB."""
+    (``auto``, ``keep``, ``drop``, ``srgb``: module docstring); None: the pixels are sRGB."""
     if alpha not in ALPHA_POLICIES:
         raise ValueError(f"alpha must be one of {ALPHA_POLICIES}, got {alpha!r}")
     if icc not in ICC_POLICIES:
@@ -192,6 +241,8 @@ def read_image_and_profile(path: str | os.PathLike, *, alpha: str = "refuse",
             im.load()
             profile = im.info.get("icc_profile")
             im = ImageOps.exif_transpose(im)
+            if icc == "srgb" and isinstance(profile, bytes) and profile:
+                im, profile = _converted_to_srgb(im, profile, notes), None
             arr = _to_rgb(im, alpha, notes)
         except ImageError as exc:
             raise ImageError(f"{path}: {exc}") from None
