@@ -28,6 +28,10 @@ CANDIDATES: dict[str, dict] = {
     "w128": {"M": 128, "N": 96, "g_channels": (64, 128, 192)},
     "w160": {"M": 160, "N": 96, "g_channels": (64, 128, 256)},
     "small": {"M": 192, "g_channels": (64, 128, 192)},  # the registered hpcm-small-vr (session 9)
+    # transform capacity at M = 192 (session 22; docs/results "what more transform capacity would cost"):
+    # widened from the shipped hpcm-small-vr with `hpcm widen`, so both start where it stands
+    "small_g384": {"M": 192, "g_channels": (64, 128, 384)},
+    "small_g96": {"M": 192, "g_channels": (96, 192, 384)},
 }
 
 
@@ -57,6 +61,18 @@ def w128():
 
 def w160():
     return build("w160")
+
+
+def small():
+    return build("small")
+
+
+def small_g384():
+    return build("small_g384")
+
+
+def small_g96():
+    return build("small_g96")
 
 
 def _speed(args: argparse.Namespace) -> None:

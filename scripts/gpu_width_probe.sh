@@ -12,6 +12,12 @@
 #   run(command="bash scripts/gpu_width_probe.sh $OUT", carry=[".gpu/wheels", ".gpu/holdout",
 #       ".gpu/train-crops", ".gpu/train-crops.json"], timeout_s=590)
 # Dry run here: DEVICE=cpu BATCH=2 WORKERS=0 MAX_VAL=1 bash scripts/gpu_width_probe.sh /tmp/wp 30 w96
+#
+# Transform capacity of the default model (session 22): both arms start from the shipped hpcm-small-vr,
+# the wider one through `hpcm widen` (the same function, new channels unused), with gpu_train.sh's warm-up:
+#   run(command="INIT=widen:hpcm-small-vr LR=5e-5 WARMUP=300 bash scripts/gpu_width_probe.sh $OUT 420
+#       small small_g384", carry=[...as above...], timeout_s=590)
+# INIT (default none: initial weights) and WARMUP (default 0) go to every arm's gpu_train.sh.
 set -uo pipefail
 OUT=${1:?usage: gpu_width_probe.sh OUT [SECONDS] [CANDIDATE ...]}
 LIMIT=${2:-420}
@@ -23,13 +29,16 @@ cd "$(dirname "$0")/.."
 pids=()
 for c in "${CANDIDATES[@]}"; do
   rm -rf "/tmp/probe-$c"
-  MODEL="width_probe:$c" RUN_DIR="/tmp/probe-run-$c" WARMUP=0 WORKERS=${WORKERS:-4} \
-    bash scripts/gpu_train.sh "/tmp/probe-$c" none "$LIMIT" > "/tmp/probe-$c.console" 2>&1 &
+  MODEL="width_probe:$c" RUN_DIR="/tmp/probe-run-$c" WARMUP=${WARMUP:-0} WORKERS=${WORKERS:-4} \
+    bash scripts/gpu_train.sh "/tmp/probe-$c" "${INIT:-none}" "$LIMIT" > "/tmp/probe-$c.console" 2>&1 &
   pids+=($!)
 done
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
 for c in "${CANDIDATES[@]}"; do
+  if ls "/tmp/probe-$c"/bundle.tar.part-* >/dev/null 2>&1; then  # large weights: gpu_train.sh bundled all
+    cat "/tmp/probe-$c"/bundle.tar.part-* | tar -x -C "/tmp/probe-$c" holdout.json 2>/dev/null
+  fi
   for f in summary.md holdout.json; do
     [ -f "/tmp/probe-$c/$f" ] && cp "/tmp/probe-$c/$f" "$OUT/$c-$f"
   done

@@ -94,3 +94,31 @@ def test_cli_widens_the_shipped_default(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main(["widen", "hpcm-tiny-vr", "--model", "hpcm-tiny", "-o", str(tmp_path / "x.safetensors")]) == 1
     assert "cannot widen" in capsys.readouterr().err
+
+
+def test_cli_widens_to_a_model_factory(tmp_path, monkeypatch, capsys):
+    """``--model package.module:factory``, as ``hpcm train --model`` takes it (the GPU width probe's arms)."""
+    from hpcm.cli.main import main
+    from hpcm.models.io import load_model
+    from hpcm.train.trainer import build_model, load_source_state
+
+    (tmp_path / "probe_arms.py").write_text(
+        "from dataclasses import replace\n"
+        "from hpcm.models.hpcm import HPCM\n"
+        "from hpcm.models.registry import hpcm_tiny_vr\n\n\n"
+        "def wide_g():\n"
+        "    return HPCM(replace(hpcm_tiny_vr(), g_channels=(32, 64, 128)))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "wide.safetensors"
+    assert main(["widen", "hpcm-tiny-vr", "--model", "probe_arms:wide_g", "-o", str(out)]) == 0, \
+        capsys.readouterr().err
+    wide = build_model("probe_arms:wide_g")
+    wide.load_state_dict(load_source_state(out))
+    narrow = load_model("hpcm-tiny-vr")
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        a, b = narrow(x, training=False, quality=8.0), wide.eval()(x, training=False, quality=8.0)
+    assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-5, rtol=0) and _bits(a) == pytest.approx(_bits(b))
+    assert main(["widen", "hpcm-tiny-vr", "--model", "probe_arms:nothing", "-o", str(tmp_path / "y.safetensors")]) == 1
+    assert "cannot import model factory" in capsys.readouterr().err

@@ -109,7 +109,8 @@ def register(subparsers: Any) -> None:
         "start unused and training (hpcm train --init-from OUT) teaches them. See hpcm.models.widen.",
     )
     w.add_argument("source", metavar="SOURCE", help="a preset with bundled weights or a .safetensors file")
-    w.add_argument("--model", required=True, help="the wider preset (see `hpcm models`)")
+    w.add_argument("--model", required=True,
+                   help="the wider preset (see `hpcm models`) or package.module:factory")
     w.add_argument("-o", "--output", required=True, metavar="MODEL.safetensors")
     w.add_argument("--seed", type=int, default=0, help="seed of the new channels' initial weights")
     w.add_argument("--force", action="store_true", help="overwrite an existing output")
@@ -221,7 +222,13 @@ def run_widen(args: argparse.Namespace) -> int:
     out = _weights_output(args.output, args.force)
     narrow = load_model(args.source)
     try:
-        wide = widen(narrow, get_config(args.model), seed=args.seed)
+        if ":" in args.model:  # package.module:factory, as `hpcm train --model` takes it
+            from hpcm.train.trainer import build_model
+
+            config = build_model(args.model).config
+        else:
+            config = get_config(args.model)
+        wide = widen(narrow, config, seed=args.seed)
     except (KeyError, ValueError) as exc:
         reason = exc.args[0] if exc.args else exc
         raise CheckpointError(f"cannot widen {args.source} to {args.model}: {reason}") from None
