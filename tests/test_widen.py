@@ -120,5 +120,7 @@ def test_cli_widens_to_a_model_factory(tmp_path, monkeypatch, capsys):
     with torch.no_grad():
         a, b = narrow(x, training=False, quality=8.0), wide.eval()(x, training=False, quality=8.0)
     assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-5, rtol=0) and _bits(a) == pytest.approx(_bits(b))
-    assert main(["widen", "hpcm-tiny-vr", "--model", "probe_arms:nothing", "-o", str(tmp_path / "y.safetensors")]) == 1
+    missing = ["widen", "hpcm-tiny-vr", "--model", "probe_arms:nothing", "-o",
+               str(tmp_path / "y.safetensors")]
+    assert main(missing) == 1
     assert "cannot import model factory" in capsys.readouterr().err
