@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import math
 import os
@@ -28,6 +29,31 @@ def _say(msg: str) -> None:
 
 def _note(msg: str) -> None:
     print(f"hpcm: {msg}", file=sys.stderr, flush=True)
+
+
+#: The path that means standard input (as an input) or standard output (as ``-o``).
+STDIO = Path("-")
+
+
+def _reporter(out: Path):
+    """Where a command's report lines go: stdout, or stderr when the coded data itself goes to stdout."""
+    return (lambda msg: print(msg, file=sys.stderr, flush=True)) if out == STDIO else _say
+
+
+def _shown(path: Path, stream: str) -> str:
+    """``path`` as a report names it: ``<stdin>`` / ``<stdout>`` for ``-``."""
+    return f"<{stream}>" if path == STDIO else str(path)
+
+
+def _stdout_writable(what: str) -> None:
+    """Refuse to write binary ``what`` to a terminal (like gzip): it is unreadable there and may upset it."""
+    if sys.stdout.isatty():
+        raise HPCMError(f"refusing to write {what} to a terminal; redirect standard output or give -o FILE")
+
+
+def _write_stdout(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
 
 def _untrained_warning(model) -> None:
@@ -146,6 +172,8 @@ def coding_progress(model, what: str, *, stream=None, delay: float = 1.0,
 
 
 def _read_bytes(path: Path) -> bytes:
+    if path == STDIO:
+        return sys.stdin.buffer.read()
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -188,10 +216,14 @@ def _model_for_file(header, args) -> tuple[object, float]:
 
 
 def _outputs(inputs: list[str], output: str | None, suffix: str) -> list[Path]:
-    """Where each input goes: ``-o`` for one input; for several, next to each (``-o``: into that folder)."""
+    """Where each input goes: ``-o`` for one input; for several, next to each (``-o``: into that folder).
+    ``-`` is standard input / output: standard input goes to standard output unless ``-o`` says otherwise."""
     srcs = [Path(i) for i in inputs]
     if len(srcs) == 1:
-        return [Path(output) if output else srcs[0].with_suffix(suffix)]
+        default = STDIO if srcs[0] == STDIO else srcs[0].with_suffix(suffix)
+        return [Path(output) if output else default]
+    if STDIO in srcs or output == str(STDIO):
+        raise HPCMError("- (standard input or output) works with one input only")
     if output is not None and not Path(output).is_dir():
         raise HPCMError(f"-o {output}: with several inputs, -o must name an existing folder")
     outs = [(Path(output) / s.name if output else s).with_suffix(suffix) for s in srcs]
@@ -225,7 +257,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     outs = _outputs(args.input, args.output, ".hpcm")
     for out in outs:  # refuse before any work is done
-        check_output_path(out, overwrite=args.force)
+        if out == STDIO:
+            _stdout_writable("a .hpcm file")
+        else:
+            check_output_path(out, overwrite=args.force)
     if not args.checkpoint:
         check_quality(args.model, args.quality)
     _set_threads(args.threads)
@@ -251,10 +286,16 @@ def _compress_one(src: Path, out: Path, args: argparse.Namespace, model_once) ->
     from hpcm.codec.rate_control import encode_to_target
     from hpcm.codec.refine import RefineSettings
 
-    if out.suffix.lower() != ".hpcm":
+    say = _reporter(out)
+    if out != STDIO and out.suffix.lower() != ".hpcm":
         _note(f"note: {out.name}: the output is an .hpcm file whatever its suffix (decode it with "
               "hpcm decompress); name it .hpcm to avoid confusion")
-    image, notes, icc_profile = read_image_and_profile(src, alpha=args.alpha, icc=args.icc)
+    if src == STDIO:
+        source = io.BytesIO(sys.stdin.buffer.read())
+        source.name = "<stdin>"
+    else:
+        source = src
+    image, notes, icc_profile = read_image_and_profile(source, alpha=args.alpha, icc=args.icc)
     for n in notes:
         _note(f"note: {src}: {n}")
     model, load_s = model_once()
@@ -270,11 +311,14 @@ def _compress_one(src: Path, out: Path, args: argparse.Namespace, model_once) ->
             searched = encode_to_target(model, image, target, padding=args.padding, verify=args.verify,
                                         icc_profile=icc_profile)
             data, header, times = searched.data, searched.header, searched.times
-    atomic_write_bytes(out, data, overwrite=args.force)
-    _say(
-        f"{src} -> {out}: {w}x{h}, {len(data)} bytes, {header.bpp():.4f} bpp "
-        f"(streams {header.payload_bpp():.4f}); model {header.preset} q{_level(header.quality)} "
-        f"[{header.fingerprint_hex}]"
+    if out == STDIO:
+        _write_stdout(data)
+    else:
+        atomic_write_bytes(out, data, overwrite=args.force)
+    say(
+        f"{_shown(src, 'stdin')} -> {_shown(out, 'stdout')}: {w}x{h}, {len(data)} bytes, "
+        f"{header.bpp():.4f} bpp (streams {header.payload_bpp():.4f}); model {header.preset} "
+        f"q{_level(header.quality)} [{header.fingerprint_hex}]"
     )
     line = f"encode {times.network:.2f} s (total {times.total - times.extra.get('verify', 0.0):.2f} s)"
     if args.refine:
@@ -282,10 +326,10 @@ def _compress_one(src: Path, out: Path, args: argparse.Namespace, model_once) ->
                  f"-{100 * times.extra['refine_gain']:.2f} %)")
     if args.verify:
         line += f", verify {times.extra['verify']:.2f} s: decoded image matches the encoder's"
-    _say(f"{line}; model load {load_s:.2f} s" if load_s else line)
+    say(f"{line}; model load {load_s:.2f} s" if load_s else line)
     if searched is not None:
         reached = f", {searched.psnr:.2f} dB" if searched.psnr is not None else ""
-        _say(f"quality {_level(searched.quality)} meets {target.describe()} ({searched.size} bytes"
+        say(f"quality {_level(searched.quality)} meets {target.describe()} ({searched.size} bytes"
              f"{reached}); search: {searched.encodes} encodes, {searched.seconds:.2f} s")
     return 0
 
@@ -310,6 +354,9 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
     outs = _outputs(args.input, args.output, ".png")
     for out in outs:  # refuse before any work is done
+        if out == STDIO:
+            _stdout_writable("a PNG image")
+            continue
         check_output_path(out, overwrite=args.force)
         lossy_write_note(out)  # also refuses suffixes that name no image format
     models: dict[tuple, tuple[object, float]] = {}  # one load per (preset, quality, weights)
@@ -329,9 +376,10 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 def _decompress_one(src: Path, out: Path, args: argparse.Namespace, model_for) -> int:
     from hpcm.codec.api import decode
     from hpcm.codec.container import unpack
-    from hpcm.codec.image_io import icc_write_note, lossy_write_note, write_image
+    from hpcm.codec.image_io import encode_image, icc_write_note, lossy_write_note, write_image
 
-    lossy = lossy_write_note(out)
+    say = _reporter(out)
+    lossy = None if out == STDIO else lossy_write_note(out)
     data = _read_bytes(src)
     header, _ = unpack(data)
     pixels = header.width * header.height
@@ -345,18 +393,22 @@ def _decompress_one(src: Path, out: Path, args: argparse.Namespace, model_for) -
     with coding_progress(model, f"decoding {header.width}x{header.height}"):
         image, header, times = decode(data, model, allow_cross_device=args.allow_cross_device,
                                       threads=threads)
-    write_image(out, image, overwrite=args.force, icc_profile=header.icc_profile)
+    if out == STDIO:  # PNG: exact, and it carries the ICC profile
+        _write_stdout(encode_image(image, "PNG", header.icc_profile))
+    else:
+        write_image(out, image, overwrite=args.force, icc_profile=header.icc_profile)
     if lossy:
         _note(f"note: {lossy}")
-    no_icc = icc_write_note(out, header.icc_profile)
+    no_icc = None if out == STDIO else icc_write_note(out, header.icc_profile)
     if no_icc:
         _note(f"note: {no_icc}")
     if times.extra.get("recon_crc_mismatch"):
         _note("note: the latent matched exactly; the pixels differ from the encoder's in the last bit "
               "(another thread count or platform), as two JPEG decoders may")
-    _say(f"{src} -> {out}: {header.width}x{header.height}, {header.bpp():.4f} bpp")
+    say(f"{_shown(src, 'stdin')} -> {_shown(out, 'stdout')}: {header.width}x{header.height}, "
+        f"{header.bpp():.4f} bpp")
     line = f"decode {times.network:.2f} s (total {times.total:.2f} s)"
-    _say(f"{line}; model load {load_s:.2f} s" if load_s else line)
+    say(f"{line}; model load {load_s:.2f} s" if load_s else line)
     return 0
 
 
@@ -560,9 +612,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "into a .hpcm file.",
     )
     p.add_argument("input", metavar="IN", nargs="+",
-                   help="input image(s); several are coded one after another with one model load")
-    p.add_argument("-o", "--output", metavar="OUT", help="output file (default: IN with suffix .hpcm); with "
-                   "several inputs, a folder to write IN-name.hpcm files into")
+                   help="input image(s); several are coded one after another with one model load; "
+                   "- reads one image from standard input")
+    p.add_argument("-o", "--output", metavar="OUT", help="output file (default: IN with suffix .hpcm; "
+                   "standard output for input -); - writes to standard output; with several inputs, a "
+                   "folder to write IN-name.hpcm files into")
     p.add_argument("--model", default=DEFAULT_MODEL, help="preset name (see `hpcm models`); with a .pth.tar "
                    "checkpoint, the architecture to load it into")
     rate = p.add_mutually_exclusive_group()
@@ -604,9 +658,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Decompress a .hpcm file. The model is found from the file header (preset and quality); "
         "with --checkpoint, its weights fingerprint must match the header.",
     )
-    p.add_argument("input", metavar="IN", nargs="+", help="input .hpcm file(s)")
-    p.add_argument("-o", "--output", metavar="OUT", help="output image (default: IN with suffix .png); with "
-                   "several inputs, a folder to write IN-name.png files into")
+    p.add_argument("input", metavar="IN", nargs="+",
+                   help="input .hpcm file(s); - reads one from standard input")
+    p.add_argument("-o", "--output", metavar="OUT", help="output image (default: IN with suffix .png; "
+                   "standard output for input -); - writes PNG to standard output; with several inputs, a "
+                   "folder to write IN-name.png files into")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("--checkpoint", metavar="PATH", help="weights the file was written with")
     p.add_argument("--device", default=None, help="torch device (default: cpu; for version-1 files the "

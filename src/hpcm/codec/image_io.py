@@ -28,6 +28,7 @@ import io
 import os
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -205,21 +206,25 @@ def read_image_with_notes(path: str | os.PathLike, *, alpha: str = "refuse") -> 
     return image, notes
 
 
-def read_image_and_profile(path: str | os.PathLike, *, alpha: str = "refuse",
+def read_image_and_profile(path: str | os.PathLike | BinaryIO, *, alpha: str = "refuse",
                            icc: str = "auto") -> tuple[np.ndarray, list[str], bytes | None]:
     """:func:`read_image_with_notes` plus the ICC profile to carry under the policy ``icc``
-    (``auto``, ``keep``, ``drop``, ``srgb``: module docstring); None: the pixels are sRGB."""
+    (``auto``, ``keep``, ``drop``, ``srgb``: module docstring); None: the pixels are sRGB.
+    ``path`` may also be a binary file object (e.g. standard input's bytes); its ``name`` labels errors."""
     if alpha not in ALPHA_POLICIES:
         raise ValueError(f"alpha must be one of {ALPHA_POLICIES}, got {alpha!r}")
     if icc not in ICC_POLICIES:
         raise ValueError(f"icc must be one of {ICC_POLICIES}, got {icc!r}")
     _register_heif()
-    path = Path(path)
+    if hasattr(path, "read"):
+        source, path = path, Path(str(getattr(path, "name", "<stream>")))
+    else:
+        source = path = Path(path)
     notes: list[str] = []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
+            im = Image.open(source)
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except IsADirectoryError:
