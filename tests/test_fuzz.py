@@ -2,9 +2,9 @@
 
 Mutations: bit flips, truncation, splices (random bytes, pieces of another valid file), header byte
 changes, and the same changes with the CRC recomputed (an adversary, not noise). One source file carries an
-ICC profile (its length field and bytes are fuzzed too). Files of versions 2, 3 and 4
-(all fuzzed; a CRC-fixed change of the version byte between them included) carry a checksum of the decoded
-latent (and files written with ``verify`` one of the decoded image), so even
+ICC profile, an EXIF block and an XMP packet (their length fields and bytes are fuzzed too). Files of
+versions 2, 3 and 4 (all fuzzed; a CRC-fixed change of the version byte between them included) carry a
+checksum of the decoded latent (and files written with ``verify`` one of the decoded image), so even
 CRC-fixed mutations of the streams — the side stream included — must be caught. Every case must finish in
 bounded time (hypothesis deadline).
 """
@@ -30,6 +30,8 @@ from hpcm.models.io import load_model
 REFUSALS = (FormatError, ModelMismatchError)
 #: An ICC profile's worth of bytes for the file that carries one (the container does not parse it).
 ICC_PROFILE = bytes(range(256)) * 2 + b"RGB profile"
+EXIF_BLOCK = b"Exif\x00\x00MM\x00*" + bytes(range(40))
+XMP_PACKET = b"<x:xmpmeta xmlns:x='adobe:ns:meta/'/>"
 MAX_SECONDS = 20.0  # generous bound for one decode on a loaded 2-core machine
 
 
@@ -51,7 +53,8 @@ def coded():
     np.testing.assert_array_equal(decompress_image(plain_v2, model), expected)
     np.testing.assert_array_equal(decompress_image(plain_v3, model), expected)
     other = encode(model, image[::-1].copy())[0]
-    with_icc, _, _ = encode(model, image, verify=True, icc_profile=ICC_PROFILE)
+    with_icc, _, _ = encode(model, image, verify=True, icc_profile=ICC_PROFILE, exif=EXIF_BLOCK,
+                            xmp=XMP_PACKET)
     return model, (plain, verified, plain_v2, plain_v3, with_icc), expected, other
 
 
@@ -183,7 +186,8 @@ def test_unmodified_files_decode(coded):
     model, (plain, verified, plain_v2, plain_v3, with_icc), expected, _ = coded
     assert (plain[4], verified[4], plain_v2[4], plain_v3[4], with_icc[4]) == (4, 4, 2, 3, 4)
     np.testing.assert_array_equal(decompress_image(with_icc, model), expected)
-    assert container.read_header(with_icc).icc_profile == ICC_PROFILE
+    header = container.read_header(with_icc)
+    assert (header.icc_profile, header.exif, header.xmp) == (ICC_PROFILE, EXIF_BLOCK, XMP_PACKET)
     np.testing.assert_array_equal(decompress_image(verified, model), expected)
     assert container.read_header(verified).recon_crc is not None
     assert expected.shape == (24, 40, 3)

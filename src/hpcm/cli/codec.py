@@ -282,7 +282,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 def _compress_one(src: Path, out: Path, args: argparse.Namespace, model_once) -> int:
     from hpcm.codec.api import encode
     from hpcm.codec.atomic import atomic_write_bytes
-    from hpcm.codec.image_io import read_image_and_profile
+    from hpcm.codec.image_io import read_image_with_metadata
     from hpcm.codec.rate_control import encode_to_target
     from hpcm.codec.refine import RefineSettings
 
@@ -295,7 +295,9 @@ def _compress_one(src: Path, out: Path, args: argparse.Namespace, model_once) ->
         source.name = "<stdin>"
     else:
         source = src
-    image, notes, icc_profile = read_image_and_profile(source, alpha=args.alpha, icc=args.icc)
+    image, notes, metadata = read_image_with_metadata(source, alpha=args.alpha, icc=args.icc,
+                                                      metadata=args.metadata)
+    stored = {"icc_profile": metadata.icc_profile, "exif": metadata.exif, "xmp": metadata.xmp}
     for n in notes:
         _note(f"note: {src}: {n}")
     model, load_s = model_once()
@@ -305,11 +307,11 @@ def _compress_one(src: Path, out: Path, args: argparse.Namespace, model_once) ->
     with coding_progress(model, f"encoding {w}x{h}"):
         if target is None:
             data, header, times = encode(model, image, quality=args.quality, padding=args.padding,
-                                         verify=args.verify, icc_profile=icc_profile,
+                                         verify=args.verify, **stored,
                                          refine=RefineSettings(steps=args.refine) if args.refine else None)
         else:
             searched = encode_to_target(model, image, target, padding=args.padding, verify=args.verify,
-                                        icc_profile=icc_profile)
+                                        **stored)
             data, header, times = searched.data, searched.header, searched.times
     if out == STDIO:
         _write_stdout(data)
@@ -376,7 +378,13 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 def _decompress_one(src: Path, out: Path, args: argparse.Namespace, model_for) -> int:
     from hpcm.codec.api import decode
     from hpcm.codec.container import unpack
-    from hpcm.codec.image_io import encode_image, icc_write_note, lossy_write_note, write_image
+    from hpcm.codec.image_io import (
+        ImageMetadata,
+        encode_image,
+        lossy_write_note,
+        metadata_write_note,
+        write_image,
+    )
 
     say = _reporter(out)
     lossy = None if out == STDIO else lossy_write_note(out)
@@ -393,15 +401,17 @@ def _decompress_one(src: Path, out: Path, args: argparse.Namespace, model_for) -
     with coding_progress(model, f"decoding {header.width}x{header.height}"):
         image, header, times = decode(data, model, allow_cross_device=args.allow_cross_device,
                                       threads=threads)
-    if out == STDIO:  # PNG: exact, and it carries the ICC profile
-        _write_stdout(encode_image(image, "PNG", header.icc_profile))
+    metadata = ImageMetadata(header.icc_profile, header.exif, header.xmp)
+    if out == STDIO:  # PNG: exact, and it carries the metadata
+        _write_stdout(encode_image(image, "PNG", metadata.icc_profile, metadata.exif, metadata.xmp))
     else:
-        write_image(out, image, overwrite=args.force, icc_profile=header.icc_profile)
+        write_image(out, image, overwrite=args.force, icc_profile=metadata.icc_profile, exif=metadata.exif,
+                    xmp=metadata.xmp)
     if lossy:
         _note(f"note: {lossy}")
-    no_icc = None if out == STDIO else icc_write_note(out, header.icc_profile)
-    if no_icc:
-        _note(f"note: {no_icc}")
+    lost = None if out == STDIO else metadata_write_note(out, metadata)
+    if lost:
+        _note(f"note: {lost}")
     if times.extra.get("recon_crc_mismatch"):
         _note("note: the latent matched exactly; the pixels differ from the encoder's in the last bit "
               "(another thread count or platform), as two JPEG decoders may")
@@ -421,6 +431,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         from hpcm.codec.image_io import icc_description
 
         fields["icc_profile"] = icc_description(header.icc_profile) or "(unreadable)"
+    if header.exif is not None:
+        from hpcm.codec.image_io import exif_summary
+
+        fields["exif"] = exif_summary(header.exif)
     if args.json:
         _say(json.dumps(fields, indent=2))
         return 0
@@ -602,7 +616,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``compress``, ``decompress``, ``info`` and ``demo`` to the ``hpcm`` command."""
-    from hpcm.codec.image_io import ICC_POLICIES
+    from hpcm.codec.image_io import ICC_POLICIES, METADATA_POLICIES
 
     fmt = _HelpFormatter
 
@@ -648,6 +662,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the image's ICC colour profile: carried to the decoded image with the pixels coded "
                    "as they are (auto: unless it is sRGB, which an untagged image means anyway; keep: "
                    "always; drop: never), or srgb: the pixels converted to sRGB and no profile carried")
+    p.add_argument("--metadata", choices=METADATA_POLICIES, default="none",
+                   help="the image's EXIF / XMP metadata to carry to the decoded image (none: a note says "
+                   "what is left out; EXIF loses its orientation tag, the pixels being upright, and its "
+                   "thumbnail)")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                    help="CPU threads (default: the cores this process may use); recorded in the header for "
                    "information only: the file decodes exactly with any thread count")

@@ -304,7 +304,8 @@ def refinement_lambda(model: nn.Module, quality: float | None) -> float:
 def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None, padding: str = "replicate",
            verify: bool = False, format_version: int = container.VERSION,
            refine: RefineSettings | None = None,
-           icc_profile: bytes | None = None) -> tuple[bytes, Header, CodecTimes]:
+           icc_profile: bytes | None = None, exif: bytes | None = None,
+           xmp: bytes | None = None) -> tuple[bytes, Header, CodecTimes]:
     """Code ``image`` (H, W, 3 uint8); return (file bytes, header, times).
 
     ``quality``: for variable-rate models, any value in the model's range (stored in the header to
@@ -319,7 +320,9 @@ def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None,
     ``refine`` (with ``steps`` > 0): code a latent optimised for this image (:mod:`hpcm.codec.refine`); the
     file and its decoding are unchanged, the encode takes longer.
     ``icc_profile``: the image's ICC colour profile, stored in the file for the decoded image (the pixels are
-    coded as they are; ``image_io.read_image_and_profile`` reads it; not in format version 1).
+    coded as they are; ``image_io.read_image_and_profile`` reads it; not in format version 1). ``exif``,
+    ``xmp``: the image's EXIF block and XMP packet, stored for the decoded image likewise
+    (``image_io.read_image_with_metadata`` reads all three).
     """
     if format_version not in container.SUPPORTED_VERSIONS:
         raise HPCMError(f"unsupported format version {format_version}")
@@ -363,6 +366,7 @@ def encode(model: nn.Module, image: np.ndarray, *, quality: float | None = None,
         threads=threads, z_shape=(hz, wz), version=format_version,
         latent_crc=out.get("latent_crc") if format_version >= 2 else None,
         icc_profile=None if icc_profile is None else bytes(icc_profile),
+        exif=None if exif is None else bytes(exif), xmp=None if xmp is None else bytes(xmp),
     )
     times.network = t2 - t1
     if verify:

@@ -42,9 +42,34 @@ FLAG_RECON_CHANNELS_LAST = 0x02
 #: An ICC colour profile follows the checksums (versions 2+): its length (4 bytes) and its bytes. The pixels
 #: are coded as they are; the decoder writes the profile into the decoded image (docs/format.md).
 FLAG_ICC = 0x04
-KNOWN_FLAGS = FLAG_RECON_CRC | FLAG_RECON_CHANNELS_LAST | FLAG_ICC
+#: The image's EXIF block ("Exif\0\0" + TIFF structure, orientation reset) follows, as the ICC profile does.
+FLAG_EXIF = 0x08
+#: The image's XMP packet follows, as the ICC profile does.
+FLAG_XMP = 0x10
 #: Largest ICC profile a file holds (real profiles are 0.5-60 KB).
 MAX_ICC_BYTES = 1 << 20
+#: Largest EXIF block / XMP packet a file holds (JPEG caps EXIF at 64 KB; XMP is usually under 20 KB).
+MAX_METADATA_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class MetadataBlock:
+    """One optional block after the checksums (versions 2+): a 4-byte length, then the bytes."""
+
+    flag: int
+    attribute: str  # the Header attribute that holds it
+    name: str  # as messages call it
+    max_bytes: int
+
+
+#: The metadata blocks, in file order (docs/format.md).
+METADATA_BLOCKS = (
+    MetadataBlock(FLAG_ICC, "icc_profile", "ICC profile", MAX_ICC_BYTES),
+    MetadataBlock(FLAG_EXIF, "exif", "EXIF block", MAX_METADATA_BYTES),
+    MetadataBlock(FLAG_XMP, "xmp", "XMP packet", MAX_METADATA_BYTES),
+)
+METADATA_FLAGS = FLAG_ICC | FLAG_EXIF | FLAG_XMP
+KNOWN_FLAGS = FLAG_RECON_CRC | FLAG_RECON_CHANNELS_LAST | METADATA_FLAGS
 
 PADDING_MODES = ("replicate", "reflect", "zeros")
 DEVICE_KINDS = ("cpu", "cuda", "mps", "other")
@@ -72,6 +97,8 @@ class Header:
     ``recon_layout``: with ``recon_crc`` only, the memory layout g_s ran in when the checksum was taken
     ("channels_last", or "contiguous" for files of earlier writers; the decoder reproduces it).
     ``icc_profile``: the source image's ICC colour profile (RGB), carried to the decoded image; None: sRGB.
+    ``exif``, ``xmp``: the source image's EXIF block and XMP packet, carried to the decoded image (None:
+    none).
     """
 
     preset: str
@@ -93,10 +120,17 @@ class Header:
     latent_crc: int | None = None
     recon_layout: str = "channels_last"
     icc_profile: bytes | None = None
+    exif: bytes | None = None
+    xmp: bytes | None = None
+
+    def metadata(self) -> list[tuple[MetadataBlock, bytes]]:
+        """The metadata blocks this header carries, in file order."""
+        blocks = ((b, getattr(self, b.attribute)) for b in METADATA_BLOCKS)
+        return [(b, data) for b, data in blocks if data is not None]
 
     @property
     def flags(self) -> int:
-        flags = FLAG_ICC if self.icc_profile is not None else 0
+        flags = sum(block.flag for block, _ in self.metadata())
         if self.recon_crc is None:
             return flags
         layout = FLAG_RECON_CHANNELS_LAST if self.recon_layout == "channels_last" else 0
@@ -109,7 +143,7 @@ class Header:
         n += _U32.size * len(self.stream_lengths)
         n += _U32.size if self.version >= 2 else 0  # latent checksum
         n += _U32.size if self.recon_crc is not None else 0
-        return n + (_U32.size + len(self.icc_profile) if self.icc_profile is not None else 0)
+        return n + sum(_U32.size + len(data) for _, data in self.metadata())
 
     @property
     def file_size(self) -> int:
@@ -146,6 +180,8 @@ class Header:
             "recon_layout": None if self.recon_crc is None else self.recon_layout,
             "latent_crc": None if self.latent_crc is None else f"{self.latent_crc:08x}",
             "icc_profile_bytes": None if self.icc_profile is None else len(self.icc_profile),
+            "exif_bytes": None if self.exif is None else len(self.exif),
+            "xmp_bytes": None if self.xmp is None else len(self.xmp),
             "file_size": self.file_size,
             "bpp": self.bpp(),
             "payload_bpp": self.payload_bpp(),
@@ -187,11 +223,11 @@ class Header:
             raise FormatError(f"invalid thread count {self.threads} in header")
         if not 1 <= len(self.stream_lengths) <= MAX_STREAMS:
             raise FormatError(f"invalid number of streams {len(self.stream_lengths)}")
-        if self.icc_profile is not None:
+        for block, data in self.metadata():
             if self.version == 1:
-                raise FormatError("a version-1 file cannot carry an ICC profile")
-            if not 1 <= len(self.icc_profile) <= MAX_ICC_BYTES:
-                raise FormatError(f"invalid ICC profile length {len(self.icc_profile)} (1..{MAX_ICC_BYTES})")
+                raise FormatError(f"a version-1 file cannot carry an {block.name}")
+            if not 1 <= len(data) <= block.max_bytes:
+                raise FormatError(f"invalid {block.name} length {len(data)} (1..{block.max_bytes})")
 
 
 def check_image_size(height: int, width: int, *, error: type[Exception]) -> None:
@@ -248,8 +284,8 @@ def pack(header: Header, streams: list[bytes]) -> bytes:
         parts.append(_U32.pack(header.latent_crc & 0xFFFFFFFF))
     if header.recon_crc is not None:
         parts.append(_U32.pack(header.recon_crc & 0xFFFFFFFF))
-    if header.icc_profile is not None:
-        parts.extend((_U32.pack(len(header.icc_profile)), bytes(header.icc_profile)))
+    for _, data in header.metadata():
+        parts.extend((_U32.pack(len(data)), bytes(data)))
     parts.extend(streams)
     body = b"".join(parts)
     return body + _U32.pack(zlib.crc32(body))
@@ -301,13 +337,14 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     if flags & FLAG_RECON_CRC:
         recon_crc = _U32.unpack(_take(data, pos, 4))[0]
         pos += 4
-    icc_profile = None
-    if flags & FLAG_ICC and version >= 2:
-        n_icc = _U32.unpack(_take(data, pos, 4))[0]
-        if not 1 <= n_icc <= MAX_ICC_BYTES:
-            raise FormatError(f"file is corrupted (ICC profile length {n_icc})")
-        icc_profile = _take(data, pos + 4, n_icc)
-        pos += 4 + n_icc
+    metadata: dict[str, bytes] = {}
+    for block in METADATA_BLOCKS if version >= 2 else ():
+        if flags & block.flag:
+            n = _U32.unpack(_take(data, pos, 4))[0]
+            if not 1 <= n <= block.max_bytes:
+                raise FormatError(f"file is corrupted ({block.name} length {n})")
+            metadata[block.attribute] = _take(data, pos + 4, n)
+            pos += 4 + n
     expected = pos + sum(lengths) + _TRAILER
     if len(data) < expected:
         raise FormatError(f"file is truncated or corrupted (expected {expected} bytes, found {len(data)})")
@@ -315,7 +352,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
         raise FormatError(f"file is corrupted ({len(data) - expected} unexpected bytes after the data)")
     if zlib.crc32(data[:-_TRAILER]) != _U32.unpack(data[-_TRAILER:])[0]:
         raise FormatError("file is corrupted (checksum mismatch)")
-    if flags & ~KNOWN_FLAGS or (version == 1 and flags & FLAG_ICC):
+    if flags & ~KNOWN_FLAGS or (version == 1 and flags & METADATA_FLAGS):
         raise FormatError(f"unknown header flags 0x{flags:02x}")
     if flags & FLAG_RECON_CHANNELS_LAST and not flags & FLAG_RECON_CRC:
         raise FormatError("file is corrupted (header flag 0x02 without a reconstruction checksum)")
@@ -344,7 +381,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
         version=version,
         latent_crc=latent_crc,
         recon_layout="channels_last" if flags & FLAG_RECON_CHANNELS_LAST else "contiguous",
-        icc_profile=icc_profile,
+        **metadata,
     )
     header.validate()
     streams = []

@@ -13,6 +13,10 @@ Input rules (also in README.md, "Supported image inputs"):
   Profiles of other colour spaces (grayscale, CMYK) do not describe the RGB pixels coded and are dropped
   with a note. ``srgb`` converts the pixels from their profile (RGB, grayscale or CMYK) to sRGB with
   LittleCMS (Pillow's ``ImageCms``, the profile's default rendering intent) and carries no profile.
+- EXIF and XMP metadata (:func:`read_image_with_metadata`, ``hpcm compress --metadata``): not carried by
+  default (camera EXIF holds GPS positions and a stale thumbnail); ``exif``, ``xmp`` or ``all`` carry them to
+  the decoded image. EXIF is re-serialised by Pillow: the orientation tag is removed (the pixels are upright)
+  and the IFD1 thumbnail is left out.
 - 16-bit samples (``I;16*`` grayscale, 16-bit RGB PNG) become 8 bit by keeping the high byte
   (``v >> 8``); this is what Pillow does for 16-bit RGB PNGs, and it inverts the usual 8->16 bit
   expansion ``v * 257`` exactly. 32-bit integer (``I``) and float (``F``) images are refused.
@@ -27,6 +31,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,13 +39,27 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hpcm.atomic import atomic_write_bytes
-from hpcm.codec.container import MAX_ICC_BYTES, MAX_PIXELS, MAX_SIDE, check_image_size
+from hpcm.codec.container import MAX_ICC_BYTES, MAX_METADATA_BYTES, MAX_PIXELS, MAX_SIDE, check_image_size
 from hpcm.errors import ImageError
 
 ALPHA_POLICIES = ("refuse", "drop", "white")
 ICC_POLICIES = ("auto", "keep", "drop", "srgb")
-#: Pillow formats whose writers embed an ICC profile (``icc_profile=``).
+#: Which of EXIF / XMP ``hpcm compress --metadata`` carries.
+METADATA_POLICIES = ("none", "exif", "xmp", "all")
+#: Pillow formats whose writers embed an ICC profile (``icc_profile=``), EXIF and XMP (:func:`encode_image`).
 ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF"})
+EXIF_FORMATS = XMP_FORMATS = ICC_FORMATS
+#: JPEG holds EXIF and (standard) XMP in one APP1 segment each: 65,533 bytes with the namespace prefix.
+_JPEG_APP1_LIMIT = {"exif": 65_533, "xmp": 65_533 - 29}
+
+
+@dataclass(frozen=True)
+class ImageMetadata:
+    """What travels with the pixels: an ICC profile (None: sRGB), an EXIF block, an XMP packet (bytes)."""
+
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    xmp: bytes | None = None
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 _heif_checked = False
 
@@ -196,6 +215,68 @@ def _converted_to_srgb(im: Image.Image, profile: bytes, notes: list[str]) -> Ima
     return out
 
 
+def _exif_block(raw: bytes | None, notes: list[str]) -> bytes | None:
+    """``raw`` (with or without the ``Exif\\0\\0`` prefix) re-serialised by Pillow: orientation tag removed
+    (the coded pixels are upright), IFD1 thumbnail left out; None when empty, unreadable or too large."""
+    if not raw:
+        return None
+    exif = Image.Exif()
+    try:
+        exif.load(raw)
+        exif.pop(0x0112, None)  # Orientation
+        data = exif.tobytes() if len(exif) else None
+    except Exception:  # noqa: BLE001 - Pillow's TIFF reader raises SyntaxError, struct.error, ...
+        notes.append("unreadable EXIF metadata dropped")
+        return None
+    if data is not None and len(data) > MAX_METADATA_BYTES:
+        notes.append(f"EXIF metadata ({len(data)} bytes) is too large to carry: dropped")
+        return None
+    return data
+
+
+def exif_summary(exif: bytes) -> str:
+    """A few EXIF fields of an EXIF block (camera, date, lens), e.g. for ``hpcm info``."""
+    block = Image.Exif()
+    try:
+        block.load(exif)
+        sub = block.get_ifd(0x8769)  # the Exif IFD
+    except Exception:  # noqa: BLE001 - as in _exif_block
+        return "(unreadable)"
+    make, model = (str(block.get(t, "")).strip("\x00 ") for t in (0x010F, 0x0110))
+    camera = model if model.startswith(make) else f"{make} {model}".strip()
+    date = str(sub.get(0x9003) or block.get(0x0132) or "").strip("\x00 ")  # DateTimeOriginal, DateTime
+    lens = str(sub.get(0xA434, "")).strip("\x00 ")  # LensModel
+    gps = "GPS position" if block.get_ifd(0x8825) else ""
+    parts = [p for p in (camera, date, lens, gps) if p]
+    return ", ".join(parts) if parts else f"{len(block)} tags"
+
+
+def _xmp_packet(info: dict, notes: list[str]) -> bytes | None:
+    """The XMP packet Pillow found (JPEG/WebP/TIFF ``xmp``, PNG ``XML:com.adobe.xmp``) as bytes."""
+    xmp = info.get("xmp") or info.get("XML:com.adobe.xmp")
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    if not isinstance(xmp, bytes) or not xmp:
+        return None
+    if len(xmp) > MAX_METADATA_BYTES:
+        notes.append(f"XMP metadata ({len(xmp)} bytes) is too large to carry: dropped")
+        return None
+    return bytes(xmp)
+
+
+def _kept_metadata(exif: bytes | None, xmp: bytes | None, policy: str,
+                   notes: list[str]) -> tuple[bytes | None, bytes | None]:
+    """(EXIF, XMP) to carry under ``policy`` (``METADATA_POLICIES``), with a note on what is left out."""
+    keep_exif, keep_xmp = policy in ("exif", "all"), policy in ("xmp", "all")
+    left = [f"{name} ({len(data):,} bytes)" for name, data, keep in (("EXIF", exif, keep_exif),
+                                                                     ("XMP", xmp, keep_xmp))
+            if data is not None and not keep]
+    if left:
+        notes.append(f"{' and '.join(left)} metadata not carried (--metadata all carries "
+                     f"{'them' if len(left) > 1 else 'it'})")
+    return (exif if keep_exif else None), (xmp if keep_xmp else None)
+
+
 def read_image_with_notes(path: str | os.PathLike, *, alpha: str = "refuse") -> tuple[np.ndarray, list[str]]:
     """Read ``path`` as (H, W, 3) uint8 RGB; also return notes on lossy conversions applied.
 
@@ -211,10 +292,20 @@ def read_image_and_profile(path: str | os.PathLike | BinaryIO, *, alpha: str = "
     """:func:`read_image_with_notes` plus the ICC profile to carry under the policy ``icc``
     (``auto``, ``keep``, ``drop``, ``srgb``: module docstring); None: the pixels are sRGB.
     ``path`` may also be a binary file object (e.g. standard input's bytes); its ``name`` labels errors."""
+    image, notes, metadata = read_image_with_metadata(path, alpha=alpha, icc=icc, metadata=None)
+    return image, notes, metadata.icc_profile
+
+
+def read_image_with_metadata(path: str | os.PathLike | BinaryIO, *, alpha: str = "refuse", icc: str = "auto",
+                             metadata: str | None = "none") -> tuple[np.ndarray, list[str], ImageMetadata]:
+    """:func:`read_image_and_profile` plus the EXIF / XMP metadata to carry under ``metadata``
+    (``METADATA_POLICIES``; a note names what the image has and is left out; None: not looked at)."""
     if alpha not in ALPHA_POLICIES:
         raise ValueError(f"alpha must be one of {ALPHA_POLICIES}, got {alpha!r}")
     if icc not in ICC_POLICIES:
         raise ValueError(f"icc must be one of {ICC_POLICIES}, got {icc!r}")
+    if metadata is not None and metadata not in METADATA_POLICIES:
+        raise ValueError(f"metadata must be one of {METADATA_POLICIES}, got {metadata!r}")
     _register_heif()
     if hasattr(path, "read"):
         source, path = path, Path(str(getattr(path, "name", "<stream>")))
@@ -246,6 +337,9 @@ def read_image_and_profile(path: str | os.PathLike | BinaryIO, *, alpha: str = "
             im.load()
             profile = im.info.get("icc_profile")
             im = ImageOps.exif_transpose(im)
+            exif = xmp = None
+            if metadata is not None:
+                exif, xmp = _exif_block(im.info.get("exif"), notes), _xmp_packet(im.info, notes)
             if icc == "srgb" and isinstance(profile, bytes) and profile:
                 im, profile = _converted_to_srgb(im, profile, notes), None
             arr = _to_rgb(im, alpha, notes)
@@ -253,7 +347,10 @@ def read_image_and_profile(path: str | os.PathLike | BinaryIO, *, alpha: str = "
             raise ImageError(f"{path}: {exc}") from None
         except (OSError, ValueError, SyntaxError) as exc:
             raise ImageError(f"{path}: cannot decode image ({exc})") from None
-    return arr, notes, _kept_profile(profile if isinstance(profile, bytes) else None, icc, notes)
+    kept_icc = _kept_profile(profile if isinstance(profile, bytes) else None, icc, notes)
+    if metadata is not None:
+        exif, xmp = _kept_metadata(exif, xmp, metadata, notes)
+    return arr, notes, ImageMetadata(kept_icc, exif, xmp)
 
 
 def read_image(path: str | os.PathLike, *, alpha: str = "refuse") -> np.ndarray:
@@ -267,16 +364,42 @@ def read_image(path: str | os.PathLike, *, alpha: str = "refuse") -> np.ndarray:
     return arr
 
 
-def encode_image(array: np.ndarray, fmt: str = "PNG", icc_profile: bytes | None = None) -> bytes:
-    """Encode an (H, W, 3) uint8 array to image bytes (PNG by default), with ``icc_profile`` embedded
-    where the format holds one (``ICC_FORMATS``)."""
+def _fits(fmt: str, kind: str, data: bytes | None) -> bool:
+    """Whether ``fmt``'s writer embeds ``data`` of this kind (``icc``, ``exif``, ``xmp``)."""
+    formats = {"icc": ICC_FORMATS, "exif": EXIF_FORMATS, "xmp": XMP_FORMATS}[kind]
+    return data is not None and fmt in formats and not (
+        fmt == "JPEG" and len(data) > _JPEG_APP1_LIMIT.get(kind, len(data)))
+
+
+def encode_image(array: np.ndarray, fmt: str = "PNG", icc_profile: bytes | None = None,
+                 exif: bytes | None = None, xmp: bytes | None = None) -> bytes:
+    """Encode an (H, W, 3) uint8 array to image bytes (PNG by default), with ``icc_profile``, ``exif``
+    and ``xmp`` embedded where the format holds them (:func:`metadata_write_note` names what it cannot)."""
     array = np.asarray(array)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
         raise ImageError(f"expected an (H, W, 3) uint8 array, got {array.dtype} {array.shape}")
     buf = io.BytesIO()
     kwargs = dict(_SAVE_OPTIONS.get(fmt, {}))
-    if icc_profile is not None and fmt in ICC_FORMATS:
+    if _fits(fmt, "icc", icc_profile):
         kwargs["icc_profile"] = icc_profile
+    if fmt == "TIFF":  # one tag directory: Pillow takes EXIF tags and the XMP tag (700) together
+        tags = Image.Exif()
+        if _fits(fmt, "exif", exif):
+            tags.load(exif)
+        if _fits(fmt, "xmp", xmp):
+            tags[700] = xmp
+        kwargs["tiffinfo"] = tags
+    else:
+        if _fits(fmt, "exif", exif):
+            kwargs["exif"] = exif
+        if _fits(fmt, "xmp", xmp) and fmt == "PNG":  # as the iTXt chunk readers look for
+            from PIL import PngImagePlugin
+
+            info = PngImagePlugin.PngInfo()
+            info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"))
+            kwargs["pnginfo"] = info
+        elif _fits(fmt, "xmp", xmp):
+            kwargs["xmp"] = xmp
     Image.fromarray(np.ascontiguousarray(array), "RGB").save(buf, format=fmt, **kwargs)
     return buf.getvalue()
 
@@ -307,16 +430,28 @@ def format_for_path(path: str | os.PathLike) -> str:
 
 def icc_write_note(path: str | os.PathLike, icc_profile: bytes | None) -> str | None:
     """A one-line note when ``path``'s format cannot carry the image's ICC profile."""
+    return metadata_write_note(path, ImageMetadata(icc_profile=icc_profile))
+
+
+def metadata_write_note(path: str | os.PathLike, metadata: ImageMetadata) -> str | None:
+    """A one-line note naming what of ``metadata`` ``path``'s format cannot carry (None: it carries all)."""
     fmt = format_for_path(path)
-    if icc_profile is None or fmt in ICC_FORMATS:
+    lost = [name for kind, name, data in (("icc", "ICC profile", metadata.icc_profile),
+                                          ("exif", "EXIF metadata", metadata.exif),
+                                          ("xmp", "XMP metadata", metadata.xmp))
+            if data is not None and not _fits(fmt, kind, data)]
+    if not lost:
         return None
-    return (f"{Path(path).name}: {fmt} cannot carry the image's ICC profile; its colours will be taken as "
-            "sRGB (write .png to keep it)")
+    why = " (too large for JPEG)" if fmt in ICC_FORMATS else ""
+    colours = "; its colours will be taken as sRGB" if "ICC profile" in lost else ""
+    return (f"{Path(path).name}: {fmt} cannot carry the image's {' and '.join(lost)}{why}{colours} "
+            "(write .png to keep it)")
 
 
 def write_image(path: str | os.PathLike, array: np.ndarray, overwrite: bool = False,
-                icc_profile: bytes | None = None) -> Path:
+                icc_profile: bytes | None = None, exif: bytes | None = None,
+                xmp: bytes | None = None) -> Path:
     """Write an (H, W, 3) uint8 array atomically; the format follows the extension (.png advised).
-    ``icc_profile``: embedded where the format holds one (see :func:`icc_write_note`)."""
-    data = encode_image(array, format_for_path(path), icc_profile)
+    ``icc_profile``, ``exif``, ``xmp``: embedded where the format holds them (:func:`metadata_write_note`)."""
+    data = encode_image(array, format_for_path(path), icc_profile, exif, xmp)
     return atomic_write_bytes(path, data, overwrite=overwrite)

@@ -161,12 +161,13 @@ class _Candidate:
 def encode_to_target(model: nn.Module, image: np.ndarray, target: RateTarget, *, padding: str = "replicate",
                      verify: bool = False, format_version: int = container.VERSION,
                      levels: Sequence[float | None] | None = None,
-                     icc_profile: bytes | None = None) -> TargetResult:
+                     icc_profile: bytes | None = None, exif: bytes | None = None,
+                     xmp: bytes | None = None) -> TargetResult:
     """Code ``image`` (H, W, 3 uint8) at the quality that meets ``target`` (see the module docstring).
 
     ``levels``: the qualities to search, ascending (default :func:`quality_levels`). With ``verify`` every
     candidate is verified as :func:`~hpcm.codec.api.encode` does (its size includes the check), and
-    ``icc_profile`` is stored in every candidate (its size counts). Raises
+    ``icc_profile``, ``exif`` and ``xmp`` are stored in every candidate (their size counts). Raises
     ``HPCMError`` naming what the model reaches when no level meets the target."""
     from hpcm.eval.metrics import psnr
 
@@ -179,7 +180,8 @@ def encode_to_target(model: nn.Module, image: np.ndarray, target: RateTarget, *,
     def at(i: int) -> _Candidate:
         if i not in cache:
             data, header, times = encode(model, image, quality=levels[i], padding=padding, verify=verify,
-                                         format_version=format_version, icc_profile=icc_profile)
+                                         format_version=format_version, icc_profile=icc_profile,
+                                         exif=exif, xmp=xmp)
             measured = psnr(image, decode(data, model)[0]) if target.min_psnr is not None else None
             cache[i] = _Candidate(data, header, times, measured)
             values[i] = math.log(len(data)) if measured is None else min(measured, 1e3)
