@@ -47,32 +47,11 @@ def build(name: str):
     return HPCM(config(name))
 
 
-def tiny():
-    return build("tiny")
-
-
-def w96():
-    return build("w96")
-
-
-def w128():
-    return build("w128")
-
-
-def w160():
-    return build("w160")
-
-
-def small():
-    return build("small")
-
-
-def small_g384():
-    return build("small_g384")
-
-
-def small_g96():
-    return build("small_g96")
+def __getattr__(name: str):
+    """``width_probe:<candidate>`` factories for ``hpcm train --model`` / ``hpcm widen --model``."""
+    if name in CANDIDATES:
+        return lambda: build(name)
+    raise AttributeError(f"module 'width_probe' has no attribute {name!r}")
 
 
 def _speed(args: argparse.Namespace) -> None:

@@ -93,7 +93,7 @@ def test_written_images_carry_it(image, tmp_path):
     assert "exif" not in Image.open(io.BytesIO(encode_image(image, "JPEG", exif=huge))).info
 
 
-def test_container_roundtrip_and_refusals(image):
+def test_container_roundtrip(image):
     model = load_model("hpcm-tiny")
     exif = camera_exif().tobytes()
     plain, _, _ = encode(model, image)
@@ -104,18 +104,28 @@ def test_container_roundtrip_and_refusals(image):
     assert parsed.flags == container.FLAG_EXIF | container.FLAG_XMP
     assert parsed.as_dict()["exif_bytes"] == len(exif) and parsed.as_dict()["xmp_bytes"] == len(XMP)
     np.testing.assert_array_equal(decode(data, model)[0], decode(plain, model)[0])
+
+
+@pytest.mark.parametrize("block", container.METADATA_BLOCKS, ids=lambda b: b.attribute)
+def test_each_block_is_checked(block, image):
+    """A length field that disagrees with the file (CRC recomputed) and the flag in a version-1 file are
+    refused cleanly, for the ICC profile, the EXIF block and the XMP packet alike."""
+    model = load_model("hpcm-tiny")
+    payload = b"\x01" * 300
+    data, _, _ = encode(model, image, **{block.attribute: payload})
+    parsed, _ = container.unpack(data)
+    assert getattr(parsed, block.attribute) == payload and parsed.flags == block.flag
     with pytest.raises(FormatError, match="version-1"):
-        encode(model, image, xmp=XMP, format_version=1)
-    # the XMP length field (last block) disagreeing with the file, CRC recomputed: clean refusals
-    at = parsed.header_size - len(XMP) - 4
-    assert struct.unpack(">I", data[at : at + 4])[0] == len(XMP)
-    for bad in (0, len(XMP) + 1, len(XMP) - 1, container.MAX_METADATA_BYTES + 1):
+        encode(model, image, format_version=1, **{block.attribute: payload})
+    at = parsed.header_size - len(payload) - 4
+    assert struct.unpack(">I", data[at : at + 4])[0] == len(payload)
+    for bad in (0, len(payload) + 1, len(payload) - 1, block.max_bytes + 1):
         body = data[:at] + struct.pack(">I", bad) + data[at + 4 : -4]
         with pytest.raises(FormatError) as exc:
             container.unpack(body + struct.pack(">I", zlib.crc32(body)))
         assert "\n" not in str(exc.value)
     v1 = bytearray(encode(model, image, format_version=1)[0][:-4])
-    v1[5] |= container.FLAG_EXIF
+    v1[5] |= block.flag
     with pytest.raises(FormatError, match="unknown header flags"):
         container.unpack(bytes(v1) + struct.pack(">I", zlib.crc32(bytes(v1))))
 
