@@ -145,6 +145,22 @@ def test_other_weights_refused(tiny):
         decompress_image(data, other)
 
 
+def test_decoding_without_a_model_finds_the_shipped_one(tiny, tmp_path):
+    image = smooth_image(24, 40, seed=4)
+    vr = load_model("hpcm-tiny-vr")
+    data = compress_image(vr, image, quality=3.25)
+    np.testing.assert_array_equal(decompress_image(data), decompress_image(data, vr))
+    (tmp_path / "a.hpcm").write_bytes(compress_image(tiny, image))
+    np.testing.assert_array_equal(decompress_image(tmp_path / "a.hpcm"),
+                                  decompress_image(tmp_path / "a.hpcm", tiny))
+    other = load_model("hpcm-tiny-vr")  # weights that were never shipped: refused, naming what decodes it
+    with torch.no_grad():
+        other.means_hyper.add_(0.25)
+    other.weights_info.pop("fingerprint")
+    with pytest.raises(ModelMismatchError, match="not the weights shipped for hpcm-tiny-vr"):
+        decompress_image(compress_image(other, image))
+
+
 def test_other_device_kind_refused_for_v1_only(tiny):
     image = smooth_image(8, 8, seed=4)
     header, streams = container.unpack(compress_image(tiny, image))

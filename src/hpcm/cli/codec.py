@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hpcm.codec.container import MAX_PIXELS
-from hpcm.errors import HPCMError, ModelMismatchError
+from hpcm.errors import HPCMError
 from hpcm.models.bundled import DEFAULT_MODEL
 from hpcm.models.protocol import is_variable_rate, weights_info
 
@@ -81,10 +81,9 @@ def short_note(note: str, limit: int = 80) -> str:
     return head if len(head) <= limit else head[: limit - 1].rstrip() + "…"
 
 
-def _load(spec: str, *, quality: float | None, device: str, preset: str | None = None):
+def _check_device(device: str) -> None:
+    """Refuse a device string torch does not parse, or a CUDA / MPS device this machine lacks."""
     import torch
-
-    from hpcm.models.io import load_model
 
     try:
         dev = torch.device(device)
@@ -94,6 +93,12 @@ def _load(spec: str, *, quality: float | None, device: str, preset: str | None =
         raise HPCMError(f"device {device!r} requested but CUDA is not available")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise HPCMError(f"device {device!r} requested but MPS is not available")
+
+
+def _load(spec: str, *, quality: float | None, device: str, preset: str | None = None):
+    from hpcm.models.io import load_model
+
+    _check_device(device)
     from hpcm.models.io import is_variable_rate_preset
     from hpcm.models.registry import list_models
 
@@ -183,33 +188,15 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _model_for_file(header, args) -> tuple[object, float]:
-    """The model that wrote ``header``: from --checkpoint, else from its preset + quality."""
-    from hpcm.models.registry import list_models
+    """The model that wrote ``header`` (``--checkpoint``, else its preset's shipped weights) and its load
+    time (``hpcm.codec.api.model_for_header``)."""
+    from hpcm.codec.api import model_for_header
 
-    # version-1 files decode exactly only on the encoder's device kind; versions 2, 3 anywhere (default CPU)
-    legacy = header.version == 1 and header.device in ("cpu", "cuda", "mps")
-    device = args.device or (header.device if legacy else "cpu")
-    if args.checkpoint:
-        return _load(args.checkpoint, quality=None, device=device, preset=header.preset)
-    if header.preset not in list_models():
-        raise ModelMismatchError(
-            f"file was written by model {header.preset!r}, which is not a built-in preset; "
-            "pass the weights with --checkpoint"
-        )
-    from hpcm.codec.api import model_identity, retired_weights_hint
-    from hpcm.errors import CheckpointError
-
-    advice = retired_weights_hint(header.fingerprint_hex) or (
-        "; pass the weights it was written with: --checkpoint PATH")
-    hint = (f"file was written by {header.preset} q{_level(header.quality)} with weights "
-            f"{header.fingerprint_hex}, which are not the weights shipped for {header.preset}{advice}")
-    try:
-        model, load_s = _load(header.preset, quality=header.quality or None, device=device)
-    except CheckpointError:  # e.g. a quality that no shipped weights have
-        raise ModelMismatchError(hint) from None
-    if model_identity(model)[2] != header.fingerprint:
-        raise ModelMismatchError(hint)
-    return model, load_s
+    if args.device:
+        _check_device(args.device)
+    t0 = time.perf_counter()
+    model = model_for_header(header, weights=args.checkpoint, device=args.device)
+    return model, time.perf_counter() - t0
 
 
 # -- commands ---------------------------------------------------------------------------------------

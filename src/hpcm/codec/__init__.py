@@ -13,10 +13,10 @@ from typing import Any
 
 __all__ = [
     "Header", "RateTarget", "compress_image", "decode", "decompress_image", "encode", "encode_to_target",
-    "model_identity", "read_header",
+    "model_for_header", "model_identity", "read_header",
 ]
 
-_FROM_API = ("compress_image", "decode", "decompress_image", "encode", "model_identity")
+_FROM_API = ("compress_image", "decode", "decompress_image", "encode", "model_for_header", "model_identity")
 
 
 def __getattr__(name: str) -> Any:

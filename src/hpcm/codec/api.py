@@ -400,6 +400,42 @@ def retired_weights_hint(fingerprint_hex: str) -> str:
             "decode the file with that release, or pass its weights with --checkpoint")
 
 
+def model_for_header(header: Header, *, weights: str | os.PathLike | None = None,
+                     device: str | None = None) -> nn.Module:
+    """The model that wrote ``header``: ``weights`` (a ``.safetensors`` or official checkpoint, loaded into
+    the header's preset; :func:`decode` checks its fingerprint), else the shipped weights of the header's
+    preset and quality. ``device``: default CPU (version-1 files: the encoder's device kind, where alone they
+    decode exactly). Raises ``ModelMismatchError`` naming what would decode the file (a release that
+    shipped its weights, or ``--checkpoint``) when the shipped weights are not the file's."""
+    from hpcm.errors import CheckpointError
+    from hpcm.models.io import load_model
+    from hpcm.models.registry import list_models
+
+    legacy = header.version == 1 and header.device in ("cpu", "cuda", "mps")
+    device = device or (header.device if legacy else "cpu")
+    if weights is not None:
+        return load_model(weights, device=device, preset=header.preset)
+    if header.preset not in list_models():
+        raise ModelMismatchError(
+            f"file was written by model {header.preset!r}, which is not a built-in preset; "
+            "pass the weights with --checkpoint"
+        )
+    level = f"{header.quality:g}" if header.quality else "-"
+    advice = retired_weights_hint(header.fingerprint_hex) or (
+        "; pass the weights it was written with: --checkpoint PATH")
+    hint = (f"file was written by {header.preset} q{level} with weights {header.fingerprint_hex}, which are "
+            f"not the weights shipped for {header.preset}{advice}")
+    quality = header.quality
+    try:  # a variable-rate preset's weights serve every quality; fractional qualities are only theirs
+        model = load_model(header.preset, quality=int(quality) if quality and float(quality).is_integer()
+                           else None, device=device)
+    except CheckpointError:  # e.g. a quality that no shipped weights have
+        raise ModelMismatchError(hint) from None
+    if model_identity(model)[2] != header.fingerprint:
+        raise ModelMismatchError(hint)
+    return model
+
+
 def check_model(header: Header, model: nn.Module, *, allow_cross_device: bool = False) -> None:
     """Raise ``ModelMismatchError`` unless ``model`` (on this device kind) wrote ``header``."""
     preset, quality, fingerprint = model_identity(model)
@@ -483,11 +519,15 @@ def compress_image(model: nn.Module, image: np.ndarray, *, quality: float | None
     return encode(model, image, quality=quality, padding=padding, verify=verify, refine=refine)[0]
 
 
-def decompress_image(data: bytes | str | os.PathLike, model: nn.Module, *,
+def decompress_image(data: bytes | str | os.PathLike, model: nn.Module | None = None, *,
                      allow_cross_device: bool = False) -> np.ndarray:
     """Decode a ``.hpcm`` file (its bytes, or its path) into an (H, W, 3) uint8 RGB image.
 
-    Raises ``FormatError`` for malformed/corrupted data and ``ModelMismatchError`` for a file written
-    by another model (preset, quality or weights) or on another device kind.
+    ``model``: default, the shipped model the header names (:func:`model_for_header`). Raises
+    ``FormatError`` for malformed/corrupted data and ``ModelMismatchError`` for a file written by another
+    model (preset, quality or weights) or on another device kind.
     """
+    if model is None:
+        data = _file_bytes(data)
+        model = model_for_header(container.read_header(data))
     return decode(data, model, allow_cross_device=allow_cross_device)[0]
