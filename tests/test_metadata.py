@@ -152,3 +152,13 @@ def test_cli_carries_metadata_when_asked(tagged_jpeg, tmp_path, capsys):
     assert 0x0112 not in back.getexif() and back.info.get("xmp") == XMP
     rc, _, err = run(capsys, "decompress", tmp_path / "m.hpcm", "-o", tmp_path / "m.bmp")
     assert rc == 0 and "BMP cannot carry the image's EXIF metadata and XMP metadata" in err
+
+
+@pytest.mark.parametrize("raw", [b"Exif\x00\x00garbage bytes", b"Exif\x00\x00MM\x00*\x00\x00\xff\xff"],
+                         ids=["not-tiff", "bad-ifd-offset"])
+def test_broken_exif_loses_nothing_else(image, tmp_path, raw, recwarn):
+    path = tmp_path / "broken.jpg"
+    Image.fromarray(image).save(path, "JPEG", quality=95, exif=raw, xmp=XMP)
+    arr, notes, meta = read_image_with_metadata(path, metadata="all")
+    assert arr.shape == image.shape and meta.exif is None and meta.xmp == XMP
+    assert all("EXIF" in n for n in notes) and not [w for w in recwarn if "EXIF" in str(w.message)]

@@ -222,9 +222,11 @@ def _exif_block(raw: bytes | None, notes: list[str]) -> bytes | None:
         return None
     exif = Image.Exif()
     try:
-        exif.load(raw)
-        exif.pop(0x0112, None)  # Orientation
-        data = exif.tobytes() if len(exif) else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Corrupt EXIF data": what is readable is kept
+            exif.load(raw)
+            exif.pop(0x0112, None)  # Orientation
+            data = exif.tobytes() if len(exif) else None
     except Exception:  # noqa: BLE001 - Pillow's TIFF reader raises SyntaxError, struct.error, ...
         notes.append("unreadable EXIF metadata dropped")
         return None
@@ -238,8 +240,10 @@ def exif_summary(exif: bytes) -> str:
     """A few EXIF fields of an EXIF block (camera, date, lens), e.g. for ``hpcm info``."""
     block = Image.Exif()
     try:
-        block.load(exif)
-        sub = block.get_ifd(0x8769)  # the Exif IFD
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            block.load(exif)
+            sub = block.get_ifd(0x8769)  # the Exif IFD
     except Exception:  # noqa: BLE001 - as in _exif_block
         return "(unreadable)"
     make, model = (str(block.get(t, "")).strip("\x00 ") for t in (0x010F, 0x0110))
@@ -313,8 +317,8 @@ def read_image_with_metadata(path: str | os.PathLike | BinaryIO, *, alpha: str =
         source = path = Path(path)
     notes: list[str] = []
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with warnings.catch_warnings():  # size: checked below; corrupt EXIF: handled where it is read
+            warnings.simplefilter("ignore")
             im = Image.open(source)
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
@@ -336,7 +340,9 @@ def read_image_with_metadata(path: str | os.PathLike | BinaryIO, *, alpha: str =
         try:
             im.load()
             profile = im.info.get("icc_profile")
-            im = ImageOps.exif_transpose(im)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Pillow's "Corrupt EXIF data": orientation then unknown
+                im = ImageOps.exif_transpose(im)
             exif = xmp = None
             if metadata is not None:
                 exif, xmp = _exif_block(im.info.get("exif"), notes), _xmp_packet(im.info, notes)
