@@ -5,6 +5,10 @@ WebP's PSNR at hpcm's bpp is a PCHIP interpolation in log bpp of the image's own
 quality; the correlation of that gap with the image's bpp says whether busy images (more bits) lose more.
 
     .venv/bin/python experiments/webp_gap.py docs/results/hpcm-small-vr-step16343-kodak.json [--qualities 1 8]
+
+``--ycbcr kodim02 kodim13 ...`` also codes those images live (the default model at the lowest quality
+given, and Pillow WebP, method 6, at the largest quality whose file is no larger) and splits each PSNR into
+Y, Cb and Cr (BT.601 full range): which component the gap is in.
 """
 
 from __future__ import annotations
@@ -33,10 +37,67 @@ def webp_curve(points: list[dict]):
     return PchipInterpolator(xs, ys)
 
 
+def _ycbcr(rgb: np.ndarray) -> np.ndarray:
+    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+    return np.stack([0.299 * r + 0.587 * g + 0.114 * b,
+                     128 - 0.168736 * r - 0.331264 * g + 0.5 * b,
+                     128 + 0.5 * r - 0.418688 * g - 0.081312 * b], -1)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
+
+
+def _webp_within(image: np.ndarray, max_bytes: int) -> bytes:
+    """Pillow WebP (method 6) at the largest quality whose file has at most ``max_bytes``."""
+    import io
+
+    from PIL import Image
+
+    best = b""
+    for quality in range(101):
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, "WEBP", quality=quality, method=6)
+        if len(buf.getvalue()) > max_bytes:
+            break
+        best = buf.getvalue()
+    return best
+
+
+def ycbcr_split(images: list[str], quality: float) -> None:
+    """Print hpcm's and WebP's PSNR per Y / Cb / Cr at (about) equal bytes for each Kodak image."""
+    import io
+
+    from PIL import Image
+
+    from hpcm.codec.api import compress_image, decompress_image
+    from hpcm.models.io import load_model
+
+    model = load_model("hpcm-small-vr")
+    kodak = ROOT.parent / "shared" / "data" / "kodak"
+    print(f"\n| image (q{quality:g}) | hpcm bpp | hpcm RGB / Y / Cb / Cr (dB) | WebP bpp | "
+          "WebP RGB / Y / Cb / Cr (dB) |")
+    print("|---|---|---|---|---|")
+    for name in images:
+        image = np.asarray(Image.open(kodak / f"{name}.png").convert("RGB"))
+        pixels = image.shape[0] * image.shape[1]
+        data = compress_image(model, image, quality=quality)
+        webp = _webp_within(image, len(data))
+        cells = []
+        for size, decoded in ((len(data), decompress_image(data, model)),
+                              (len(webp), np.asarray(Image.open(io.BytesIO(webp)).convert("RGB")))):
+            ref, dec = _ycbcr(image), _ycbcr(decoded)
+            parts = [_psnr(image, decoded)] + [_psnr(ref[..., c], dec[..., c]) for c in range(3)]
+            cells += [f"{8 * size / pixels:.3f}", " / ".join(f"{v:.2f}" for v in parts)]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("kodak", type=Path, help="an hpcm eval JSON with per_image results")
     p.add_argument("--qualities", type=float, nargs="+", default=[1, 4, 8])
+    p.add_argument("--ycbcr", nargs="+", metavar="IMAGE", default=[],
+                   help="Kodak images (e.g. kodim02) to code live and split into Y / Cb / Cr")
     args = p.parse_args(argv)
     doc = json.loads(args.kodak.read_text())
     webp = json.loads(PER_IMAGE.read_text())["pillow-webp"]
@@ -60,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| mean | | | " + " | ".join(f"{g:+.2f}" for g in gaps.mean(0)) + " |")
     corr = np.corrcoef(bpps, gaps[:, -1])[0, 1]
     print(f"\ncorrelation of the q{top:g} gap with the image's q{top:g} bpp: {corr:+.2f}")
+    if args.ycbcr:
+        ycbcr_split(args.ycbcr, min(args.qualities))
     return 0
 
 
