@@ -8,7 +8,8 @@ quality; the correlation of that gap with the image's bpp says whether busy imag
 
 ``--ycbcr kodim02 kodim13 ...`` also codes those images live (the default model at the lowest quality
 given, and Pillow WebP, method 6, at the largest quality whose file is no larger) and splits each PSNR into
-Y, Cb and Cr (BT.601 full range): which component the gap is in.
+Y, Cb and Cr (BT.601 full range): which component the gap is in; and into the 8-pixel frame along the image
+edges and the inside (Kodak's scans carry artifact lines in their first and last rows).
 """
 
 from __future__ import annotations
@@ -75,9 +76,9 @@ def ycbcr_split(images: list[str], quality: float) -> None:
 
     model = load_model("hpcm-small-vr")
     kodak = ROOT.parent / "shared" / "data" / "kodak"
-    print(f"\n| image (q{quality:g}) | hpcm bpp | hpcm RGB / Y / Cb / Cr (dB) | WebP bpp | "
-          "WebP RGB / Y / Cb / Cr (dB) |")
-    print("|---|---|---|---|---|")
+    print(f"\n| image (q{quality:g}) | hpcm bpp | hpcm RGB / Y / Cb / Cr (dB) | inside / frame share | "
+          "WebP bpp | WebP RGB / Y / Cb / Cr (dB) | inside / frame share |")
+    print("|---|---|---|---|---|---|---|")
     for name in images:
         image = np.asarray(Image.open(kodak / f"{name}.png").convert("RGB"))
         pixels = image.shape[0] * image.shape[1]
@@ -88,7 +89,12 @@ def ycbcr_split(images: list[str], quality: float) -> None:
                               (len(webp), np.asarray(Image.open(io.BytesIO(webp)).convert("RGB")))):
             ref, dec = _ycbcr(image), _ycbcr(decoded)
             parts = [_psnr(image, decoded)] + [_psnr(ref[..., c], dec[..., c]) for c in range(3)]
-            cells += [f"{8 * size / pixels:.3f}", " / ".join(f"{v:.2f}" for v in parts)]
+            error = ((decoded.astype(np.float64) - image) ** 2).mean(-1)
+            frame = np.zeros(error.shape, bool)
+            frame[:8], frame[-8:], frame[:, :8], frame[:, -8:] = True, True, True, True
+            inside = 10 * np.log10(255.0**2 / error[~frame].mean())
+            cells += [f"{8 * size / pixels:.3f}", " / ".join(f"{v:.2f}" for v in parts),
+                      f"{inside:.2f} dB / {100 * error[frame].sum() / error.sum():.0f} % of the error"]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
