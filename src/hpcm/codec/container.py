@@ -68,7 +68,7 @@ METADATA_BLOCKS = (
     MetadataBlock(FLAG_EXIF, "exif", "EXIF block", MAX_METADATA_BYTES),
     MetadataBlock(FLAG_XMP, "xmp", "XMP packet", MAX_METADATA_BYTES),
 )
-METADATA_FLAGS = FLAG_ICC | FLAG_EXIF | FLAG_XMP
+METADATA_FLAGS = sum(block.flag for block in METADATA_BLOCKS)
 KNOWN_FLAGS = FLAG_RECON_CRC | FLAG_RECON_CHANNELS_LAST | METADATA_FLAGS
 
 PADDING_MODES = ("replicate", "reflect", "zeros")
