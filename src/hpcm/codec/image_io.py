@@ -94,13 +94,17 @@ def _has_transparency(alpha: np.ndarray) -> bool:
     return bool((alpha != 255).any())
 
 
+def _high_byte(im: Image.Image, notes: list[str]) -> np.ndarray:
+    """A 16-bit grayscale image's samples as (H, W) uint8, keeping the high byte (``v >> 8``), with a note."""
+    notes.append("16-bit samples reduced to 8 bit (high byte)")
+    return (np.asarray(im).astype(np.uint16) >> 8).astype(np.uint8)
+
+
 def _to_rgb(im: Image.Image, alpha: str, notes: list[str]) -> np.ndarray:
     """Convert an opened (and orientation-fixed) Pillow image to (H, W, 3) uint8."""
     mode = im.mode
     if mode in _SIXTEEN_BIT:
-        gray = np.asarray(im).astype(np.uint16)
-        notes.append("16-bit samples reduced to 8 bit (high byte)")
-        g8 = (gray >> 8).astype(np.uint8)
+        g8 = _high_byte(im, notes)
         return np.repeat(g8[:, :, None], 3, axis=2)
     if mode in ("I", "F"):
         raise ImageError(f"unsupported image mode {mode!r} (32-bit integer/float samples); use 8-bit RGB")
@@ -200,8 +204,7 @@ def _converted_to_srgb(im: Image.Image, profile: bytes, notes: list[str]) -> Ima
         alpha = im.getchannel("A")
         im = im.convert(im.mode[:-1])
     elif im.mode in _SIXTEEN_BIT:
-        notes.append("16-bit samples reduced to 8 bit (high byte)")
-        im = Image.fromarray((np.asarray(im).astype(np.uint16) >> 8).astype(np.uint8), "L")
+        im = Image.fromarray(_high_byte(im, notes), "L")
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
         out = ImageCms.profileToProfile(im, source, ImageCms.createProfile("sRGB"), outputMode="RGB",
