@@ -19,15 +19,14 @@ ANCHORS = ROOT.parent / "shared" / "anchors"
 
 
 def webp_psnr_at(bpp: float, webp: dict) -> float:
-    """Pillow WebP's PSNR at ``bpp`` (PCHIP in log bpp over its measured points)."""
-    from scipy.interpolate import PchipInterpolator
+    """Pillow WebP's PSNR at ``bpp`` (PCHIP in log bpp over its measured points, as ``webp_gap.py``)."""
+    from webp_gap import webp_curve
 
     from hpcm.eval.results import rd_points
 
     rate, dist = rd_points(webp, "psnr")
-    order = sorted(range(len(rate)), key=lambda i: rate[i])
-    curve = PchipInterpolator([math.log(rate[i]) for i in order], [dist[i] for i in order])
-    return float(curve(math.log(bpp)))
+    points = [{"bpp": r, "psnr-rgb": d} for r, d in zip(rate, dist, strict=True)]
+    return float(webp_curve(points)(math.log(bpp)))
 
 
 def rows(results: Path) -> list[dict]:
