@@ -24,6 +24,8 @@ from hpcm.entropy.conditional import (
     SideReaderV3,
     SideWriter,
     SideWriterV3,
+    _confusable_width,
+    _confusable_width_pairs,
     _weights_v3,
     _xor_syndrome,
     latent_checksum,
@@ -513,3 +515,18 @@ def test_decoding_leaves_no_state_on_the_model(crop):
     assert _module_state(other) == before
     _, _, times = decode(data, model)
     assert times.extra["corrections"] == 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_v3_width_search_equals_pair_enumeration(seed):
+    """The encoder's O(n log n) width search (binary search over h) against enumerating every confusable pair:
+    random distances (ties included) and weights with few distinct low bits, so that long shared runs occur."""
+    rng = np.random.default_rng(seed)
+    for n in (0, 1, 2, 5, 40, 300):
+        a = np.sort(rng.choice(np.linspace(0, PAIR_BAND, 50, dtype=np.float32), n)).astype(np.float32)
+        for spread in (4, 1 << 12, 1 << 40):
+            low = rng.integers(0, spread, n, dtype=np.uint64)
+            w = (rng.integers(0, 1 << 62, n, dtype=np.uint64) << np.uint64(20)) ^ low
+            if n > 3:
+                w[3] = w[1]  # equal weights: no width separates them
+            assert _confusable_width(w, a) == _confusable_width_pairs(w, a), (n, spread)

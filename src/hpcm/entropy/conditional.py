@@ -225,6 +225,46 @@ def base_bits(n: int) -> int:
     return ((2 * n**4).bit_length() - 1) // 2 if n > 0 else 0
 
 
+def _confusable_width(w: np.ndarray, a: np.ndarray) -> int:
+    """The narrowest syndrome width h at which no two decisions the decoder could confuse share their low h
+    weight bits: 1 + the longest common low-bit run of w_i, w_j over pairs with a_i + a_j ≤ PAIR_BAND (0 for
+    none). ``w``: uint64 weights, ``a``: float32 normalised distances sorted ascending (< PAIR_BAND).
+
+    A binary search over h, each probe O(n log n): sort by (low h bits, a); a group of equal low bits holds a
+    confusable pair iff its two nearest do (a_j ≤ PAIR_BAND − a_i is monotone), and those are adjacent.
+    :func:`_confusable_width_pairs` enumerates the pairs instead (O(n²); the reference in the tests)."""
+    if a.size < 2:
+        return 0
+    limit = PAIR_BAND - a  # float32, as the pair rule is written everywhere
+
+    def collides(h: int) -> bool:
+        key = w & np.uint64((1 << h) - 1) if h < 64 else w
+        order = np.lexsort((a, key))  # by key, then distance (a is sorted: ties keep their order)
+        k, i = key[order], order
+        same = k[1:] == k[:-1]
+        return bool(np.any(same & (a[i[1:]] <= limit[i[:-1]])))
+
+    if not collides(0):
+        return 0
+    lo, hi = 0, 64  # collides(lo); hi: no collision among distinct weights (equal weights: 64 + 1)
+    if collides(64):
+        return 65
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if collides(mid) else (lo, mid)
+    return hi
+
+
+def _confusable_width_pairs(w: np.ndarray, a: np.ndarray) -> int:
+    """:func:`_confusable_width` by enumerating every confusable pair (O(n²) memory and time)."""
+    last = np.searchsorted(a, PAIR_BAND - a, side="right") - 1
+    count = np.maximum(last - np.arange(a.size), 0)
+    first = np.repeat(np.arange(a.size), count)
+    offs = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+    second = first + 1 + offs
+    return _max_ctz(w[first] ^ w[second]) + 1 if first.size else 0
+
+
 class _StepV3:
     """What the v3 encoder keeps of a step until the image is done: the decisions and, per salt, the
     narrowest syndrome width that separates every confusable pair of near-edge decisions."""
@@ -239,18 +279,10 @@ class _StepV3:
             a = nd[near]
             order = np.argsort(a, kind="stable")
             near, a = near[order], a[order]
-            # pairs (i < j in distance order) with a_i + a_j <= PAIR_BAND
-            last = np.searchsorted(a, PAIR_BAND - a, side="right") - 1
-            count = np.maximum(last - np.arange(a.size), 0)
-            first = np.repeat(np.arange(a.size), count)
-            offs = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
-            second = first + 1 + offs
             for salt in range(V3_SALTS):
                 w = _weights_v3_at(step, salt, near)
-                need = _max_ctz(w) + 1  # a single flip changes the syndrome (nonzero low bits)
-                if first.size:
-                    need = max(need, _max_ctz(w[first] ^ w[second]) + 1)
-                hmin[salt] = need
+                # a single flip changes the syndrome (nonzero low bits); no confusable pair shares them
+                hmin[salt] = max(_max_ctz(w) + 1, _confusable_width(w, a))
         self.hmin = hmin
 
     def choice(self, p: int) -> tuple[int, int, int]:
