@@ -1,17 +1,17 @@
-"""Cost of exact decoding (format v4, v3 or v2) against format v1, side by side on the same images, weights.
+"""Cost of exact decoding (format v5, v4, v3 or v2) against format v1, side by side on the same images.
 
 For each quality of the shipped weights (``--model hpcm-tiny``: its shipped levels; a variable-rate model:
 1..8) and each Kodak image, the image is coded as a version-1 file (official μ, no side stream) and a file of
-each ``--format`` (4 by default; 3 and 2: earlier side streams; several: all of them side by side) (μ on the
-2^-5 grid, per-step decision syndromes in the side stream, latent checksum), rotating which goes first, and
-every file is decoded.
+each ``--format`` (5 by default; 4, 3 and 2: earlier side streams; several: all of them side by side)
+(μ on the 2^-5 grid, per-step decision syndromes in the side stream, latent checksum), rotating which goes
+first, and every file is decoded.
 Printed per quality: the side stream's share of the file (mean and max over the images), bpp and PSNR
 of both formats (the RD change that the μ grid brings), the encode/decode time of the side-stream machinery
-timed inside the runs (decisions, syndromes, corrections: the work that only v2-v4 do) as a share of the
+timed inside the runs (decisions, syndromes, corrections: the work that only v2-v5 do) as a share of the
 encode/decode time, and the side-by-side totals (sums over the images; each time the best of ``--repeats``;
 noisy on a shared machine).
 
-Run: ``python benchmarks/exact_decoding.py [--model hpcm-tiny] [--format 4 [3]] [--images 24]
+Run: ``python benchmarks/exact_decoding.py [--model hpcm-tiny] [--format 5 [4]] [--images 24]
 [--qualities 3] [--threads 1] [--json]``.
 """
 
@@ -140,7 +140,7 @@ def run(qualities, n_images: int, repeats: int, model_name: str = "hpcm-tiny",
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="hpcm-tiny", choices=["hpcm-tiny", "hpcm-tiny-vr", "hpcm-small-vr"])
-    ap.add_argument("--format", type=int, nargs="+", default=[4], choices=[2, 3, 4],
+    ap.add_argument("--format", type=int, nargs="+", default=[5], choices=[2, 3, 4, 5],
                     help="format(s) of the exact-decoding files")
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--qualities", type=int, nargs="+", help="default: every shipped quality")

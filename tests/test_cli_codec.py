@@ -110,7 +110,7 @@ def test_decompress_threads_and_corrupt_latent(kodak_crop, tmp_path, capsys):
     out = tmp_path / "t.hpcm"
     assert run(capsys, "compress", kodak_crop, "-o", out, "--model", "hpcm-tiny")[0] == 0
     info = json.loads(run(capsys, "info", out, "--json")[1])
-    assert info["version"] == 4 and info["latent_crc"] and len(info["stream_lengths"]) == 3
+    assert info["version"] == 5 and info["latent_crc"] and len(info["stream_lengths"]) == 3
     for threads in ("1", "2"):
         rc, _, err = run(capsys, "decompress", out, "-o", tmp_path / f"t{threads}.png", "--threads", threads)
         assert rc == 0, err

@@ -346,18 +346,22 @@ def test_v3_side_stream_scale_index_flip(em):
     assert np.array_equal(got.index, dec.index)
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_v3_every_single_flip_is_resolved_even_at_the_worst_deviation(em, seed):
+@pytest.mark.parametrize(("seed", "version", "coded_bytes"), [(0, 3, 0), (1, 3, 0), (2, 3, 0), (3, 5, 10**6)])
+def test_v3_every_single_flip_is_resolved_even_at_the_worst_deviation(em, seed, version, coded_bytes):
     """The guarantee, exhaustively for a step: whichever decision within δ of an edge goes wrong, and even
     when every other decision has moved a full δ towards its edge (so that the decoder's tie-break is as
-    hard as it gets), the decoder flips exactly that one."""
+    hard as it gets), the decoder flips exactly that one. Format 5 with a large file: the widest μ band."""
     sigma, mu = _random_step(30000, seed=100 + seed)
     dec = em.decisions(sigma, mu)
-    writer = SideWriterV3(em)
+    writer = SideWriterV3(em, version)
     em.write_side(5, dec, writer)
-    data = writer.finish()
-    st = writer.steps[0]
-    h, salt, syn = SideReaderV3(data).read_step(dec.vector.size)
+    data = writer.finish(coded_bytes)
+    band, steps = writer.choose_band(coded_bytes)
+    assert band == (3 if version == 5 else 0)
+    st = steps[0]
+    reader = SideReaderV3(data, version)
+    h, salt, syn = reader.read_step(dec.vector.size)
+    assert reader.mean_tolerance == MEAN_TOLERANCE * 2**band
     w = _weights_v3(5, salt, dec.vector.size)
     assert syn == _xor_syndrome(w, dec.vector) & ((1 << h) - 1)
     nd = st.nd
@@ -489,7 +493,7 @@ def test_coding_version_is_an_argument_not_module_state(crop):
         b = model(crop, training=False)["x_hat"]
     assert not torch.equal(a, b)  # the official μ and the grid μ do differ
     with pytest.raises(ValueError, match="unknown coding version"):
-        em.grid_bits(5)
+        em.grid_bits(6)
     with pytest.raises(ValueError, match="no side stream"):
         em.side_writer(1)
 
@@ -519,8 +523,9 @@ def test_decoding_leaves_no_state_on_the_model(crop):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_v3_width_search_equals_pair_enumeration(seed):
-    """The encoder's O(n log n) width search (binary search over h) against enumerating every confusable pair:
-    random distances (ties included) and weights with few distinct low bits, so that long shared runs occur."""
+    """The encoder's O(n log n) width search (binary search over h) against enumerating every confusable
+    pair: random distances (ties included) and weights with few distinct low bits, so that long shared runs
+    occur."""
     rng = np.random.default_rng(seed)
     for n in (0, 1, 2, 5, 40, 300):
         a = np.sort(rng.choice(np.linspace(0, PAIR_BAND, 50, dtype=np.float32), n)).astype(np.float32)
@@ -530,3 +535,24 @@ def test_v3_width_search_equals_pair_enumeration(seed):
             if n > 3:
                 w[3] = w[1]  # equal weights: no width separates them
             assert _confusable_width(w, a) == _confusable_width_pairs(w, a), (n, spread)
+
+
+def test_v5_wide_band_decodes_what_the_narrow_band_cannot(crop, monkeypatch):
+    """Format 5 with the widest μ band (forced here: a budget of the whole file) corrects μ deviations of
+    ~4x format 4's δ_μ that format 4 refuses; the decoder takes the band from the side stream."""
+    import hpcm.entropy.conditional as C
+
+    model = load_model("hpcm-tiny", quality=3)
+    monkeypatch.setattr(C, "BAND_SHARE", 1.0)
+    enc5 = model.compress(crop, format_version=5)
+    enc4 = model.compress(crop, format_version=4)
+    assert enc5["strings"][:2] == enc4["strings"][:2]  # the band changes only the side stream
+    reader = model.entropy_estimation.side_reader(enc5["strings"][2], 5)
+    reader.read_step(1)
+    assert reader.mean_tolerance == MEAN_TOLERANCE * 8
+    other = perturbed("hpcm-tiny", 2.5e-5, seed=1)
+    latent = other.decode_latent(enc5["strings"], enc5["shape"], format_version=5)
+    assert torch.equal(latent.y_hat, eval_latent(model, crop))
+    assert latent.corrections > 0
+    with pytest.raises(FormatError, match="tolerance"):
+        perturbed("hpcm-tiny", 2.5e-5, seed=1).decode_latent(enc4["strings"], enc4["shape"], format_version=4)

@@ -86,7 +86,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_fixtures_exist():
     versions = {int(p.name[1 : p.name.index("-")]) for p in FIXTURES}
-    assert {2, 3, 4} <= versions
+    assert {2, 3, 4, 5} <= versions
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.name for p in FIXTURES])

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from hpcm.codec import container
 from hpcm.codec.api import decompress_image, encode
+from hpcm.entropy import conditional
 from hpcm.errors import FormatError, ModelMismatchError
 from hpcm.models.io import load_model
 
@@ -37,8 +38,8 @@ MAX_SECONDS = 20.0  # generous bound for one decode on a loaded 2-core machine
 
 @pytest.fixture(scope="module")
 def coded():
-    """hpcm-tiny, a small image, its plain and verified files (v4), plain v2 and v3 files, the expected
-    decoded image, and another file."""
+    """hpcm-tiny, a small image, its plain and verified files (v5), plain v2, v3 and v4 files, a v5 file
+    with the widest μ band, the expected decoded image, and another file."""
     torch.set_num_threads(1)
     model = load_model("hpcm-tiny")
     rng = np.random.default_rng(7)
@@ -49,13 +50,20 @@ def coded():
     verified, _, _ = encode(model, image, verify=True)
     plain_v2, _, _ = encode(model, image, format_version=2)
     plain_v3, _, _ = encode(model, image, format_version=3)
+    plain_v4, _, _ = encode(model, image, format_version=4)
+    with pytest.MonkeyPatch.context() as mp:  # a budget of the whole file: the widest μ band
+        mp.setattr(conditional, "BAND_SHARE", 1.0)
+        wide_band, _, _ = encode(model, image)
+    assert wide_band != plain
     expected = decompress_image(plain, model)
     np.testing.assert_array_equal(decompress_image(plain_v2, model), expected)
     np.testing.assert_array_equal(decompress_image(plain_v3, model), expected)
+    np.testing.assert_array_equal(decompress_image(plain_v4, model), expected)
+    np.testing.assert_array_equal(decompress_image(wide_band, model), expected)
     other = encode(model, image[::-1].copy())[0]
     with_icc, _, _ = encode(model, image, verify=True, icc_profile=ICC_PROFILE, exif=EXIF_BLOCK,
                             xmp=XMP_PACKET)
-    return model, (plain, verified, plain_v2, plain_v3, with_icc), expected, other
+    return model, (plain, verified, plain_v2, plain_v3, plain_v4, wide_band, with_icc), expected, other
 
 
 def fix_crc(data: bytes) -> bytes:
@@ -131,14 +139,14 @@ def test_mutated_files_decode_right_or_are_refused(coded, data):
 @FUZZ
 @given(data=st.data())
 def test_crc_fixed_mutations_of_verified_files(coded, data):
-    """An adversary who recomputes the CRC still cannot make a (verified or plain, v2, v3 or v4) file decode
+    """An adversary who recomputes the CRC still cannot make a (verified or plain, v2-v5) file decode
     wrongly."""
     model, sources, expected, other = coded
     source = data.draw(st.sampled_from(sources))
     kind = data.draw(st.sampled_from(["mutation", "move-boundary", "stream-flip", "side", "version"]))
     header, streams = container.unpack(source)
     if kind == "version":  # the side stream read with another version's layout or μ distance
-        header.version = data.draw(st.sampled_from([v for v in (2, 3, 4) if v != header.version]))
+        header.version = data.draw(st.sampled_from([v for v in (2, 3, 4, 5) if v != header.version]))
         mutated = container.pack(header, streams)
     elif kind == "mutation":
         mutated = fix_crc(data.draw(mutation(source, other))[1])
@@ -183,8 +191,9 @@ def test_random_bytes_never_crash_the_parser(data):
 
 
 def test_unmodified_files_decode(coded):
-    model, (plain, verified, plain_v2, plain_v3, with_icc), expected, _ = coded
-    assert (plain[4], verified[4], plain_v2[4], plain_v3[4], with_icc[4]) == (4, 4, 2, 3, 4)
+    model, (plain, verified, plain_v2, plain_v3, plain_v4, wide_band, with_icc), expected, _ = coded
+    versions = (plain[4], verified[4], plain_v2[4], plain_v3[4], plain_v4[4], wide_band[4], with_icc[4])
+    assert versions == (5, 5, 2, 3, 4, 5, 5)
     np.testing.assert_array_equal(decompress_image(with_icc, model), expected)
     header = container.read_header(with_icc)
     assert (header.icc_profile, header.exif, header.xmp) == (ICC_PROFILE, EXIF_BLOCK, XMP_PACKET)

@@ -3,8 +3,9 @@
 ``python tests/data/make_fixtures.py 2`` wrote the version-2 files with the code of commit 0965277 (the last
 commit that wrote v2 by default; later code writes version 2 only on request, ``encode(...,
 format_version=2)``); ``... 3`` wrote the version-3 files with the code that introduced format 3, ``... 4``
-the version-4 files with the code that introduced format 4. Running it again reproduces the layout, not
-necessarily the bytes, so the stored files are never regenerated.
+the version-4 files with the code that introduced format 4, ``... 5`` the version-5 files with the code that
+introduced format 5 (small files: their μ band is the narrowest, e = 0). Running it again reproduces
+the layout, not necessarily the bytes, so the stored files are never regenerated.
 The image is synthetic (``fixture_image``), so no test image is stored in the repository.
 """
 

@@ -19,9 +19,10 @@ from hpcm.errors import FormatError
 
 MAGIC = b"HPCM"
 #: Version written by default. 3: the layout of 2, the side stream of format v3; 4: the layout and side stream
-#: of 3, μ decisions measured against max(1, σ, |μ|) (docs/format.md).
-VERSION = 4
-SUPPORTED_VERSIONS = (1, 2, 3, 4)
+#: of 3, μ decisions measured against max(1, σ, |μ|); 5: that of 4 with a per-file μ band in the side stream
+#: (docs/format.md).
+VERSION = 5
+SUPPORTED_VERSIONS = (1, 2, 3, 4, 5)
 
 #: Largest accepted image side and area (pixels). Larger images are refused (memory grows linearly).
 MAX_SIDE = 8192

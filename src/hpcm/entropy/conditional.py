@@ -101,16 +101,24 @@ RANKED = 16
 
 # -- format version 3 (docs/format.md "Side stream, version 3") --
 #: Coding rules written by default (2: per-step width code + salt + additive syndrome; 3: below; 4: the
-#: side stream of 3 with the μ distance of MEAN_SCALE_VERSION).
-SIDE_FORMAT = 4
+#: side stream of 3 with the μ distance of MEAN_SCALE_VERSION; 5: that of 4 with a per-file μ band).
+SIDE_FORMAT = 5
 #: The coding rules a ``version`` argument selects (the file format versions, docs/format.md): 1, the official
 #: unquantised μ without a side stream; 2 and 3, μ on the grid with that side-stream layout; 4, the layout of
-#: 3 with μ distances over max(1, σ, |μ|).
-CODING_VERSIONS = (1, 2, 3, 4)
+#: 3 with μ distances over max(1, σ, |μ|); 5, that of 4 with the file's μ band (BAND_VERSION).
+CODING_VERSIONS = (1, 2, 3, 4, 5)
 #: From this version on, a μ decision's edge distance is divided by max(1, min(σ, top boundary), |μ|), not
 #: by max(1, |μ|): μ's deviation between platforms follows the scale of the step's activations, which σ
 #: tracks (measured: docs/determinism.md "Format 4").
 MEAN_SCALE_VERSION = 4
+#: From this version on the side stream starts with the exponent e (BAND_BITS bits, after the width offset)
+#: of the file's μ band, δ_μ = MEAN_TOLERANCE·2^e: the encoder takes the widest band whose side stream stays
+#: within BAND_SHARE of the coded y and z bytes (or no larger than the narrowest band's). Each doubling of
+#: δ_μ costs 1-2 bytes per Kodak image, so large (high-quality) files, where μ deviates most between
+#: platforms, get up to 8x the margin and small ones keep format 4's band (docs/determinism.md "Format 5").
+BAND_VERSION = 5
+BAND_BITS = 2
+BAND_SHARE = 0.0015
 #: δ_σ and δ_μ of format v3, one per decision type, each in its own metric (|ln σ − ln b| for σ; the
 #: distance of μ to its bin edge over max(1, |μ|) for μ): 5.4x and 9.1x the largest deviation measured for
 #: any preset (σ 2.8e-5, μ 3.3e-6; docs/determinism.md).
@@ -293,31 +301,59 @@ class _StepV3:
 
 class SideWriterV3:
     """Format-v3 side stream: the steps are collected, then one width offset F for the image is chosen and
-    each step is written as a unary option index t (its width and salt) and its XOR syndrome."""
+    each step is written as a unary option index t (its width and salt) and its XOR syndrome. From
+    ``version`` 5 on, the μ band exponent e follows F: the widest band within BAND_SHARE of
+    ``coded_bytes``."""
 
-    def __init__(self, entropy_model: ConditionalGGM) -> None:
+    def __init__(self, entropy_model: ConditionalGGM, version: int = 3) -> None:
         self.em = entropy_model
-        self.steps: list[_StepV3] = []
+        self.version = version
+        self.decisions: list[tuple[int, Decisions]] = []
 
-    def add(self, step: int, dec: Decisions, nd: np.ndarray) -> None:
-        self.steps.append(_StepV3(step, dec, nd))
+    def add(self, step: int, dec: Decisions) -> None:
+        self.decisions.append((step, dec))
 
-    def costs(self) -> np.ndarray:
-        """Side-stream bits (before the byte padding) for every value of the offset field."""
+    def steps(self, band: int = 0) -> list[_StepV3]:
+        """The collected steps with μ band exponent ``band`` (δ_μ = mean_tolerance·2^band)."""
+        tol = self.em.mean_tolerance * 2.0**band
+        return [_StepV3(step, dec, self.em.normalized(dec, tol)) for step, dec in self.decisions]
+
+    @staticmethod
+    def costs(steps: list[_StepV3]) -> np.ndarray:
+        """Side-stream bits of ``steps`` (before the byte padding and the band field) for every value of the
+        offset field."""
         fields = np.arange(1 << V3_OFFSET_BITS)
         bits = np.full(fields.size, V3_OFFSET_BITS, dtype=np.int64)
         salts = np.arange(V3_SALTS)
-        for st in self.steps:
+        for st in steps:
             p = np.maximum(0, base_bits(st.dec.vector.size) - fields)  # (F,)
             t = (V3_SALTS * np.maximum(0, st.hmin[None, :] - p[:, None]) + salts[None, :]).min(axis=1)
             bits += t + 1 + p + t // V3_SALTS
         return bits
 
-    def finish(self) -> bytes:
+    def choose_band(self, coded_bytes: int) -> tuple[int, list[_StepV3]]:
+        """(e, steps): the widest μ band whose stream stays within BAND_SHARE of ``coded_bytes`` or within
+        the narrowest band's size (0 and format 4's band before ``BAND_VERSION``)."""
+        chosen = (0, self.steps(0))
+        if self.version < BAND_VERSION:
+            return chosen
+        budget = max(int(self.costs(chosen[1]).min()), int(BAND_SHARE * 8 * coded_bytes))
+        for band in range(1, 1 << BAND_BITS):
+            steps = self.steps(band)
+            if int(self.costs(steps).min()) > budget:
+                break
+            chosen = (band, steps)
+        return chosen
+
+    def finish(self, coded_bytes: int = 0) -> bytes:
+        """The stream; ``coded_bytes``: the size of the file's other streams (sets the μ band, format 5)."""
+        band, steps = self.choose_band(coded_bytes)
         out = SideWriter()
-        field = int(np.argmin(self.costs()))  # the cheapest; the smallest field among equals
+        field = int(np.argmin(self.costs(steps)))  # the cheapest; the smallest field among equals
         out.write(field, V3_OFFSET_BITS)
-        for st in self.steps:
+        if self.version >= BAND_VERSION:
+            out.write(band, BAND_BITS)
+        for st in steps:
             n = st.dec.vector.size
             t, h, salt = st.choice(max(0, base_bits(n) - field))
             if h > V3_MAX_BITS:
@@ -333,11 +369,14 @@ class SideWriterV3:
 
 
 class SideReaderV3:
-    """Reads a :class:`SideWriterV3` stream step by step."""
+    """Reads a :class:`SideWriterV3` stream step by step (``mean_tolerance``: δ_μ at band 0)."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, version: int = 3, mean_tolerance: float = MEAN_TOLERANCE) -> None:
         self.bits = SideReader(data)
+        self.version = version
         self.field: int | None = None
+        #: the file's δ_μ (known once the first step is read)
+        self.mean_tolerance = mean_tolerance
         #: decisions of this decode that the side stream corrected (diagnostics)
         self.corrections = 0
 
@@ -345,6 +384,8 @@ class SideReaderV3:
         """(width, salt, syndrome) of the next step, whose decision vector has n entries."""
         if self.field is None:
             self.field = self.bits.read(V3_OFFSET_BITS)
+            if self.version >= BAND_VERSION:
+                self.mean_tolerance *= 2.0 ** self.bits.read(BAND_BITS)
         t = 0
         while self.bits.read(1):
             t += 1
@@ -372,7 +413,8 @@ class SideWriter:
         self._value = (self._value << bits) | value
         self._bits += bits
 
-    def finish(self) -> bytes:
+    def finish(self, coded_bytes: int = 0) -> bytes:
+        """The stream (``coded_bytes`` is not used: the v2 layout has no μ band)."""
         pad = -self._bits % 8
         n = (self._bits + pad) // 8
         return (self._value << pad).to_bytes(n, "big") if n else b""
@@ -577,12 +619,15 @@ class ConditionalGGM(GGM):
     # -- side information: dispatch on the layout -------------------------------------------------------
 
     def side_writer(self, version: int = SIDE_FORMAT) -> SideWriter | SideWriterV3:
-        """A writer for the side stream of format ``version`` (2, or 3 and 4: the layout of 3)."""
-        return SideWriterV3(self) if self._side_layout(version) == 3 else SideWriter()
+        """A writer for the side stream of format ``version`` (2, or 3-5: the layout of 3, from 5 with the
+        μ band field)."""
+        return SideWriterV3(self, version) if self._side_layout(version) == 3 else SideWriter()
 
     def side_reader(self, data: bytes, version: int = SIDE_FORMAT) -> SideReader | SideReaderV3:
-        """A reader of the side stream ``data`` of format ``version`` (2, or 3 and 4: the layout of 3)."""
-        return SideReaderV3(data) if self._side_layout(version) == 3 else SideReader(data)
+        """A reader of the side stream ``data`` of format ``version`` (2, or 3-5: the layout of 3)."""
+        if self._side_layout(version) == 3:
+            return SideReaderV3(data, version, self.mean_tolerance)
+        return SideReader(data)
 
     def _side_layout(self, version: int) -> int:
         if self.grid_bits(version) is None:
@@ -592,7 +637,7 @@ class ConditionalGGM(GGM):
     def write_side(self, step: int, dec: Decisions, side: SideWriter | SideWriterV3) -> None:
         """Encoder: record the step's side information (v3: collected, written by ``side.finish()``)."""
         if isinstance(side, SideWriterV3):
-            side.add(step, dec, self.normalized(dec))
+            side.add(step, dec)
         else:
             self.write_side_v2(step, dec, side)
 
@@ -601,7 +646,7 @@ class ConditionalGGM(GGM):
         the decisions it corrects are counted on ``side.corrections``."""
         if isinstance(side, SideReaderV3):
             h, salt, syn = side.read_step(dec.vector.size)
-            resolved = self._resolve_v3(step, dec, h, salt, syn)
+            resolved = self._resolve_v3(step, dec, h, salt, syn, mean_tolerance=side.mean_tolerance)
         else:
             resolved = self.read_side_v2(step, dec, side)
         if resolved is not dec:
@@ -610,17 +655,19 @@ class ConditionalGGM(GGM):
 
     # -- side information (format v3) ---------------------------------------------------------------
 
-    def normalized(self, dec: Decisions) -> np.ndarray:
-        """Edge distances in units of the type's tolerance: σ decisions / δ_σ, μ decisions / δ_μ (float32)."""
+    def normalized(self, dec: Decisions, mean_tolerance: float | None = None) -> np.ndarray:
+        """Edge distances in units of the type's tolerance: σ decisions / δ_σ, μ decisions / δ_μ (float32;
+        ``mean_tolerance``: the file's δ_μ, by default ``self.mean_tolerance``)."""
         n = dec.index.size
         nd = np.empty_like(dec.dist)
         np.multiply(dec.dist[:n], np.float32(1.0 / self.scale_tolerance), out=nd[:n])
-        np.multiply(dec.dist[n:], np.float32(1.0 / self.mean_tolerance), out=nd[n:])
+        band = self.mean_tolerance if mean_tolerance is None else mean_tolerance
+        np.multiply(dec.dist[n:], np.float32(1.0 / band), out=nd[n:])
         return nd
 
     def _resolve_v3(self, step: int, dec: Decisions, h: int, salt: int, syn: int,
                     nd: np.ndarray | None = None, own: int | None = None,
-                    weights: np.ndarray | None = None) -> Decisions:
+                    weights: np.ndarray | None = None, mean_tolerance: float | None = None) -> Decisions:
         """Decoder rule of v3: Δ = S ⊕ S(d'); among the decisions within δ of an edge (normalised distance < 1
         by the decoder's values) whose weight matches Δ in the low h bits, flip the one nearest its edge;
         else, best effort, 2..MAX_FLIPS of the RANKED nearest whose weights XOR to Δ."""
@@ -633,7 +680,7 @@ class ConditionalGGM(GGM):
         if delta == 0:
             return dec
         if nd is None:
-            nd = self.normalized(dec)
+            nd = self.normalized(dec, mean_tolerance)
         cand = np.flatnonzero(nd < 1.0)
         vals = (w[cand] & np.uint64(mask)).astype(np.int64)
         hits = np.flatnonzero(vals == delta)
@@ -649,7 +696,7 @@ class ConditionalGGM(GGM):
             raise FormatError(
                 f"cannot resolve the entropy parameters of step {step}: this decoder's arithmetic deviates "
                 f"from the encoder's by more than the tolerances (σ {self.scale_tolerance:g}, "
-                f"μ {self.mean_tolerance:g}), or the side stream is corrupt"
+                f"μ {mean_tolerance or self.mean_tolerance:g}), or the side stream is corrupt"
             )
         d = d.copy()
         for f in flips:

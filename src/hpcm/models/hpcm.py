@@ -500,7 +500,9 @@ class HPCM(nn.Module):
         y_enc = SymbolEncoder(em.table)
         side = em.side_writer(format_version) if em.grid_bits(format_version) is not None else None
         y_hat = self.context_pass(params, EncodeCoder(y_enc, em, side, format_version), y)
-        strings = [y_enc.finish(), z_bytes] + ([side.finish()] if side is not None else [])
+        y_bytes = y_enc.finish()
+        coded = len(y_bytes) + len(z_bytes)
+        strings = [y_bytes, z_bytes] + ([side.finish(coded)] if side is not None else [])
         return {"strings": strings, "shape": (int(h_z), int(w_z)), "latent_crc": latent_checksum(y_hat)}
 
     @torch.no_grad()
