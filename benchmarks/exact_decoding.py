@@ -84,6 +84,8 @@ def run(qualities, n_images: int, repeats: int, model_name: str = "hpcm-tiny",
     from hpcm.codec import container
     from hpcm.codec.api import decode, encode
     from hpcm.codec.image_io import read_image
+    from hpcm.entropy.conditional import MEAN_TOLERANCE, file_mean_tolerance
+
     paths = sorted(KODAK.glob("kodim*.png"))[:n_images]
     images = [read_image(p) for p in paths]
     clock = _Clock()
@@ -108,6 +110,9 @@ def run(qualities, n_images: int, repeats: int, model_name: str = "hpcm-tiny",
                     "bytes": len(data), "side": len(streams[2]) if version >= 2 else 0,
                     "enc": t_enc, "dec": t_dec, "psnr": _psnr(decoded, image),
                     "bpp": 8 * len(data) / (image.shape[0] * image.shape[1]),
+                    # the file's μ band as a multiple of δ_μ = 3e-5 (format 5 chooses it per file)
+                    "mu_band": (file_mean_tolerance(streams[2], version) / MEAN_TOLERANCE
+                                if version >= 3 else None),
                 }
             rows.append(rec)
             print(f"q{q} {paths[i].name}: " + json.dumps(rec), file=sys.stderr, flush=True)
@@ -119,6 +124,8 @@ def run(qualities, n_images: int, repeats: int, model_name: str = "hpcm-tiny",
                 "side_share_mean": float(np.mean(share)),
                 "side_share_max": float(np.max(share)),
                 "side_share_of_total": sum(r[fmt]["side"] for r in rows) / sum(r[fmt]["bytes"] for r in rows),
+                "mu_band_counts": {f"{b:g}x": sum(r[fmt]["mu_band"] == b for r in rows)
+                                   for b in sorted({r[fmt]["mu_band"] for r in rows} - {None})},
             }
             for v in (1, fmt):
                 res[f"bpp_v{v}"] = float(np.mean([r[v]["bpp"] for r in rows]))
@@ -169,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
               f"  {r['bpp_v1']:.4f} -> {r['bpp_' + v]:.4f} ({100 * r['bpp_change']:+.2f} %)"
               f"  {r['psnr_v1']:.3f} -> {r['psnr_' + v]:.3f}"
               f"  {100 * r['enc_extra_share']:5.2f} % ({100 * r['enc_overhead']:+5.1f} %)"
-              f"  {100 * r['dec_extra_share']:5.2f} % ({100 * r['dec_overhead']:+5.1f} %)")
+              f"  {100 * r['dec_extra_share']:5.2f} % ({100 * r['dec_overhead']:+5.1f} %)"
+              + (f"  μ band {r['mu_band_counts']}" if r["mu_band_counts"] else ""))
     met = all(r["side_share_mean"] <= 0.003 and r["enc_extra_share"] <= 0.05 and r["dec_extra_share"] <= 0.05
               for r in results.values())
     print("targets met at every quality" if met else "TARGETS MISSED")

@@ -111,6 +111,7 @@ def test_decompress_threads_and_corrupt_latent(kodak_crop, tmp_path, capsys):
     assert run(capsys, "compress", kodak_crop, "-o", out, "--model", "hpcm-tiny")[0] == 0
     info = json.loads(run(capsys, "info", out, "--json")[1])
     assert info["version"] == 5 and info["latent_crc"] and len(info["stream_lengths"]) == 3
+    assert info["side_tolerances"] == "sigma 0.00015, mu 3e-05"  # a small file: the narrowest μ band
     for threads in ("1", "2"):
         rc, _, err = run(capsys, "decompress", out, "-o", tmp_path / f"t{threads}.png", "--threads", threads)
         assert rc == 0, err

@@ -412,8 +412,17 @@ def _decompress_one(src: Path, out: Path, args: argparse.Namespace, model_for) -
 def cmd_info(args: argparse.Namespace) -> int:
     from hpcm.codec.container import unpack
 
-    header, _ = unpack(_read_bytes(Path(args.file)))
+    header, streams = unpack(_read_bytes(Path(args.file)))
     fields = header.as_dict()
+    if header.version >= 3:
+        from hpcm.entropy.conditional import SCALE_TOLERANCE, file_mean_tolerance
+        from hpcm.errors import FormatError
+
+        try:  # the tolerances of the decisions the side stream resolves (docs/determinism.md)
+            fields["side_tolerances"] = (f"sigma {SCALE_TOLERANCE:g}, mu "
+                                         f"{file_mean_tolerance(streams[2], header.version):g}")
+        except FormatError:
+            fields["side_tolerances"] = "(unreadable side stream)"
     if header.icc_profile is not None:
         from hpcm.codec.image_io import icc_description
 

@@ -74,6 +74,7 @@ __all__ = [
     "LikelihoodCoder",
     "EncodeCoder",
     "DecodeCoder",
+    "file_mean_tolerance",
     "latent_checksum",
     "ste_round",
 ]
@@ -113,7 +114,7 @@ CODING_VERSIONS = (1, 2, 3, 4, 5)
 MEAN_SCALE_VERSION = 4
 #: From this version on the side stream starts with the exponent e (BAND_BITS bits, after the width offset)
 #: of the file's μ band, δ_μ = MEAN_TOLERANCE·2^e: the encoder takes the widest band whose side stream stays
-#: within BAND_SHARE of the coded y and z bytes (or no larger than the narrowest band's). Each doubling of
+#: within BAND_SHARE of the coded y and z bytes or within the narrowest band's size. Each doubling of
 #: δ_μ costs 1-2 bytes per Kodak image, so large (high-quality) files, where μ deviates most between
 #: platforms, get up to 8x the margin and small ones keep format 4's band (docs/determinism.md "Format 5").
 BAND_VERSION = 5
@@ -233,30 +234,45 @@ def base_bits(n: int) -> int:
     return ((2 * n**4).bit_length() - 1) // 2 if n > 0 else 0
 
 
+def _reverse_bits(x: np.ndarray) -> np.ndarray:
+    """Each uint64 with its 64 bits in reverse order."""
+    x = x.astype(np.uint64, copy=True)
+    for shift, mask in ((1, 0x5555555555555555), (2, 0x3333333333333333), (4, 0x0F0F0F0F0F0F0F0F)):
+        s, m = np.uint64(shift), np.uint64(mask)
+        x = ((x >> s) & m) | ((x & m) << s)
+    return x.byteswap()
+
+
 def _confusable_width(w: np.ndarray, a: np.ndarray) -> int:
     """The narrowest syndrome width h at which no two decisions the decoder could confuse share their low h
     weight bits: 1 + the longest common low-bit run of w_i, w_j over pairs with a_i + a_j ≤ PAIR_BAND (0 for
-    none). ``w``: uint64 weights, ``a``: float32 normalised distances sorted ascending (< PAIR_BAND).
+    none; 65 for equal weights). ``w``: uint64 weights, ``a``: float32 normalised distances (< PAIR_BAND).
 
-    A binary search over h, each probe O(n log n): sort by (low h bits, a); a group of equal low bits holds a
-    confusable pair iff its two nearest do (a_j ≤ PAIR_BAND − a_i is monotone), and those are adjacent.
+    Sorted once by the bit-reversed weights, the decisions sharing their low h bits are runs; a run holds a
+    confusable pair iff at least two of its members lie within PAIR_BAND − (its smallest a) (the pair rule
+    a_j ≤ PAIR_BAND − a_i is monotone). A binary search over h, O(n) per probe after the sort.
     :func:`_confusable_width_pairs` enumerates the pairs instead (O(n²); the reference in the tests)."""
     if a.size < 2:
         return 0
-    limit = PAIR_BAND - a  # float32, as the pair rule is written everywhere
+    order = np.argsort(_reverse_bits(w), kind="stable")
+    rev, a = _reverse_bits(w)[order], a[order]
 
     def collides(h: int) -> bool:
-        key = w & np.uint64((1 << h) - 1) if h < 64 else w
-        order = np.lexsort((a, key))  # by key, then distance (a is sorted: ties keep their order)
-        k, i = key[order], order
-        same = k[1:] == k[:-1]
-        return bool(np.any(same & (a[i[1:]] <= limit[i[:-1]])))
+        first = np.zeros(a.size, dtype=bool)  # the first member of each run of equal low h bits
+        first[0] = True
+        if h:
+            key = rev >> np.uint64(64 - h)
+            first[1:] = key[1:] != key[:-1]
+        starts = np.flatnonzero(first)
+        limit = PAIR_BAND - np.minimum.reduceat(a, starts)  # float32, as the pair rule is written everywhere
+        within = a <= limit[np.cumsum(first) - 1]
+        return bool((np.add.reduceat(within.astype(np.int64), starts) >= 2).any())
 
     if not collides(0):
         return 0
-    lo, hi = 0, 64  # collides(lo); hi: no collision among distinct weights (equal weights: 64 + 1)
     if collides(64):
         return 65
+    lo, hi = 0, 64  # collides(lo), not collides(hi)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if collides(mid) else (lo, mid)
@@ -332,18 +348,25 @@ class SideWriterV3:
         return bits
 
     def choose_band(self, coded_bytes: int) -> tuple[int, list[_StepV3]]:
-        """(e, steps): the widest μ band whose stream stays within BAND_SHARE of ``coded_bytes`` or within
-        the narrowest band's size (0 and format 4's band before ``BAND_VERSION``)."""
-        chosen = (0, self.steps(0))
+        """(e, steps): the widest μ band whose stream stays within max(BAND_SHARE of ``coded_bytes``, the
+        narrowest band's stream) (0, format 4's band, before ``BAND_VERSION``). Tried from the widest down, so
+        a large file computes its steps once."""
         if self.version < BAND_VERSION:
-            return chosen
-        budget = max(int(self.costs(chosen[1]).min()), int(BAND_SHARE * 8 * coded_bytes))
-        for band in range(1, 1 << BAND_BITS):
-            steps = self.steps(band)
-            if int(self.costs(steps).min()) > budget:
-                break
-            chosen = (band, steps)
-        return chosen
+            return 0, self.steps(0)
+        tried: dict[int, tuple[int, list[_StepV3]]] = {}
+
+        def cost(band: int) -> int:
+            if band not in tried:
+                steps = self.steps(band)
+                tried[band] = (int(self.costs(steps).min()), steps)
+            return tried[band][0]
+
+        share = int(BAND_SHARE * 8 * coded_bytes)
+        widest = (1 << BAND_BITS) - 1
+        budget = share if cost(widest) <= share else max(share, cost(0))
+        band = next((b for b in range(widest, 0, -1) if cost(b) <= budget), 0)
+        cost(band)
+        return band, tried[band][1]
 
     def finish(self, coded_bytes: int = 0) -> bytes:
         """The stream; ``coded_bytes``: the size of the file's other streams (sets the μ band, format 5)."""
@@ -366,6 +389,16 @@ class SideWriterV3:
             out.write(syn, h)
             self.em._self_check_v3(st, w, h, syn)
         return out.finish()
+
+
+def file_mean_tolerance(side: bytes, version: int, mean_tolerance: float = MEAN_TOLERANCE) -> float:
+    """The δ_μ a side stream of format ``version`` was written with (its band field from version 5 on;
+    FormatError when the stream is too short to hold it)."""
+    if version < BAND_VERSION:
+        return mean_tolerance
+    bits = SideReader(side)
+    bits.read(V3_OFFSET_BITS)
+    return mean_tolerance * 2.0 ** bits.read(BAND_BITS)
 
 
 class SideReaderV3:
