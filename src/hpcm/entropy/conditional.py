@@ -246,16 +246,18 @@ def _reverse_bits(x: np.ndarray) -> np.ndarray:
 def _confusable_width(w: np.ndarray, a: np.ndarray) -> int:
     """The narrowest syndrome width h at which no two decisions the decoder could confuse share their low h
     weight bits: 1 + the longest common low-bit run of w_i, w_j over pairs with a_i + a_j ≤ PAIR_BAND (0 for
-    none; 65 for equal weights). ``w``: uint64 weights, ``a``: float32 normalised distances (< PAIR_BAND).
+    none; 65 for equal weights). ``w``: uint64 weights, ``a``: their float32 normalised distances
+    (< PAIR_BAND), in any order.
 
     Sorted once by the bit-reversed weights, the decisions sharing their low h bits are runs; a run holds a
     confusable pair iff at least two of its members lie within PAIR_BAND − (its smallest a) (the pair rule
-    a_j ≤ PAIR_BAND − a_i is monotone). A binary search over h, O(n) per probe after the sort.
+    a_j ≤ PAIR_BAND − a_i is monotone). A galloping search over h, O(n) per probe after the sort.
     :func:`_confusable_width_pairs` enumerates the pairs instead (O(n²); the reference in the tests)."""
     if a.size < 2:
         return 0
-    order = np.argsort(_reverse_bits(w), kind="stable")
-    rev, a = _reverse_bits(w)[order], a[order]
+    rev = _reverse_bits(w)
+    order = np.argsort(rev)  # the order within a run of equal weights does not matter
+    rev, a = rev[order], a[order]
 
     def collides(h: int) -> bool:
         first = np.zeros(a.size, dtype=bool)  # the first member of each run of equal low h bits
@@ -268,12 +270,30 @@ def _confusable_width(w: np.ndarray, a: np.ndarray) -> int:
         within = a <= limit[np.cumsum(first) - 1]
         return bool((np.add.reduceat(within.astype(np.int64), starts) >= 2).any())
 
-    if not collides(0):
-        return 0
-    if collides(64):
-        return 65
-    lo, hi = 0, 64  # collides(lo), not collides(hi)
-    while hi - lo > 1:
+    # gallop from round(2·log2 n) (where the answer usually lies, ± a few) to a bracket, then bisect
+    guess = min(max(base_bits(a.size), 1), 63)
+    step = 1
+    if collides(guess):
+        lo, hi = guess, None
+        while hi is None:
+            nxt = min(lo + step, 64)
+            if not collides(nxt):
+                hi = nxt
+            elif nxt == 64:
+                return 65  # equal weights: no width separates them
+            else:
+                lo, step = nxt, 2 * step
+    else:
+        lo, hi = None, guess
+        while lo is None:
+            nxt = max(hi - step, 0)
+            if collides(nxt):
+                lo = nxt
+            elif nxt == 0:
+                return 0  # no confusable pair
+            else:
+                hi, step = nxt, 2 * step
+    while hi - lo > 1:  # collides(lo), not collides(hi)
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if collides(mid) else (lo, mid)
     return hi
@@ -281,6 +301,8 @@ def _confusable_width(w: np.ndarray, a: np.ndarray) -> int:
 
 def _confusable_width_pairs(w: np.ndarray, a: np.ndarray) -> int:
     """:func:`_confusable_width` by enumerating every confusable pair (O(n²) memory and time)."""
+    order = np.argsort(a, kind="stable")
+    w, a = w[order], a[order]
     last = np.searchsorted(a, PAIR_BAND - a, side="right") - 1
     count = np.maximum(last - np.arange(a.size), 0)
     first = np.repeat(np.arange(a.size), count)
@@ -301,8 +323,6 @@ class _StepV3:
         hmin = np.zeros(V3_SALTS, dtype=np.int64)
         if near.size:
             a = nd[near]
-            order = np.argsort(a, kind="stable")
-            near, a = near[order], a[order]
             for salt in range(V3_SALTS):
                 w = _weights_v3_at(step, salt, near)
                 # a single flip changes the syndrome (nonzero low bits); no confusable pair shares them
