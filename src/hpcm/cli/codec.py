@@ -415,7 +415,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     header, streams = unpack(_read_bytes(Path(args.file)))
     fields = header.as_dict()
     if header.version >= 3:
-        from hpcm.entropy.conditional import SCALE_TOLERANCE, file_mean_tolerance
+        from hpcm.entropy.side_bits import SCALE_TOLERANCE, file_mean_tolerance
         from hpcm.errors import FormatError
 
         try:  # the tolerances of the decisions the side stream resolves (docs/determinism.md)
