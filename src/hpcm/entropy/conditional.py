@@ -131,7 +131,6 @@ MEAN_SCALE_VERSION = 4
 PAIR_BAND = 2.2
 
 
-
 @lru_cache(maxsize=16)
 def _combinations(n: int, t: int) -> np.ndarray:
     """All t-subsets of range(n) as an int array (C(n, t), t)."""
