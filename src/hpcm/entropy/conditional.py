@@ -65,6 +65,7 @@ from hpcm.entropy.side_bits import (
     SideReader,
     SideWriter,
     file_mean_tolerance,
+    read_side_head,
 )
 from hpcm.errors import FormatError, HPCMError
 from hpcm.models import schedule as S
@@ -422,9 +423,7 @@ class SideReaderV3:
     def read_step(self, n: int) -> tuple[int, int, int]:
         """(width, salt, syndrome) of the next step, whose decision vector has n entries."""
         if self.field is None:
-            self.field = self.bits.read(V3_OFFSET_BITS)
-            if self.version >= BAND_VERSION:
-                self.mean_tolerance *= 2.0 ** self.bits.read(BAND_BITS)
+            self.field, self.mean_tolerance = read_side_head(self.bits, self.version, self.mean_tolerance)
         t = 0
         while self.bits.read(1):
             t += 1

@@ -18,6 +18,7 @@ __all__ = [
     "SideReader",
     "SideWriter",
     "file_mean_tolerance",
+    "read_side_head",
 ]
 
 #: δ_σ and δ_μ of format v3, one per decision type, each in its own metric (|ln σ − ln b| for σ; the
@@ -81,11 +82,19 @@ class SideReader:
             raise FormatError("side stream padding is not zero")
 
 
+def read_side_head(bits: SideReader, version: int,
+                   mean_tolerance: float = MEAN_TOLERANCE) -> tuple[int, float]:
+    """(width offset F, the file's δ_μ) from the start of a side stream of the v3 layout (the band field from
+    ``version`` 5 on; ``mean_tolerance``: δ_μ at band 0)."""
+    field = bits.read(V3_OFFSET_BITS)
+    if version >= BAND_VERSION:
+        mean_tolerance *= 2.0 ** bits.read(BAND_BITS)
+    return field, mean_tolerance
+
+
 def file_mean_tolerance(side: bytes, version: int, mean_tolerance: float = MEAN_TOLERANCE) -> float:
     """The δ_μ a side stream of format ``version`` was written with (its band field from version 5 on;
     FormatError when the stream is too short to hold it)."""
     if version < BAND_VERSION:
         return mean_tolerance
-    bits = SideReader(side)
-    bits.read(V3_OFFSET_BITS)
-    return mean_tolerance * 2.0 ** bits.read(BAND_BITS)
+    return read_side_head(SideReader(side), version, mean_tolerance)[1]
